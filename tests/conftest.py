@@ -1,0 +1,29 @@
+"""Shared fixtures: the VNN-COMP 2021 folder and small hand-built networks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_CANDIDATES = [
+    os.environ.get("DISTILLCERT_SHARED", ""),
+    str(Path(__file__).resolve().parents[1] / ".." / "shared" / "benchmarks" / "vnncomp2021"),
+]
+
+
+def shared_root() -> Path | None:
+    """The ``vnncomp2021`` folder beside the repository (``../shared/benchmarks/vnncomp2021``)."""
+    for c in _CANDIDATES:
+        if c and (Path(c) / "acasxu").is_dir():
+            return Path(c).resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def vnncomp_root() -> Path:
+    root = shared_root()
+    if root is None:
+        pytest.skip("../shared/benchmarks/vnncomp2021 is absent (a fresh clone has none; CI always has it)")
+    return root

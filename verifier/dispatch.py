@@ -1,0 +1,379 @@
+"""The dispatcher: CROWN quick check, cheap falsification, backend choice, hard timeouts, replay,
+lazy refinement, portfolio, and many queries in parallel.
+
+One query (:func:`verify`)
+--------------------------
+1. ``prop.quick_check`` (CROWN): proven ⇒ VERIFIED, no solver called.
+2. Sampling: random points of the input region are run through the float64 IR; a violating point is
+   replayed on onnxruntime and, if it replays, the query is FALSIFIED without a solver.
+3. The property is encoded (quadratic constraints only for backends that take them) and solved in a
+   *child process* with a hard wall-clock limit: a solver crash or hang becomes ERROR or TIMEOUT for
+   this query and the run goes on.
+4. Infeasible ⇒ VERIFIED.  Feasible ⇒ the candidate is replayed (:mod:`verifier.replay`); if it
+   replays ⇒ FALSIFIED; if not, ``prop.refine`` may return cuts that separate it (L2 tangent cuts,
+   confidence tangent cuts) and the query is re-solved; otherwise UNKNOWN with the reason.
+
+Backends: ``auto`` takes Gurobi when it is installed and the model fits its licence, else HiGHS;
+``portfolio`` races several backends in parallel processes and takes the first definitive answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from multiprocessing.connection import wait as mp_wait
+from typing import Any
+
+import numpy as np
+
+from encoders.errors import BackendUnavailableError, ConfigError, LicenseLimitError
+from encoders.network import Network
+from encoders.program import Kind, Program
+from encoders.properties import EncodeOptions
+
+from .backends.base import BACKENDS, get_backend
+from .replay import replay
+from .results import Outcome, Result, SolveStatus, Verdict
+
+GUROBI_PIP_LIMIT = 2000
+BACKEND_CHOICES = (*sorted(BACKENDS), "auto", "portfolio")
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    """How to answer queries.
+
+    Attributes
+    ----------
+    backend
+        ``gurobi``, ``highs``, ``marabou``, ``z3``, ``auto`` or ``portfolio``.
+    timeout
+        Wall-clock seconds per query (all refinements included).
+    portfolio
+        Backends raced by ``portfolio``.
+    samples
+        Random points tried for cheap falsification before any solver call (0 disables).
+    max_refinements
+        Re-solves allowed after spurious candidates (lazy cuts).
+    """
+
+    backend: str = "auto"
+    timeout: float = 60.0
+    threads: int = 1
+    portfolio: tuple[str, ...] = ("gurobi", "highs", "marabou")
+    quick_check: bool = True
+    samples: int = 512
+    max_refinements: int = 40
+    bounds: str = "crown"
+    seed: int = 0
+    in_process: bool = False  # solve in this process (no hard kill); for daemonic workers
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKEND_CHOICES:
+            raise ConfigError(f"--backend: unknown backend {self.backend!r} (choose from {', '.join(BACKEND_CHOICES)})")
+        if not self.timeout > 0:
+            raise ConfigError(f"--timeout: must be positive, got {self.timeout}")
+        for b in self.portfolio:
+            if b not in BACKENDS:
+                raise ConfigError(f"portfolio: unknown backend {b!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# solving in a child process
+# --------------------------------------------------------------------------------------------------
+def _child(conn: Any, backend_name: str, program: Program, timeout: float, threads: int) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    try:
+        backend = get_backend(backend_name)
+        out = backend.solve(program, timeout, threads)
+    except LicenseLimitError as exc:
+        out = Outcome(SolveStatus.ERROR, backend_name, 0.0, message=f"licence: {exc}")
+    except BaseException as exc:  # report, never hang the parent
+        out = Outcome(SolveStatus.ERROR, backend_name, 0.0, message=f"{type(exc).__name__}: {exc}")
+    with contextlib.suppress(Exception):
+        conn.send(out)
+    conn.close()
+
+
+@contextlib.contextmanager
+def _allow_children() -> Any:
+    """Let a daemonic process (a Dask worker) start solver children.
+
+    ``multiprocessing`` refuses children of daemonic processes because they could be orphaned when
+    the daemon is terminated; our children are always joined or killed by the parent before it
+    returns, so lifting the flag for the duration of a solve is safe.
+    """
+    cfg = mp.current_process()._config  # type: ignore[attr-defined]
+    was = cfg.get("daemon", False)
+    cfg["daemon"] = False
+    try:
+        yield
+    finally:
+        cfg["daemon"] = was
+
+
+def _start(backend_name: str, program: Program, timeout: float, threads: int) -> tuple[Any, Any]:
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    with _allow_children():
+        proc = ctx.Process(target=_child, args=(send, backend_name, program, timeout, threads), daemon=True)
+        proc.start()
+    send.close()
+    return proc, recv
+
+
+def _finish(proc: Any, recv: Any, backend_name: str, started: float) -> Outcome:
+    try:
+        out = recv.recv()
+    except (EOFError, OSError):
+        proc.join(1.0)
+        code = proc.exitcode
+        why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return Outcome(SolveStatus.ERROR, backend_name, time.perf_counter() - started,
+                       message=f"solver process died ({why})")
+    proc.join(5.0)
+    return replace(out, time_s=time.perf_counter() - started)
+
+
+def _kill(proc: Any) -> None:
+    if proc.is_alive():
+        with contextlib.suppress(Exception):
+            os.kill(proc.pid, signal.SIGKILL)
+    proc.join(2.0)
+
+
+def solve_isolated(backend_name: str, program: Program, timeout: float, threads: int = 1,
+                   grace: float = 3.0) -> Outcome:
+    """Solve in a child process; a hang past ``timeout + grace`` is killed → TIMEOUT."""
+    started = time.perf_counter()
+    proc, recv = _start(backend_name, program, timeout, threads)
+    if recv.poll(timeout + grace):
+        return _finish(proc, recv, backend_name, started)
+    _kill(proc)
+    return Outcome(SolveStatus.TIMEOUT, backend_name, time.perf_counter() - started,
+                   message=f"hard time limit of {timeout:.1f}s reached")
+
+
+def solve_portfolio(backends: Sequence[str], program: Program, timeout: float, threads: int = 1,
+                    grace: float = 3.0) -> Outcome:
+    """Race ``backends``; the first SAT/UNSAT/OPTIMAL answer wins and the others are killed."""
+    started = time.perf_counter()
+    running = {}
+    for b in backends:
+        proc, recv = _start(b, program, timeout, threads)
+        running[recv] = (proc, b)
+    last: Outcome | None = None
+    deadline = started + timeout + grace
+    try:
+        while running:
+            ready = mp_wait(list(running), timeout=max(0.0, deadline - time.perf_counter()))
+            if not ready:
+                break
+            for r in ready:
+                proc, b = running.pop(r)
+                out = _finish(proc, r, b, started)
+                if out.status in (SolveStatus.SAT, SolveStatus.UNSAT, SolveStatus.OPTIMAL):
+                    return replace(out, message=(out.message + f" (portfolio winner of {', '.join(backends)})").strip())
+                last = out
+    finally:
+        for proc, _ in running.values():
+            _kill(proc)
+    if last is not None and last.status is SolveStatus.ERROR and not running:
+        return last
+    return Outcome(SolveStatus.TIMEOUT, "portfolio", time.perf_counter() - started,
+                   message="no backend answered in time" if last is None else last.message)
+
+
+def _solve_here(backend_name: str, program: Program, timeout: float, threads: int) -> Outcome:
+    started = time.perf_counter()
+    try:
+        return get_backend(backend_name).solve(program, timeout, threads)
+    except LicenseLimitError as exc:
+        return Outcome(SolveStatus.ERROR, backend_name, time.perf_counter() - started, message=f"licence: {exc}")
+
+
+# --------------------------------------------------------------------------------------------------
+# backend choice
+# --------------------------------------------------------------------------------------------------
+def _available(name: str) -> bool:
+    try:
+        get_backend(name)
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def fits_gurobi_licence(program: Program) -> bool:
+    st = program.stats()
+    return st["milp_variables"] <= GUROBI_PIP_LIMIT and st["milp_constraints"] <= GUROBI_PIP_LIMIT
+
+
+def choose_backend(config: DispatchConfig, program: Program) -> str:
+    """``auto``: Gurobi if installed and the model fits the pip licence, else HiGHS."""
+    if config.backend != "auto":
+        return config.backend
+    if _available("gurobi") and fits_gurobi_licence(program):
+        return "gurobi"
+    return "highs"
+
+
+def _capabilities(name: str) -> frozenset[Kind]:
+    return get_backend(name).capabilities
+
+
+# --------------------------------------------------------------------------------------------------
+# one query
+# --------------------------------------------------------------------------------------------------
+def _sample_region(prop: Any, nets: Mapping[str, Network], n: int, rng: np.random.Generator) -> dict | None:
+    """Random points of the property's region, evaluated in float64; the first violation, if any."""
+    names = [ns for ns in ("net", "teacher", "a") if ns in nets]
+    if not names or n <= 0 or not hasattr(prop, "box") and not hasattr(prop, "lo"):
+        return None
+    lo, hi = prop.box() if hasattr(prop, "box") else (prop.lo, prop.hi)
+    pts = rng.uniform(lo, hi, size=(n, lo.size))
+    pts[0] = 0.5 * (lo + hi)
+    if "a" in nets or "teacher" in nets:
+        return None  # two-input properties: left to the solver (and the certifier's PGD)
+    ys = nets["net"].evaluate(pts)
+    for i in range(n):
+        xs = prop.project({"net": pts[i]})
+        if prop.violated(xs, {"net": ys[i]}):
+            return xs
+    return None
+
+
+def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = DispatchConfig(),
+           options: EncodeOptions | None = None) -> Result:
+    """Answer one property query; see the module docstring for the steps."""
+    t0 = time.perf_counter()
+
+    def done(verdict: Verdict, backend: str, msg: str, **kw: Any) -> Result:
+        return Result(verdict, backend, time.perf_counter() - t0, message=msg, **kw)
+
+    if config.quick_check and prop.quick_check(nets):
+        return done(Verdict.VERIFIED, "crown", "proved by CROWN bounds; no solver called")
+    cand = _sample_region(prop, nets, config.samples, np.random.default_rng(config.seed))
+    if cand is not None:
+        rep = replay(prop, nets, cand)
+        if rep.ok:
+            return done(Verdict.FALSIFIED, "sampling", "counterexample found by sampling; replayed on onnxruntime",
+                        counterexample=rep.counterexample)
+    opts = options or EncodeOptions(bounds=config.bounds)
+    names = list(config.portfolio) if config.backend == "portfolio" else None
+    probe = prop.encode(nets, replace(opts, quadratic=False))
+    backend = choose_backend(config, probe)
+    quadratic = names is None and Kind.QUADRATIC in _capabilities(backend)
+    program = prop.encode(nets, replace(opts, quadratic=True)) if quadratic else probe
+    if names is not None:
+        names = [b for b in names if _available(b) and not (b == "gurobi" and not fits_gurobi_licence(program))]
+        names = [b for b in names if not (program.kinds() - _capabilities(b))]
+        if not names:
+            return done(Verdict.ERROR, "portfolio", "no portfolio backend can take this query")
+    else:
+        missing = program.kinds() - _capabilities(backend)
+        if missing:
+            return done(Verdict.ERROR, backend,
+                        f"backend {backend} cannot encode {', '.join(sorted(k.value for k in missing))}")
+    label = "portfolio" if names else backend
+    stats = dict(program.stats())
+    version = ""
+    last_reason = ""
+    for round_no in range(config.max_refinements + 1):
+        remaining = config.timeout - (time.perf_counter() - t0)
+        if remaining <= 0:
+            return done(Verdict.TIMEOUT, label, "time limit reached during refinement", stats=stats)
+        if names:
+            out = solve_portfolio(names, program, remaining, config.threads)
+        elif config.in_process:
+            out = _solve_here(backend, program, remaining, config.threads)
+        else:
+            out = solve_isolated(backend, program, remaining, config.threads)
+        version = out.solver_version or version
+        stats.update(out.stats)
+        stats["refinements"] = round_no
+        used = out.backend if names else backend
+        if out.status is SolveStatus.UNSAT:
+            return done(Verdict.VERIFIED, used, "violation encoding infeasible", solver_version=version, stats=stats)
+        if out.status is SolveStatus.TIMEOUT:
+            return done(Verdict.TIMEOUT, used, out.message or "solver time limit", solver_version=version,
+                        stats=stats)
+        if out.status is SolveStatus.ERROR:
+            return done(Verdict.ERROR, used, out.message, solver_version=version, stats=stats)
+        if out.status not in (SolveStatus.SAT, SolveStatus.OPTIMAL) or out.assignment is None:
+            return done(Verdict.UNKNOWN, used, out.message or f"solver said {out.status.value}",
+                        solver_version=version, stats=stats)
+        xs = {ns: np.asarray(out.assignment)[program.blocks[ns]["input"]] for ns in _input_names(program, nets)}
+        rep = replay(prop, nets, xs)
+        if rep.ok:
+            return done(Verdict.FALSIFIED, used, "counterexample replayed on onnxruntime",
+                        counterexample=rep.counterexample, solver_version=version, stats=stats)
+        cuts = prop.refine(program, out.assignment)
+        if not cuts:
+            return done(Verdict.UNKNOWN, used, f"solver candidate rejected: {rep.reason}", solver_version=version,
+                        stats=stats)
+        program.rows.extend(cuts)
+        last_reason = rep.reason
+    return done(Verdict.UNKNOWN, label, f"refinement limit reached ({last_reason})", solver_version=version,
+                stats=stats)
+
+
+def _input_names(program: Program, nets: Mapping[str, Network]) -> list[str]:
+    return [ns for ns in nets if ns in program.blocks]
+
+
+# --------------------------------------------------------------------------------------------------
+# many queries
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Task:
+    """One query for :func:`verify_many`; ``key`` identifies it in journals and results."""
+
+    key: str
+    prop: Any
+    nets: Mapping[str, Network]
+    options: EncodeOptions | None = None
+
+
+def _run_task(task: Task, config: DispatchConfig) -> tuple[str, Result]:
+    try:
+        return task.key, verify(task.prop, task.nets, config, task.options)
+    except Exception as exc:  # a broken query must not sink the batch
+        return task.key, Result(Verdict.ERROR, config.backend, 0.0, message=f"{type(exc).__name__}: {exc}")
+
+
+def verify_many(tasks: Iterable[Task], config: DispatchConfig, jobs: int = 1, cluster: str | None = None,
+                on_result: Callable[[str, Result], None] | None = None) -> dict[str, Result]:
+    """Run many queries: sequentially, on a local process pool (``jobs``), or on a Dask cluster.
+
+    ``on_result`` is called in the parent as each query finishes (journaling, progress bars).
+    """
+    tasks = list(tasks)
+    results: dict[str, Result] = {}
+
+    def emit(key: str, res: Result) -> None:
+        results[key] = res
+        if on_result:
+            on_result(key, res)
+
+    if cluster:
+        from .cluster import run_on_dask
+
+        for key, res in run_on_dask(tasks, config, cluster, _run_task):
+            emit(key, res)
+    elif jobs <= 1:
+        for t in tasks:
+            emit(*_run_task(t, config))
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
+            futs = [ex.submit(_run_task, t, config) for t in tasks]
+            from concurrent.futures import as_completed
+
+            for f in as_completed(futs):
+                emit(*f.result())
+    return results
