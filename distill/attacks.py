@@ -199,9 +199,9 @@ def pgd_with_loss(
         raise ConfigError(f"PGD: steps must be >= 0 and restarts >= 1 (got {steps}, {restarts})")
     step = float(step_size) if step_size is not None else (2.5 * eps / max(int(steps), 1))
     fn = _resolve_loss(loss)
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x.detach()
+    xt = torch.from_numpy(np.array(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x.detach()
     dtype = xt.dtype
-    yt = None if y is None else torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).long()
+    yt = None if y is None else (y.detach() if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(y))).long()
     dom = as_domain(domain, xt[0].numel(), dtype) if domain is not None else None
     if dom is not None:
         flat = xt.reshape(xt.shape[0], -1)

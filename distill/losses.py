@@ -361,18 +361,24 @@ def distill_student(
         raise ConfigError(f"--epochs {epochs}: must be at least 1")
     loss_fn = LOSSES[method]
 
-    for p in teacher.parameters():
-        p.requires_grad_(False)
     torch.manual_seed(int(seed))
     student = mlp_from_spec(widths)
 
     def step_loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor, frac: float) -> torch.Tensor:
         return loss_fn(m, teacher, xb, yb, cfg)
 
+    # freeze the teacher for the run (no parameter graph, no .grad), then restore its flags
+    flags = [(p, p.requires_grad) for p in teacher.parameters()]
     t0 = time.perf_counter()
-    with eval_mode(teacher):
-        history = fit(student, X, y_train, step_loss, int(epochs), float(lr), int(batch_size), int(seed),
-                      momentum, weight_decay, progress, desc=f"distill {method}")
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        with eval_mode(teacher):
+            history = fit(student, X, y_train, step_loss, int(epochs), float(lr), int(batch_size), int(seed),
+                          momentum, weight_decay, progress, desc=f"distill {method}")
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
     secs = time.perf_counter() - t0
     agree = float(np.mean(predict(student, X) == t_logits.argmax(axis=1)))
     config = {

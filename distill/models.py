@@ -219,7 +219,7 @@ ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
 def logits_of(model: ModelFn, X: np.ndarray | torch.Tensor, batch_size: int = 4096) -> np.ndarray:
     """Logits of ``model`` on ``X`` (eval mode, no grad), as a float64 numpy array."""
-    Xt = torch.as_tensor(np.asarray(X, dtype=np.float32)) if not isinstance(X, torch.Tensor) else X.float()
+    Xt = torch.from_numpy(np.array(X, dtype=np.float32)) if not isinstance(X, torch.Tensor) else X.float()
     outs = []
     with eval_mode(model), torch.no_grad():
         for i in range(0, Xt.shape[0], batch_size):

@@ -102,8 +102,8 @@ def fit(
     Shuffling uses a generator seeded with ``seed``; the model is in train mode during updates.
     Returns one ``{"epoch", "loss", "lr"}`` record per epoch.
     """
-    Xt = torch.as_tensor(np.asarray(X, np.float32))
-    yt = torch.as_tensor(np.asarray(y, np.int64))
+    Xt = torch.from_numpy(np.array(X, dtype=np.float32))
+    yt = torch.from_numpy(np.array(y, dtype=np.int64))
     n = Xt.shape[0]
     if n == 0:
         raise ConfigError(f"{desc}: no training points")

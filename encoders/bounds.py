@@ -496,16 +496,21 @@ def _mm(A: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 
 def _backward_lower(
-    affines: list[Affine], relax: list[tuple], k: int, Lam: np.ndarray, dom: _Domain
+    affines: list[Affine], relax: list[tuple], k: int, Lam: np.ndarray | None, dom: _Domain
 ) -> np.ndarray:
     """Lower bound of ``Lam z_k`` over the domain (see the module docstring for the recursion).
 
-    ``Lam`` is ``(m, n_k)`` or ``(B, m, n_k)``; ``relax[j]`` holds ``(d_lo, d_up, t_up)``, each
+    ``Lam`` is ``(m, n_k)`` or ``(B, m, n_k)``, or ``None`` for the stacked ``[I; −I]`` (lower and
+    upper bounds of every neuron of layer ``k``); ``relax[j]`` holds ``(d_lo, d_up, t_up)``, each
     ``(B, n_j)``, for every ReLU layer ``j < k``.  Returns ``(B, m)``.
     """
     a = affines[k]
-    kappa = _mm(Lam, a.b[:, None])[..., 0]
-    A = _mm(Lam, a.W)
+    if Lam is None:
+        kappa = np.concatenate([a.b, -a.b])
+        A = np.vstack([a.W, -a.W])
+    else:
+        kappa = _mm(Lam, a.b[:, None])[..., 0]
+        A = _mm(Lam, a.W)
     for j in range(k - 1, -1, -1):
         d_lo, d_up, t_up = relax[j]
         neg = A < 0
@@ -540,39 +545,54 @@ def _crown_chunk(
     if given is not None:
         lows, ups = list(given[0]), list(given[1])
         relax = [_relaxation(lows[j], ups[j], rule) for j in range(L)]
-    for k in range(len(lows), L + 1):
-        a = affines[k]
-        if k == 0:
-            zl, zu = ibp_l[0], ibp_u[0]
-            if dom.x0 is not None:  # the ball may cut the first layer further
-                n0 = a.W.shape[0]
-                lb = _backward_lower(affines, [], 0, np.vstack([np.eye(n0), -np.eye(n0)]), dom)
-                cl, cu = _widen(lb[:, :n0], -lb[:, n0:], mags[0], rtol)
-                zl, zu = np.maximum(zl, cl), np.minimum(zu, cu)
-        else:
-            nk = a.W.shape[0]
-            lb = _backward_lower(affines, relax, k, np.vstack([np.eye(nk), -np.eye(nk)]), dom)
-            cl, cu = _widen(lb[:, :nk], -lb[:, nk:], mags[k], rtol)
-            # IBP step from the tightened previous layer, then intersect with CROWN and plain IBP.
-            sl, su = _widen(
-                *_interval_affine(a.W, a.b, np.maximum(lows[-1], 0), np.maximum(ups[-1], 0)), mags[k], rtol
-            )
-            zl = np.maximum(np.maximum(cl, sl), ibp_l[k])
-            zu = np.minimum(np.minimum(cu, su), ibp_u[k])
+    for k in range(len(lows), L):
+        zl, zu = _crown_layer(affines, relax, k, dom, lows, ups, ibp_l[k], ibp_u[k], mags[k], rtol)
         lows.append(zl)
         ups.append(zu)
-        if k < L:
-            relax.append(_relaxation(zl, zu, rule))
+        relax.append(_relaxation(zl, zu, rule))
     if C is None:
-        return lows, ups, None, None
-    # C f(x): fold C into the last layer for the IBP part, run the backward pass with [C; −C].
+        zl, zu = _crown_layer(affines, relax, L, dom, lows, ups, ibp_l[L], ibp_u[L], mags[L], rtol)
+        return [*lows, zl], [*ups, zu], None, None
+    # C f(x): run the backward pass with [C; −C]; intersect with the interval bound of (C W_L) h + C b_L.
+    # (The plain output entry is then only the IBP one: callers replace it by the bounds on C f.)
     kk = C.shape[-2]
     lb = _backward_lower(affines, relax, L, np.concatenate([C, -C], axis=-2), dom)
     mag = _rowdot(np.abs(C), mags[L])
     cl, cu = _widen(lb[:, :kk], -lb[:, kk:], mag, rtol)
     hl, hu = (lo, hi) if L == 0 else (np.maximum(lows[L - 1], 0), np.maximum(ups[L - 1], 0))
     sl, su = _widen(*_interval_spec(C, affines[L], hl, hu), mag, rtol)
-    return lows, ups, np.maximum(cl, sl), np.minimum(cu, su)
+    return [*lows, ibp_l[L]], [*ups, ibp_u[L]], np.maximum(cl, sl), np.minimum(cu, su)
+
+
+def _crown_layer(
+    affines: list[Affine],
+    relax: list[tuple],
+    k: int,
+    dom: _Domain,
+    lows: list[np.ndarray],
+    ups: list[np.ndarray],
+    ibp_l: np.ndarray,
+    ibp_u: np.ndarray,
+    mag: np.ndarray,
+    rtol: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Final bounds of layer ``k``: CROWN ∩ (IBP step from the tightened layer ``k−1``) ∩ plain IBP.
+
+    Layer 0 is affine in ``x``: its interval bound is exact on a box, so CROWN only runs there when an
+    L2 ball cuts the input set further.
+    """
+    if k == 0 and dom.x0 is None:
+        return ibp_l, ibp_u
+    a = affines[k]
+    nk = a.W.shape[0]
+    lb = _backward_lower(affines, relax, k, None, dom)
+    cl, cu = _widen(lb[:, :nk], -lb[:, nk:], mag, rtol)
+    zl, zu = np.maximum(cl, ibp_l), np.minimum(cu, ibp_u)
+    if k > 0:
+        hl, hu = np.maximum(lows[k - 1], 0), np.maximum(ups[k - 1], 0)
+        sl, su = _widen(*_interval_affine(a.W, a.b, hl, hu), mag, rtol)
+        zl, zu = np.maximum(zl, sl), np.minimum(zu, su)
+    return zl, zu
 
 
 def _interval_spec(C: np.ndarray, a: Affine, hl: np.ndarray, hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -616,6 +636,8 @@ def _run_crown(
         L = net.hidden_sizes
         if bounds.n_layers != len(L) + 1 or any(bounds.lower[j].shape[-1] != n for j, n in enumerate(L)):
             raise SpecError("bounds: the given LayerBounds do not match the network's layer sizes")
+        if bounds.batched and bounds.n_boxes != B:
+            raise SpecError(f"bounds: the given LayerBounds hold {bounds.n_boxes} boxes, expected {B}")
         gl = [np.broadcast_to(np.atleast_2d(a), (B, a.shape[-1])) for a in bounds.lower[:-1]]
         gu = [np.broadcast_to(np.atleast_2d(a), (B, a.shape[-1])) for a in bounds.upper[:-1]]
         given_all = (gl, gu)

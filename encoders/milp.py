@@ -47,7 +47,7 @@ so that a backend may use native indicator constraints instead.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +125,10 @@ class MilpModel:
         }
 
 
+def _cat(xs: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(xs).astype(dtype) if xs else np.zeros(0, dtype)
+
+
 class _Rows:
     """Accumulates rows in COO form."""
 
@@ -164,12 +168,11 @@ class _Rows:
         return self.n - 1
 
     def matrix(self, n_cols: int) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-        cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
-        A = sp.coo_matrix((cat(self.v, np.float64), (cat(self.r, np.int64), cat(self.c, np.int64))),
+        A = sp.coo_matrix((_cat(self.v, np.float64), (_cat(self.r, np.int64), _cat(self.c, np.int64))),
                           shape=(self.n, n_cols)).tocsr()
         A.sum_duplicates()
         A.eliminate_zeros()
-        return A, cat(self.lo, np.float64), cat(self.hi, np.float64)
+        return A, _cat(self.lo, np.float64), _cat(self.hi, np.float64)
 
 
 def _check_indices(program: Program) -> None:
@@ -177,7 +180,8 @@ def _check_indices(program: Program) -> None:
     bad = [f"relu ({r.out}, {r.inp})" for r in program.relus if not (0 <= r.out < n and 0 <= r.inp < n)]
     for d in program.disjunctions:
         for alt in d.alternatives:
-            bad += [f"disjunction row {r.name!r}" for r in alt if r.idx.size and (r.idx.min() < 0 or r.idx.max() >= n)]
+            bad += [f"disjunction row {r.name!r}" for r in alt
+                    if r.idx.size and (r.idx.min() < 0 or r.idx.max() >= n)]
     bad += ["norm ball" for b in program.balls if b.idx.size and (b.idx.min() < 0 or b.idx.max() >= n)]
     o = program.objective
     if o is not None and o.idx.size and (o.idx.min() < 0 or o.idx.max() >= n):
@@ -331,7 +335,7 @@ def compile_milp(program: Program) -> MilpModel:
     if program.objective is not None:
         np.add.at(c, program.objective.idx, program.objective.coef)
         offset, maximize = program.objective.constant, program.objective.maximize
-    cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
+    cat = _cat
     return MilpModel(
         c=c, offset=float(offset), maximize=bool(maximize), has_objective=has_obj,
         lb=lb_all, ub=ub_all, integrality=integrality, A=A, row_lo=row_lo, row_hi=row_hi,
@@ -405,11 +409,16 @@ def write_model(program: Program | MilpModel, path: str | Path) -> Path:
     """Write the compiled encoding of ``program`` as an MPS (``.mps``) or LP (``.lp``) file via HiGHS.
 
     Columns keep the program's variable order (binaries after them) and readable, sanitised names.
+    In an LP file a non-zero objective constant becomes a last column ``objective_offset`` fixed to 1
+    (readers disagree on objective constants in LP files).  HiGHS writes coefficients with 15
+    significant digits, so a re-read model may differ from ours by relative rounding of ~1e-15.
     """
     path = Path(path)
     if path.suffix.lower() not in (".mps", ".lp"):
         raise ValueError(f"{path}: the file name must end in .mps or .lp")
     model = program if isinstance(program, MilpModel) else compile_milp(program)
+    if path.suffix.lower() == ".lp" and model.offset != 0.0:
+        model = _offset_as_column(model)
     h = highs_from_milp(model, names=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     import highspy
@@ -417,6 +426,20 @@ def write_model(program: Program | MilpModel, path: str | Path) -> Path:
     if h.writeModel(str(path)) == highspy.HighsStatus.kError:
         raise OSError(f"{path}: HiGHS could not write the model")
     return path
+
+
+def _offset_as_column(model: MilpModel) -> MilpModel:
+    """The same model with its objective constant carried by a last column fixed to 1.
+
+    Readers disagree on constants in an LP-file objective (Gurobi reads ``+ 0.125`` as a variable
+    named ``0.125``), so LP files get this portable form; MPS files keep the offset (objective RHS).
+    """
+    A = sp.hstack([model.A, sp.csr_matrix((model.n_rows, 1))], format="csr")
+    return replace(
+        model, c=np.append(model.c, model.offset), offset=0.0, lb=np.append(model.lb, 1.0),
+        ub=np.append(model.ub, 1.0), integrality=np.append(model.integrality, np.int8(0)), A=A,
+        names=(*model.names, "objective_offset"),
+    )
 
 
 def write_mps(program: Program | MilpModel, path: str | Path) -> Path:

@@ -193,6 +193,20 @@ class LocalRobustness:
         js = [target] if target is not None else self.targets(y.size)
         return any(y[j] >= y[self.label] for j in js)
 
+    def score(self, y: np.ndarray) -> float:
+        """``max_{j≠c} (y_j − y_c)``: ``>= 0`` iff the outputs violate the property."""
+        y = np.asarray(y).reshape(-1)
+        return float(max(y[j] - y[self.label] for j in self.targets(y.size)))
+
+    def score_grad(self, y: np.ndarray) -> np.ndarray:
+        """A (sub)gradient of :meth:`score` with respect to the outputs."""
+        y = np.asarray(y).reshape(-1)
+        js = self.targets(y.size)
+        j = js[int(np.argmax([y[k] - y[self.label] for k in js]))]
+        g = np.zeros(y.size)
+        g[j], g[self.label] = 1.0, -1.0
+        return g
+
     def refine(self, prog: Program, assignment: np.ndarray) -> list[LinearRow]:
         if self.norm != "2" or any(True for _ in prog.balls):
             return []
@@ -257,7 +271,7 @@ class OutputDNFProperty:
         x = prog.add_vars(f"{self.ns}.x", self.lo, self.hi)
         lower, upper = _layer_bounds(net, self.lo, self.hi, options.bounds)
         y = encode_network(prog, net, x, lower, upper, self.ns).outputs
-        ks = range(len(self.alternatives)) if alternatives is None else alternatives
+        ks = self.possible_alternatives(net) if alternatives is None else alternatives
         alts = []
         for k in ks:
             A, b = self.alternatives[k]
@@ -277,6 +291,19 @@ class OutputDNFProperty:
         if np.any(x < self.lo) or np.any(x > self.hi):
             return False
         return any(bool(np.all(A @ y <= b)) for A, b in self.alternatives)
+
+    def score(self, y: np.ndarray) -> float:
+        """``max_k min_r (b_k − A_k y)_r``: ``>= 0`` iff ``y`` lies in the unsafe region."""
+        y = np.asarray(y).reshape(-1)
+        return float(max((np.min(b - A @ y) if A.shape[0] else np.inf) for A, b in self.alternatives))
+
+    def score_grad(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y).reshape(-1)
+        vals = [(np.min(b - A @ y) if A.shape[0] else np.inf) for A, b in self.alternatives]
+        A, b = self.alternatives[int(np.argmax(vals))]
+        if not A.shape[0]:
+            return np.zeros(y.size)
+        return -A[int(np.argmin(b - A @ y))]
 
     def refine(self, prog: Program, assignment: np.ndarray) -> list[LinearRow]:
         return []
@@ -410,8 +437,7 @@ class GlobalRobustness:
         if np.any(b < self.domain_lo) or np.any(b > self.domain_hi) or not self.coupled(a, b):
             return False
         za, zb = np.asarray(ys["a"]).reshape(-1), np.asarray(ys["b"]).reshape(-1)
-        conf = rx.softmax_confidence(za)
-        if int(np.argmax(za)) != self.label or conf[self.label] < self.kappa:
+        if int(np.argmax(za)) != self.label or rx.confidence_gap(za, self.label, self.kappa) < 0:
             return False
         return any(zb[j] >= zb[self.label] for j in range(zb.size) if j != self.label)
 

@@ -48,6 +48,7 @@ that are not UTF-8 text, and DNFs larger than ``max_disjuncts``.  No other excep
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import os
 import re
@@ -61,6 +62,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import SpecError
+from .relaxations import linf_box
 
 __all__ = [
     "InputBox",
@@ -164,6 +166,20 @@ class OutputDNF:
             best = np.maximum(best, s)
         return float(best[0]) if y.ndim == 1 else best
 
+    def simplified(self) -> OutputDNF:
+        """The same region without constant rows: a row ``0·y <= b`` is dropped when ``b >= 0``
+        (always true) and removes its whole alternative when ``b < 0`` (never true); if an
+        alternative is left with no rows (the whole space), it alone is kept."""
+        alts = []
+        for A, b in self.alternatives:
+            const = ~np.any(A != 0, axis=1)
+            if np.any(const & (b < 0)):
+                continue
+            if np.all(const):
+                return OutputDNF(((A[:0], b[:0]),), self.n_outputs)
+            alts.append((A[~const], b[~const]))
+        return OutputDNF(tuple(alts), self.n_outputs)
+
     def contains(self, y: np.ndarray, tol: float = 0.0) -> bool | np.ndarray:
         """Whether ``y`` satisfies some alternative up to ``tol`` (``A y <= b + tol``)."""
         s = self.slack(y)
@@ -243,8 +259,9 @@ _TOKEN_RE = re.compile(
     re.DOTALL,
 )
 _FAST_TOKEN_RE = re.compile(r"[()]|[^\s()]+")
+_SIMPLE_ASSERT_RE = re.compile(r"\s*\(\s*assert\s+\(\s*(<=|>=)\s+([^\s()]+)\s+([^\s()]+)\s*\)\s*\)\s*")
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
-_VAR_RE = re.compile(r"([XY])_(\d+)\Z")
+_VAR_RE = re.compile(r"([XY])_(0|[1-9]\d*)\Z")
 
 
 class _Atom(NamedTuple):
@@ -257,16 +274,27 @@ class _List(NamedTuple):
     line: int
 
 
+class _Simple(NamedTuple):
+    """A one-line ``(assert (op a b))`` with two atoms, recognised by the reader without tokenising."""
+
+    op: str
+    a: _Atom
+    b: _Atom
+    line: int
+
+
 class _Reader:
     """Turns text into a list of top-level s-expressions, tracking line numbers."""
 
     def __init__(self, text: str, name: str):
         self.text = text
         self.name = name
-        self.newlines = [m.start() for m in re.finditer("\n", text)]
+        self._newlines: list[int] | None = None
 
     def line_of(self, pos: int) -> int:
-        return bisect.bisect_right(self.newlines, pos - 1) + 1 if self.newlines else 1
+        if self._newlines is None:
+            self._newlines = [m.start() for m in re.finditer("\n", self.text)]
+        return bisect.bisect_right(self._newlines, pos - 1) + 1
 
     def err(self, line: int, msg: str) -> SpecError:
         return SpecError(f"{self.name}:{line}: {msg}")
@@ -281,8 +309,14 @@ class _Reader:
         stack: list[_List] = []
         top: list = []
         find = _FAST_TOKEN_RE.findall
+        simple = _SIMPLE_ASSERT_RE.fullmatch
         for line, raw in enumerate(self.text.split("\n"), start=1):
             code = raw.split(";", 1)[0]
+            if not stack:
+                m = simple(code)
+                if m is not None:  # '(assert (<= X_3 0.5))': skip building the s-expression
+                    top.append(_Simple(m.group(1), _Atom(m.group(2), line), _Atom(m.group(3), line), line))
+                    continue
             for tok in find(code):
                 if tok == "(":
                     if len(stack) >= MAX_NESTING:
@@ -321,7 +355,8 @@ class _Reader:
                 (stack[-1].items if stack else top).append(done)
             elif kind == "bad":
                 ch = m.group()
-                what = "unterminated string or quoted symbol" if ch in "\"|" else f"unexpected character {ch!r}"
+                what = ("unterminated string or quoted symbol" if ch in "\"|"
+                        else f"unexpected character {ch!r}")
                 raise self.err(line_of(pos), what)
             else:
                 tok = _Atom(m.group(), line_of(pos))
@@ -407,6 +442,11 @@ class _Parser:
     # ---------------------------------------------------------------- commands
     def run(self) -> VnnlibSpec:
         for cmd in self.reader.read():
+            if type(cmd) is _Simple:
+                a, b = self._term(cmd.a), self._term(cmd.b)
+                dnf = self._le(a, b, cmd.line) if cmd.op == "<=" else self._le(b, a, cmd.line)
+                self.asserts.append((dnf, cmd.line))
+                continue
             if not cmd.items or not isinstance(cmd.items[0], _Atom):
                 raise self.err(cmd.line, "expected a command name after '('")
             head = cmd.items[0].text
@@ -438,7 +478,8 @@ class _Parser:
 
     def _declare_fun(self, cmd: _List) -> None:
         if len(cmd.items) != 4 or not isinstance(cmd.items[2], _List) or cmd.items[2].items:
-            raise self.err(cmd.line, "declare-fun: only nullary functions '(declare-fun X_0 () Real)' are supported")
+            raise self.err(cmd.line, "declare-fun: only nullary functions '(declare-fun X_0 () Real)' "
+                                     "are supported")
         self._declare(cmd.items[1], cmd.items[3], cmd.line)
 
     def _assert(self, cmd: _List) -> None:
@@ -522,6 +563,19 @@ class _Parser:
 
     def _le(self, a: _Lin, b: _Lin, line: int) -> _DNF:
         """DNF of the atom ``a <= b``."""
+        ca, cb = a[0], b[0]
+        if len(ca) + len(cb) == 1 and type(a[1]) is float and type(b[1]) is float:
+            # fast path: one variable with coefficient 1 against a literal (every VNN-COMP bound)
+            ((kind, idx), c), = (ca or cb).items()
+            if c == 1:
+                if kind == "X":
+                    atom: _XAtom | _YAtom = (_XAtom(idx, True, b[1] - a[1] + 0.0, line) if ca
+                                             else _XAtom(idx, False, a[1] - b[1] + 0.0, line))
+                else:
+                    atom = (_YAtom({idx: 1}, b[1] - a[1] + 0.0, line) if ca
+                            else _YAtom({idx: -1}, b[1] - a[1] + 0.0, line))
+                self.atoms.append(atom)
+                return [[len(self.atoms) - 1]]
         coefs = dict(a[0])
         for k, v in b[0].items():
             coefs[k] = coefs.get(k, 0) - v
@@ -624,7 +678,7 @@ class _Parser:
             raise self.err(1, f"declares no {what}")
         n = max(d) + 1
         if len(d) != n:
-            missing = min(set(range(n)) - set(d))
+            missing = next(i for i in range(len(d) + 1) if i not in d)
             raise self.err(d[max(d)], f"{kind}_{max(d)} declared but {kind}_{missing} is not "
                                       f"(indices must run 0..{n - 1})")
         return n
@@ -652,7 +706,8 @@ class _Parser:
         if unb_lo.size or unb_hi.size:
             i = int(min(unb_lo.min(initial=lo.size), unb_hi.min(initial=hi.size)))
             side = "lower" if i in unb_lo else "upper"
-            raise self.err(self.decl["X"][i], f"input X_{i} has no {side} bound (every input must be bounded)")
+            raise self.err(self.decl["X"][i], f"input X_{i} has no {side} bound "
+                                              "(every input must be bounded)")
         bad = np.flatnonzero(lo > hi)
         if bad.size:
             i = int(bad[0])
@@ -761,7 +816,8 @@ def parse_vnnlib(path: str | os.PathLike, max_disjuncts: int = MAX_DISJUNCTS) ->
         text = data.decode("utf-8")
     except UnicodeDecodeError as ex:
         line = data.count(b"\n", 0, ex.start) + 1
-        raise SpecError(f"{name}:{line}: not UTF-8 text (byte {data[ex.start]:#04x} at offset {ex.start})") from None
+        raise SpecError(f"{name}:{line}: not UTF-8 text "
+                        f"(byte {data[ex.start]:#04x} at offset {ex.start})") from None
     return parse_vnnlib_text(text, name, max_disjuncts)
 
 
@@ -805,7 +861,8 @@ def vnnlib_text(lo: np.ndarray, hi: np.ndarray, dnf: OutputDNF | Sequence[tuple[
 
     One alternative is written as plain asserts, several as ``(assert (or (and …) …))``.  Every number
     is written as the shortest decimal that reads back as the same float64, so
-    ``parse_vnnlib_text(vnnlib_text(lo, hi, dnf))`` reproduces ``lo``, ``hi``, ``A`` and ``b`` exactly.
+    ``parse_vnnlib_text(vnnlib_text(lo, hi, dnf))`` reproduces ``lo``, ``hi`` and the ``A``, ``b`` of
+    ``dnf.simplified()`` (constant rows removed) exactly.
 
     Raises
     ------
@@ -823,11 +880,12 @@ def vnnlib_text(lo: np.ndarray, hi: np.ndarray, dnf: OutputDNF | Sequence[tuple[
         i = int(np.flatnonzero(lo > hi)[0])
         raise SpecError(f"{name}: empty input box: lo[{i}] = {float(lo[i])!r} > hi[{i}] = {float(hi[i])!r}")
     d = _as_dnf(dnf, n_outputs)
-    if len(d) == 0:
-        raise SpecError(f"{name}: the output DNF is empty (no unsafe region to write)")
     for A, b in d.alternatives:
         if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
             raise SpecError(f"{name}: output constraints must be finite")
+    d = d.simplified()
+    if len(d) == 0:
+        raise SpecError(f"{name}: the output DNF is empty (no unsafe region to write)")
     out: list[str] = []
     for line in comment.splitlines():
         out.append(f"; {line}".rstrip())
@@ -864,10 +922,8 @@ def _atomic_write(path: Path, text: str) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -900,14 +956,6 @@ def robustness_dnf(label: int, n_outputs: int) -> OutputDNF:
     return OutputDNF(tuple(alts), n_outputs)
 
 
-def _two_sum_err(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``s = fl(a + b)`` and the exact error ``e`` with ``a + b = s + e`` (Knuth's TwoSum)."""
-    s = a + b
-    bb = s - a
-    e = (a - (s - bb)) + (b - bb)
-    return s, e
-
-
 def local_robustness_vnnlib(x0: np.ndarray, eps: float, label: int, n_outputs: int,
                             domain: tuple[float | np.ndarray, float | np.ndarray] = (0.0, 1.0),
                             path: str | os.PathLike | None = None, comment: str | None = None) -> VnnlibSpec:
@@ -935,11 +983,7 @@ def local_robustness_vnnlib(x0: np.ndarray, eps: float, label: int, n_outputs: i
         raise SpecError(f"{name}: radius eps must be a finite number > 0, got {eps!r}")
     dlo = np.broadcast_to(np.asarray(domain[0], dtype=np.float64), x0.shape)
     dhi = np.broadcast_to(np.asarray(domain[1], dtype=np.float64), x0.shape)
-    e = np.full_like(x0, eps_f)
-    lo, err = _two_sum_err(x0, -e)
-    lo = np.where(err < 0, np.nextafter(lo, -np.inf), lo)
-    hi, err = _two_sum_err(x0, e)
-    hi = np.where(err > 0, np.nextafter(hi, np.inf), hi)
+    lo, hi = linf_box(x0, eps_f)
     lo = np.maximum(lo, dlo)
     hi = np.minimum(hi, dhi)
     if np.any(lo > hi):
@@ -949,5 +993,6 @@ def local_robustness_vnnlib(x0: np.ndarray, eps: float, label: int, n_outputs: i
     if path is not None:
         text = comment if comment is not None else f"Local robustness (L-inf, eps={eps!r}) of label {label}."
         write_vnnlib(path, lo, hi, dnf, comment=text)
-    return VnnlibSpec(n_inputs=x0.size, n_outputs=int(n_outputs), cases=(VnnlibCase(_frozen(lo), _frozen(hi), dnf),),
+    case = VnnlibCase(_frozen(lo), _frozen(hi), dnf)
+    return VnnlibSpec(n_inputs=x0.size, n_outputs=int(n_outputs), cases=(case,),
                       path=name if path is not None else None)

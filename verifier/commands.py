@@ -266,3 +266,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     register_pac(sub)
 
+
+    from .certify_cmd import register_certify
+
+    register_certify(sub)

@@ -38,7 +38,7 @@ from encoders.program import Kind, Program
 from encoders.properties import EncodeOptions
 
 from .backends.base import BACKENDS, get_backend
-from .replay import replay
+from .replay import attack, polish, replay
 from .results import Outcome, Result, SolveStatus, Verdict
 
 GUROBI_PIP_LIMIT = 2000
@@ -233,7 +233,7 @@ def _capabilities(name: str) -> frozenset[Kind]:
 def _sample_region(prop: Any, nets: Mapping[str, Network], n: int, rng: np.random.Generator) -> dict | None:
     """Random points of the property's region, evaluated in float64; the first violation, if any."""
     names = [ns for ns in ("net", "teacher", "a") if ns in nets]
-    if not names or n <= 0 or not hasattr(prop, "box") and not hasattr(prop, "lo"):
+    if not names or n <= 0 or not (hasattr(prop, "box") or hasattr(prop, "lo")):
         return None
     lo, hi = prop.box() if hasattr(prop, "box") else (prop.lo, prop.hi)
     pts = rng.uniform(lo, hi, size=(n, lo.size))
@@ -258,11 +258,11 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
 
     if config.quick_check and prop.quick_check(nets):
         return done(Verdict.VERIFIED, "crown", "proved by CROWN bounds; no solver called")
-    cand = _sample_region(prop, nets, config.samples, np.random.default_rng(config.seed))
-    if cand is not None:
-        rep = replay(prop, nets, cand)
+    if config.samples > 0:
+        cand = _sample_region(prop, nets, config.samples, np.random.default_rng(config.seed))
+        rep = replay(prop, nets, cand) if cand is not None else attack(prop, nets, seed=config.seed)
         if rep.ok:
-            return done(Verdict.FALSIFIED, "sampling", "counterexample found by sampling; replayed on onnxruntime",
+            return done(Verdict.FALSIFIED, "attack", "counterexample found by sampling/PGD; replayed on onnxruntime",
                         counterexample=rep.counterexample)
     opts = options or EncodeOptions(bounds=config.bounds)
     names = list(config.portfolio) if config.backend == "portfolio" else None
@@ -310,6 +310,9 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
                         solver_version=version, stats=stats)
         xs = {ns: np.asarray(out.assignment)[program.blocks[ns]["input"]] for ns in _input_names(program, nets)}
         rep = replay(prop, nets, xs)
+        if not rep.ok:
+            polished = polish(prop, nets, xs)
+            rep = polished if polished.ok else rep
         if rep.ok:
             return done(Verdict.FALSIFIED, used, "counterexample replayed on onnxruntime",
                         counterexample=rep.counterexample, solver_version=version, stats=stats)

@@ -27,8 +27,9 @@ problem has a solution); other limits, ``SUBOPTIMAL``, ``INTERRUPTED`` → ``UNK
 ``UNBOUNDED`` and errors → ``ERROR``.  ``Outcome.bound`` is ``ObjBound`` for a MIP (the optimum for a
 continuous model), also on timeouts.
 
-Output: the environment is created empty with ``OutputFlag = 0`` before it starts, so neither the
-licence banner nor the log reaches stdout.
+``Outcome.assignment`` is the program's variables, clipped into their bounds (met by Gurobi only up
+to its tolerances).  Output: the environment is created empty with ``OutputFlag = 0`` before it
+starts, so neither the licence banner nor the log reaches stdout.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ from encoders.program import Kind, Program
 from ..results import Outcome, SolveStatus
 from .base import missing_kinds
 
-__all__ = ["GurobiBackend", "PIP_VAR_LIMIT", "PIP_CONSTR_LIMIT", "PIP_QUAD_VAR_LIMIT"]
+__all__ = ["GurobiBackend", "fits_licence", "licence_is_size_limited", "PIP_VAR_LIMIT", "PIP_CONSTR_LIMIT",
+           "PIP_QUAD_VAR_LIMIT"]
 
 PIP_VAR_LIMIT = 2000
 PIP_CONSTR_LIMIT = 2000
@@ -99,6 +101,20 @@ def _over_pip_limits(model: MilpModel) -> bool:
     n_constrs = model.n_rows + len(model.balls)
     var_limit = PIP_QUAD_VAR_LIMIT if model.balls else PIP_VAR_LIMIT
     return model.n_vars > var_limit or n_constrs > PIP_CONSTR_LIMIT
+
+
+def fits_licence(program: Program) -> bool:
+    """Whether Gurobi can take ``program`` under the installed licence.
+
+    Exact: a cheap upper bound on the compiled sizes (:meth:`Program.stats`) first, then — only if
+    that is over the limits — the sizes of :func:`compile_milp` and, if they are over too, whether the
+    licence is size-limited at all.  Accounts for the 200-variable limit with quadratic constraints.
+    """
+    st = program.stats()
+    var_limit = PIP_QUAD_VAR_LIMIT if program.balls else PIP_VAR_LIMIT
+    if st["milp_variables"] <= var_limit and st["milp_constraints"] + len(program.balls) <= PIP_CONSTR_LIMIT:
+        return True
+    return not _over_pip_limits(compile_milp(program)) or not licence_is_size_limited()
 
 
 def _status_table(GRB: Any) -> dict[int, SolveStatus]:
@@ -235,7 +251,10 @@ class GurobiBackend:
                                                                               + m.NumGenConstrs),
                      nodes=int(m.NodeCount) if is_mip else 0, solve_s=float(m.Runtime))
         has_sol = int(m.SolCount) > 0
-        assignment = np.asarray(x.X, dtype=np.float64)[: model.n_original] if has_sol else None
+        assignment = None
+        if has_sol:  # clipped into the bounds, which hold only up to the solver's tolerance
+            n = model.n_original
+            assignment = np.clip(np.asarray(x.X, dtype=np.float64)[:n], model.lb[:n], model.ub[:n])
         if code == GRB.OPTIMAL:
             status = SolveStatus.OPTIMAL if model.has_objective else SolveStatus.SAT
         else:

@@ -15,7 +15,9 @@ Status mapping (HiGHS model status → :class:`~verifier.results.SolveStatus`)
 ``TimeLimit``              → ``TIMEOUT`` (``SAT`` if a feasible point of a feasibility problem exists);
 limits / interrupts        → ``UNKNOWN``; load, presolve, solve and memory errors → ``ERROR``.
 
-For objectives, ``Outcome.objective`` is the incumbent's value and ``Outcome.bound`` the proven dual
+``Outcome.assignment`` is the program's variables (``x[:n_original]``), clipped into their bounds
+(which the solver meets only up to its feasibility tolerance, ~1e-7).  For objectives,
+``Outcome.objective`` is the incumbent's value and ``Outcome.bound`` the proven dual
 bound (``mip_dual_bound`` for a MIP, the LP optimum for a pure LP) — also on a timeout when HiGHS has
 one.
 """
@@ -113,7 +115,8 @@ class HighsBackend:
         stats: dict[str, Any] = {**model.stats(), "nodes": 0}
         if model.n_vars == 0:  # HiGHS reports an empty model as "empty": decide it here
             ok = model.residual(np.zeros(0))["rows"] == 0.0
-            st = (SolveStatus.OPTIMAL if model.has_objective else SolveStatus.SAT) if ok else SolveStatus.UNSAT
+            feasible = SolveStatus.OPTIMAL if model.has_objective else SolveStatus.SAT
+            st = feasible if ok else SolveStatus.UNSAT
             return Outcome(st, self.name, time.perf_counter() - t0, np.zeros(0) if ok else None,
                            model.offset if ok and model.has_objective else None,
                            model.offset if ok and model.has_objective else None, version, stats)
@@ -141,7 +144,11 @@ class HighsBackend:
         stats["simplex_iterations"] = max(0, int(info.simplex_iteration_count))
         stats["solve_s"] = float(h.getRunTime())
         has_primal = int(info.primal_solution_status) == int(hs.SolutionStatus.kSolutionStatusFeasible)
-        x = np.asarray(h.getSolution().col_value, dtype=np.float64)[: model.n_original] if has_primal else None
+        x = None
+        if has_primal:
+            x = np.asarray(h.getSolution().col_value, dtype=np.float64)[: model.n_original]
+            # bounds hold up to the solver's tolerance: clip so that e.g. inputs lie in their box exactly
+            x = np.clip(x, model.lb[: model.n_original], model.ub[: model.n_original])
         message = h.modelStatusToString(ms)
         if ms == hs.HighsModelStatus.kOptimal:
             status = SolveStatus.OPTIMAL if model.has_objective else SolveStatus.SAT
@@ -167,4 +174,5 @@ class HighsBackend:
                 bound = objective
         if status not in (SolveStatus.SAT, SolveStatus.OPTIMAL, SolveStatus.TIMEOUT, SolveStatus.UNKNOWN):
             x = None
-        return Outcome(status, self.name, time.perf_counter() - t0, x, objective, bound, version, stats, message)
+        return Outcome(status, self.name, time.perf_counter() - t0, x, objective, bound, version, stats,
+                       message)

@@ -34,7 +34,9 @@ Runtime
 preprocessing is not always interruptible — the dispatcher enforces the hard wall-clock limit in a
 child process anyway.  With ``threads > 1`` and network input variables recorded in
 ``program.blocks[*]["input"]``, Marabou's split-and-conquer mode (``snc``) runs ``threads`` workers
-that split the input box; otherwise one engine runs.  Marabou prints from C++ to file descriptor 1
+that split the input box; otherwise one engine runs.  Marabou keeps its options in a process-wide
+singleton, so two solves must not run concurrently in threads of one process (the dispatcher uses
+processes).  Marabou prints from C++ to file descriptor 1
 even at verbosity 0 in some paths, so fd 1 is pointed at ``/dev/null`` for the duration of the call
 (and C stdio is flushed before restoring it), keeping ``--json`` output clean.
 """
@@ -49,7 +51,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,7 +62,7 @@ from encoders.program import Kind, LinearRow, Program, Sense
 from ..results import Outcome, SolveStatus
 from .base import missing_kinds
 
-__all__ = ["MarabouBackend", "silence_stdout"]
+__all__ = ["MarabouBackend", "silence_stdout", "make_options", "OPTION_DEFAULTS"]
 
 #: Marabou's exit strings (engine: lower-case sat/unsat; split-and-conquer: upper-case) → status.
 _EXIT_CODES: dict[str, SolveStatus] = {
@@ -79,8 +80,8 @@ _SENSES: dict[Sense, str] = {Sense.LE: "LE", Sense.GE: "GE", Sense.EQ: "EQ"}
 
 #: IR sense → exact truth of ``0 sense rhs`` (rows whose variables all cancelled).
 _CONSTANT_ROW: dict[Sense, Any] = {
-    Sense.LE: lambda rhs: 0.0 <= rhs,
-    Sense.GE: lambda rhs: 0.0 >= rhs,
+    Sense.LE: lambda rhs: rhs >= 0.0,
+    Sense.GE: lambda rhs: rhs <= 0.0,
     Sense.EQ: lambda rhs: rhs == 0.0,
 }
 
@@ -96,11 +97,47 @@ def _marabou_core() -> Any:
         raise BackendUnavailableError(f"backend marabou: maraboupy is not installed ({exc})") from None
 
 
-def _marabou_module() -> Any:
-    """``maraboupy.Marabou`` (imported quietly: it warns about a missing TensorFlow)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return importlib.import_module("maraboupy.Marabou")
+#: ``maraboupy.Marabou.createOptions``'s defaults (maraboupy 2.0), as ``MarabouCore.Options`` fields.
+#: Mirrored rather than called because importing ``maraboupy.Marabou`` pulls in its ONNX/TF parsers
+#: (about 1 s per process — paid on every query, since each query runs in a fresh child process).
+#: ``tests/test_backend_marabou.py`` checks the mirror against ``createOptions``.
+OPTION_DEFAULTS: dict[str, Any] = {
+    "_numWorkers": 1,
+    "_initialTimeout": 5,
+    "_initialDivides": 0,
+    "_onlineDivides": 2,
+    "_timeoutInSeconds": 0,
+    "_timeoutFactor": 1.5,
+    "_verbosity": 2,
+    "_snc": False,
+    "_splittingStrategy": "auto",
+    "_sncSplittingStrategy": "auto",
+    "_restoreTreeStates": False,
+    "_splitThreshold": 20,
+    "_solveWithMILP": False,
+    "_preprocessorBoundTolerance": 1e-10,
+    "_dumpBounds": False,
+    "_tighteningStrategy": "deeppoly",
+    "_milpTightening": "none",
+    "_milpSolverTimeout": 0,
+    "_numSimulations": 10,
+    "_numBlasThreads": 1,
+    "_performLpTighteningAfterSplit": False,
+    "_lpSolver": "",
+    "_produceProofs": False,
+}
+
+
+def make_options(core: Any, **fields: Any) -> Any:
+    """A ``MarabouCore.Options`` equal to ``createOptions()`` with ``fields`` (e.g. ``_verbosity=0``)
+    overridden."""
+    unknown = set(fields) - set(OPTION_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown Marabou option fields: {sorted(unknown)}")
+    opts = core.Options()
+    for key, value in {**OPTION_DEFAULTS, **fields}.items():
+        setattr(opts, key, value)
+    return opts
 
 
 def _c_fflush() -> None:
@@ -270,7 +307,6 @@ class MarabouBackend:
         if missing:
             raise UnsupportedQueryError(f"backend marabou cannot encode: {', '.join(missing)}")
         core = _marabou_core()
-        marabou = _marabou_module()
         version = self.version()
         _check_indices(program)
         t0 = time.perf_counter()
@@ -285,12 +321,13 @@ class MarabouBackend:
             ipq = builder.build()
         except _Infeasible as exc:
             return outcome(SolveStatus.UNSAT, message=f"infeasible during translation: {exc}")
-        base_stats.update(equations=builder.n_equations, disjunctions=builder.n_disjunctions)
+        base_stats.update(equations=builder.n_equations, disjunctions=builder.n_disjunctions,
+                          constraints=builder.n_equations + len(program.relus) + builder.n_disjunctions)
         threads = max(1, int(threads))
         snc = threads > 1 and builder.mark_inputs() > 0
         limit = 0 if not math.isfinite(timeout) else max(1, math.ceil(timeout))
-        options = marabou.createOptions(timeoutInSeconds=limit, numWorkers=threads, verbosity=self.verbosity,
-                                        snc=snc, numBlasThreads=1)
+        options = make_options(core, _timeoutInSeconds=limit, _numWorkers=threads, _verbosity=self.verbosity,
+                               _snc=snc)
         try:
             with silence_stdout():
                 exit_code, vals, stats = core.solve(ipq, options, "")

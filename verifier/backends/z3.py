@@ -1,25 +1,29 @@
 """Z3 backend: exact rational arithmetic on every constraint kind of the IR.
 
-Translation (one fresh ``z3.Context`` per call, so concurrent calls never share state)
----------------------------------------------------------------------------------------
-Every float64 number ``v`` of the program (coefficients, right-hand sides, bounds, centres, radii)
-becomes the rational ``Fraction(v)`` — the *exact* value of the double, no decimal rounding — so Z3
-reasons about exactly the program it was given.
+Translation
+-----------
+The program is written as an SMT-LIB script (``x{i}`` is variable ``i``) and read by Z3's parser into a
+fresh ``z3.Context`` per call, so concurrent calls never share state; building the same terms through
+z3py costs about half a millisecond per term, the text route is linear and fast.  Every float64 number
+``v`` of the program (coefficients, right-hand sides, bounds, centres, radii) is written as the rational
+``Fraction(v)`` — ``(/ n.0 d.0)``, the *exact* value of the double, no decimal rounding — so Z3 reasons
+about exactly the program it was given.
 
 * variables ``x_i ∈ ℝ`` with ``l_i <= x_i <= u_i`` for every finite bound (``x_i == l_i`` if equal);
 * ``LinearRow``       ``Σ_k a_k x_{i_k} (<= | >= | ==) b``;
-* ``ReluConstraint``  ``x_out == If(x_in >= 0, x_in, 0)`` (``relu_encoding="ite"``, default) or the
+* ``ReluConstraint``  ``x_out = ite(x_in >= 0, x_in, 0)`` (``relu_encoding="ite"``, default) or the
   disjunction ``(x_in >= 0 ∧ x_out == x_in) ∨ (x_in <= 0 ∧ x_out == 0)`` (``"disjunctive"``); both are
   exactly ``x_out = max(0, x_in)``;
-* ``Disjunction``     ``Or(And(rows of alt_1), …, And(rows of alt_m))``;
+* ``Disjunction``     ``(or (and rows of alt_1) … (and rows of alt_m))``;
 * ``NormBall``        ``Σ_i (x_{k_i} − c_i)² <= r²`` — nonlinear real arithmetic (decidable, nlsat;
   fine for tiny programs, slow beyond);
-* ``Objective``       ``minimise/maximise Σ a_k x_{i_k} + c`` with ``z3.Optimize``.
+* ``Objective``       ``objective = Σ a_k x_{i_k} + c``, minimised/maximised with ``z3.Optimize``.
 
 Answers
 -------
 ``sat`` → SAT (OPTIMAL with an objective), ``unsat`` → UNSAT, ``unknown`` → TIMEOUT when Z3's reason is
-``timeout``/``canceled``, else UNKNOWN.  Model values are rationals (converted to the nearest double)
+``timeout``/``canceled`` or the check ran for the whole limit (``z3.Optimize`` only says "unknown"),
+else UNKNOWN.  Model values are rationals (converted to the nearest double)
 or, with a ball, possibly algebraic numbers (approximated to 20 decimals first).  For an optimum the
 exact optimal value ``v*`` is reported as ``bound`` rounded *towards safety* — down when minimising,
 up when maximising — so ``bound <= v*`` (resp. ``>=``) holds for the double too; ``objective`` is the
@@ -59,26 +63,22 @@ def _z3() -> Any:
         raise BackendUnavailableError(f"backend z3: z3-solver is not installed ({exc})") from None
 
 
-def _relu_ite(z3: Any, y: Any, x: Any) -> Any:
-    return y == z3.If(x >= 0, x, 0)
+def _relu_ite(y: str, x: str) -> str:
+    return f"(= {y} (ite (>= {x} 0.0) {x} 0.0))"
 
 
-def _relu_disjunctive(z3: Any, y: Any, x: Any) -> Any:
-    return z3.Or(z3.And(x >= 0, y == x), z3.And(x <= 0, y == 0))
+def _relu_disjunctive(y: str, x: str) -> str:
+    return f"(or (and (>= {x} 0.0) (= {y} {x})) (and (<= {x} 0.0) (= {y} 0.0)))"
 
 
-#: name → ``(z3 module, x_out, x_in) -> constraint`` for ``x_out = max(0, x_in)``.
-RELU_ENCODINGS: dict[str, Callable[[Any, Any, Any], Any]] = {
+#: name → ``(x_out, x_in) -> SMT-LIB term`` for ``x_out = max(0, x_in)``.
+RELU_ENCODINGS: dict[str, Callable[[str, str], str]] = {
     "ite": _relu_ite,
     "disjunctive": _relu_disjunctive,
 }
 
-#: IR sense → z3 relation.
-_RELATIONS: dict[Sense, Callable[[Any, Any], Any]] = {
-    Sense.LE: lambda a, b: a <= b,
-    Sense.GE: lambda a, b: a >= b,
-    Sense.EQ: lambda a, b: a == b,
-}
+#: IR sense → SMT-LIB relation.
+_RELATIONS: dict[Sense, str] = {Sense.LE: "<=", Sense.GE: ">=", Sense.EQ: "="}
 
 #: Z3 reasons for ``unknown`` that mean the time limit (or an interrupt) stopped it.
 _TIMEOUT_REASONS = ("timeout", "canceled", "cancelled")
@@ -99,77 +99,110 @@ def _round_up(q: Fraction) -> float:
     return math.nextafter(f, math.inf) if Fraction(f) < q else f
 
 
+def _smt_number(q: Fraction) -> str:
+    """An exact SMT-LIB real literal: ``n.0``, ``(/ n.0 d.0)``, negated with ``(- …)``."""
+    n, d = abs(q.numerator), q.denominator
+    lit = f"{n}.0" if d == 1 else f"(/ {n}.0 {d}.0)"
+    return f"(- {lit})" if q < 0 else lit
+
+
+def _and(terms: list[str]) -> str:
+    return "true" if not terms else terms[0] if len(terms) == 1 else f"(and {' '.join(terms)})"
+
+
 class _Translator:
-    """Build the Z3 assertions of a :class:`Program` in its own context (module docstring)."""
+    """Write a :class:`Program` as an SMT-LIB script and load it into a fresh Z3 context.
+
+    The script (rather than z3py expression building, ~0.5 ms per term) keeps translation linear and
+    fast: Z3's own parser reads it.  Variable ``i`` is the constant ``x{i}``; the objective, if any, is
+    the constant ``objective`` defined by an equation.
+    """
+
+    OBJECTIVE = "objective"
 
     def __init__(self, z3: Any, program: Program, relu_encoding: str):
         self.z3 = z3
         self.ctx = z3.Context()
         self.program = program
         self.relu = RELU_ENCODINGS[relu_encoding]
-        self.x = [z3.Real(f"x{i}", self.ctx) for i in range(program.n_vars)]
-        self._consts: dict[float, Any] = {}
+        self._numbers: dict[float, str] = {}
 
-    def const(self, v: float) -> Any:
-        """The exact rational value of ``v`` as a Z3 constant (cached per value)."""
-        c = self._consts.get(v)
-        if c is None:
-            q = _exact(v)
-            c = self.z3.Q(q.numerator, q.denominator, self.ctx)
-            self._consts[v] = c
-        return c
+    # ---- SMT-LIB text --------------------------------------------------------------------------
+    def number(self, v: float) -> str:
+        """The exact rational value of the double ``v`` as an SMT-LIB literal (cached per value)."""
+        lit = self._numbers.get(v)
+        if lit is None:
+            n, d = abs(v).as_integer_ratio()  # exact; raises on NaN/inf
+            lit = f"{n}.0" if d == 1 else f"(/ {n}.0 {d}.0)"
+            lit = f"(- {lit})" if v < 0 else lit
+            self._numbers[v] = lit
+        return lit
 
-    def linear(self, idx: np.ndarray, coef: np.ndarray, constant: float = 0.0) -> Any:
-        terms = [self.const(a) * self.x[i] for i, a in zip(idx.tolist(), coef.tolist()) if a != 0.0]
+    def linear(self, idx: np.ndarray, coef: np.ndarray, constant: float = 0.0) -> str:
+        terms = []
+        for i, a in zip(idx.tolist(), coef.tolist()):
+            if a == 1.0:
+                terms.append(f"x{i}")
+            elif a == -1.0:
+                terms.append(f"(- x{i})")
+            elif a != 0.0:
+                terms.append(f"(* {self.number(a)} x{i})")
         if constant != 0.0 or not terms:
-            terms.append(self.const(constant))
-        return terms[0] if len(terms) == 1 else self.z3.Sum(terms)
+            terms.append(self.number(constant))
+        return terms[0] if len(terms) == 1 else f"(+ {' '.join(terms)})"
 
-    def row(self, r: LinearRow) -> Any:
-        return _RELATIONS[r.sense](self.linear(r.idx, r.coef), self.const(r.rhs))
+    def row(self, r: LinearRow) -> str:
+        return f"({_RELATIONS[r.sense]} {self.linear(r.idx, r.coef)} {self.number(r.rhs)})"
 
-    def assertions(self) -> list[Any]:
-        z3, prog, x = self.z3, self.program, self.x
-        out: list[Any] = []
+    def ball(self, idx: np.ndarray, center: np.ndarray, radius: float) -> str:
+        """``Σ_i (x_i − c_i)² <= r²`` (false for ``r < 0``, matching ``NormBall.violation``)."""
+        if radius < 0.0:
+            return "false"
+        sq = []
+        for i, c in zip(idx.tolist(), center.tolist()):
+            d = f"(- x{i} {self.number(c)})" if c != 0.0 else f"x{i}"
+            sq.append(f"(* {d} {d})")
+        if not sq:
+            return "true"
+        lhs = sq[0] if len(sq) == 1 else f"(+ {' '.join(sq)})"
+        return f"(<= {lhs} {_smt_number(_exact(radius) ** 2)})"
+
+    def script(self) -> str:
+        prog = self.program
         lb, ub = prog.bounds()
         if np.isnan(lb).any() or np.isnan(ub).any():
             raise ValueError("variable bounds contain NaN")
-        for i in range(prog.n_vars):
-            lo, hi = float(lb[i]), float(ub[i])
+        out = [f"(declare-const x{i} Real)" for i in range(prog.n_vars)]
+        for i, (lo, hi) in enumerate(zip(lb.tolist(), ub.tolist())):
             if lo == hi:
-                out.append(x[i] == self.const(lo))
+                out.append(f"(assert (= x{i} {self.number(lo)}))")
                 continue
             if math.isfinite(lo):
-                out.append(x[i] >= self.const(lo))
+                out.append(f"(assert (>= x{i} {self.number(lo)}))")
             if math.isfinite(hi):
-                out.append(x[i] <= self.const(hi))
-        out.extend(self.row(r) for r in prog.rows)
-        out.extend(self.relu(z3, x[c.out], x[c.inp]) for c in prog.relus)
+                out.append(f"(assert (<= x{i} {self.number(hi)}))")
+        out.extend(f"(assert {self.row(r)})" for r in prog.rows)
+        out.extend(f"(assert {self.relu(f'x{c.out}', f'x{c.inp}')})" for c in prog.relus)
         for d in prog.disjunctions:
-            alts = [z3.And([self.row(r) for r in alt]) if alt else z3.BoolVal(True, self.ctx)
-                    for alt in d.alternatives]
-            out.append(z3.Or(alts))
-        for b in prog.balls:
-            out.append(self.ball(b.idx, b.center, b.radius))
-        return out
+            alts = [_and([self.row(r) for r in alt]) for alt in d.alternatives]
+            out.append(f"(assert (or {' '.join(alts)}))" if len(alts) > 1 else f"(assert {_and(alts)})")
+        out.extend(f"(assert {self.ball(b.idx, b.center, b.radius)})" for b in prog.balls)
+        obj = prog.objective
+        if obj is not None:
+            out.append(f"(declare-const {self.OBJECTIVE} Real)")
+            out.append(f"(assert (= {self.OBJECTIVE} {self.linear(obj.idx, obj.coef, obj.constant)}))")
+        return "\n".join(out)
 
-    def ball(self, idx: np.ndarray, center: np.ndarray, radius: float) -> Any:
-        """``Σ_i (x_i − c_i)² <= r²`` (false for ``r < 0``, matching ``NormBall.violation``)."""
-        z3 = self.z3
-        if radius < 0.0:
-            return z3.BoolVal(False, self.ctx)
-        diffs = [self.x[i] - self.const(c) for i, c in zip(idx.tolist(), center.tolist())]
-        if not diffs:
-            return z3.BoolVal(True, self.ctx)
-        sq = [d * d for d in diffs]
-        r2 = _exact(radius) ** 2
-        return (z3.Sum(sq) if len(sq) > 1 else sq[0]) <= z3.Q(r2.numerator, r2.denominator, self.ctx)
+    # ---- Z3 side -------------------------------------------------------------------------------
+    def var(self, name: str) -> Any:
+        return self.z3.Real(name, self.ctx)
 
     def value(self, model: Any, expr: Any) -> Fraction:
         """Exact (rational) or 20-digit (algebraic) value of ``expr`` in ``model``."""
         v = model.eval(expr, model_completion=True)
-        if self.z3.is_rational_value(v):
-            return Fraction(v.numerator_as_long(), v.denominator_as_long())
+        q = _numeral(self.z3, v)
+        if q is not None:
+            return q
         if self.z3.is_algebraic_value(v):
             a = v.approx(20)
             return Fraction(a.numerator_as_long(), a.denominator_as_long())
@@ -202,7 +235,8 @@ def _z3_stats(solver: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         st = solver.statistics()
-        for key in st.keys():
+        keys = list(st.keys())
+        for key in keys:
             if key in ("decisions", "conflicts", "arith-make-feasible", "max memory", "rlimit count"):
                 out[key.replace(" ", "_").replace("-", "_")] = st.get_key_value(key)
     except Exception:  # statistics are best effort
@@ -218,7 +252,7 @@ class Z3Backend:
     Parameters
     ----------
     relu_encoding
-        ``"ite"`` (``y == If(x >= 0, x, 0)``) or ``"disjunctive"`` — see :data:`RELU_ENCODINGS`.
+        ``"ite"`` (``y = ite(x >= 0, x, 0)``) or ``"disjunctive"`` — see :data:`RELU_ENCODINGS`.
     """
 
     name = "z3"
@@ -249,14 +283,16 @@ class Z3Backend:
         t0 = time.perf_counter()
         stats: dict[str, Any] = {"variables": program.n_vars, "linear_rows": len(program.rows),
                                  "relus": len(program.relus), "disjunctions": len(program.disjunctions),
-                                 "balls": len(program.balls), "relu_encoding": self.relu_encoding}
+                                 "balls": len(program.balls), "relu_encoding": self.relu_encoding,
+                                 "constraints": len(program.rows) + len(program.relus)
+                                 + len(program.disjunctions) + len(program.balls)}
 
         def outcome(status: SolveStatus, **kw: Any) -> Outcome:
             return Outcome(status, self.name, time.perf_counter() - t0, solver_version=version,
                            stats=stats, **kw)
 
         tr = _Translator(z3, program, self.relu_encoding)
-        assertions = tr.assertions()
+        script = tr.script()
         ms = 0 if not math.isfinite(timeout) else max(1, math.ceil(timeout * 1000.0))
         obj = program.objective
         if obj is None:
@@ -267,11 +303,15 @@ class Z3Backend:
             solver = z3.Optimize(ctx=tr.ctx)
         if ms:
             solver.set("timeout", ms)
-        solver.add(assertions)
+        try:
+            solver.from_string(script)
+        except z3.Z3Exception as exc:
+            return outcome(SolveStatus.ERROR, message=f"z3 could not read the translated program: {exc}")
         goal = None
         if obj is not None:
-            expr = tr.linear(obj.idx, obj.coef, obj.constant)
-            goal = solver.maximize(expr) if obj.maximize else solver.minimize(expr)
+            target = tr.var(tr.OBJECTIVE)
+            goal = solver.maximize(target) if obj.maximize else solver.minimize(target)
+        t_check = time.perf_counter()
         try:
             res = solver.check()
         except z3.Z3Exception as exc:
@@ -281,17 +321,20 @@ class Z3Backend:
             return outcome(SolveStatus.UNSAT, message="unsat")
         if res != z3.sat:
             reason = str(solver.reason_unknown())
-            timed_out = any(k in reason.lower() for k in _TIMEOUT_REASONS)
+            # z3.Optimize says just "unknown" when its timeout fires: the elapsed time tells.
+            timed_out = (any(k in reason.lower() for k in _TIMEOUT_REASONS)
+                         or (ms > 0 and (time.perf_counter() - t_check) * 1000.0 >= ms))
             return outcome(SolveStatus.TIMEOUT if timed_out else SolveStatus.UNKNOWN,
                            message=f"z3 unknown: {reason}")
         model = solver.model()
         try:
-            x = np.array([float(tr.value(model, v)) for v in tr.x], dtype=np.float64)
+            x = np.array([float(tr.value(model, tr.var(f"x{i}"))) for i in range(program.n_vars)],
+                         dtype=np.float64)
         except (ValueError, OverflowError) as exc:
             return outcome(SolveStatus.ERROR, message=f"z3 model unreadable: {exc}")
         if obj is None:
             return outcome(SolveStatus.SAT, assignment=x, message="sat")
-        value = tr.value(model, expr)
+        value = tr.value(model, tr.var(tr.OBJECTIVE))
         exact = _optimum(z3, solver.upper_values(goal) if obj.maximize else solver.lower_values(goal))
         if exact is None:
             bound = math.inf if obj.maximize else -math.inf
