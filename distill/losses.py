@@ -82,6 +82,7 @@ class DistillConfig:
     eps: float = 0.1
     norm: str = "inf"
     attack_steps: int = 10
+    warmup: float = 0.0
     domain: tuple[Any, Any] | None = field(default=None, compare=False, repr=False)
 
     def validate(self) -> None:
@@ -99,6 +100,8 @@ class DistillConfig:
             raise ConfigError(f"--norm {self.norm!r}: choose 'inf' or '2'")
         if self.attack_steps < 1:
             raise ConfigError(f"--attack-steps {self.attack_steps}: must be at least 1")
+        if not (0.0 <= self.warmup < 1.0):
+            raise ConfigError(f"--warmup {self.warmup}: must lie in [0, 1)")
 
     def public(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -365,7 +368,11 @@ def distill_student(
     student = mlp_from_spec(widths)
 
     def step_loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor, frac: float) -> torch.Tensor:
-        return loss_fn(m, teacher, xb, yb, cfg)
+        c = cfg
+        if cfg.warmup > 0 and frac < cfg.warmup:  # ramp the alignment weight and ε up from 0
+            r = frac / cfg.warmup
+            c = dataclasses.replace(cfg, lambda_g=cfg.lambda_g * r, eps=cfg.eps * r)
+        return loss_fn(m, teacher, xb, yb, c)
 
     # freeze the teacher for the run (no parameter graph, no .grad), then restore its flags
     flags = [(p, p.requires_grad) for p in teacher.parameters()]

@@ -282,7 +282,8 @@ class Program:
             "disjunctions": len(self.disjunctions),
             "binaries": n_unstable + n_disj_bins,
             "milp_variables": self.n_vars + n_unstable + n_disj_bins,
-            "milp_constraints": n_rows + 4 * n_unstable + 2 * (len(self.relus) - n_unstable)
+            # big-M: 3 rows per unstable ReLU (y >= z, y <= z - l(1-a), y <= u a), 1 per stable-active
+            "milp_constraints": n_rows + 3 * n_unstable + sum(1 for r in self.relus if self.lb[r.inp] >= 0)
             + disj_rows + len(self.disjunctions),
         }
 

@@ -357,3 +357,12 @@ def test_oracle_hand_checked_network() -> None:
     t = O.output_dnf(w, np.array([-1.0]), np.array([0.6]), [(np.array([[-1.0, 0.0]]), np.array([-0.7]))])
     assert t.holds and t.value == pytest.approx(-0.1, abs=1e-9)
     assert t.n_pieces == 2  # x < 0 and x > 0
+
+
+def test_oracle_lp_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast HiGHS-API LP path and scipy's ``linprog`` give the same oracle values."""
+    cases = [O.gen_local(900 + i, "inf") for i in range(3)]
+    fast = [c.truth.value for c in cases]
+    monkeypatch.setattr(O, "_lp", O._lp_scipy)
+    slow = [O.local_linf(c.weights, c.x0, c.eps, c.label, c.dom_lo, c.dom_hi).value for c in cases]
+    np.testing.assert_allclose(fast, slow, atol=1e-8)

@@ -116,7 +116,9 @@ __all__ = [
     "certify",
     "choose_kind",
     "draw_sample",
+    "lift_factor",
     "margin_gradient_ratio",
+    "margin_gradient_ratios",
     "sample_hash",
     "softmax",
     "teacher_crosscheck",
@@ -125,7 +127,7 @@ __all__ = [
 
 GUARANTEE_KINDS = ("seed", "quality", "binomial", "auto")
 _KIND_PAC_NAME = {"seed": "seed_vc", "quality": "quality_space", "binomial": "binomial"}
-LIFTS = ("prop43", "prop42")
+LIFTS = ("prop43", "prop43m", "prop42")
 RADIUS_RULES = ("auto", "min", "fixed")
 SAMPLINGS = ("empirical", "heldout")
 DISTILL_ON = ("samples", "pool")
@@ -157,11 +159,15 @@ class CertifyConfig:
         ``"empirical"`` / ``"heldout"`` (module docstring); distil on the ``"samples"`` (Algorithm 1)
         or on the whole ``"pool"`` the samples come from.
     lift, teacher_radius, eq13_scope
-        ``"prop43"`` (measured ρ) or ``"prop42"`` (ρ ≡ 1, assumed); radius rule ``"auto"`` (``"fixed"``
+        ``"prop43"`` (measured ρ), ``"prop43m"`` (measured ρ and margin ratio, see :func:`lift_factor`) or
+        ``"prop42"`` (ρ ≡ 1, assumed); radius rule ``"auto"`` (``"fixed"``
         for binomial, ``"min"`` otherwise), ``"min"`` or ``"fixed"``; Eq. 13 on the ``"confident"``
         samples or on ``"all"``.
-    method, student_arch, epochs, distill_lr
-        Distillation method, student widths (default ``m-32-32-n``), epochs and learning rate.
+    method, distill_params, student_arch, epochs, distill_lr
+        Distillation method, overrides of :class:`distill.losses.DistillConfig` (a TOML table; default
+        ``lambda_ce = 4``: with the CE term on the teacher's hard labels weighted up, the per-sample optimum
+        of the KDIGA loss lies above the teacher's confidence, which is what Eq. 13 asks), student widths
+        (default ``m-32-32-n``), epochs and learning rate.
     teacher, teacher_arch, teacher_adv_eps, teacher_epochs
         ``distillcert run`` only: a teacher file (ONNX or ``.pt``) or, when empty, a teacher trained here
         (PGD-AT at ``teacher_adv_eps``; arch default ``m-128-128-n``).
@@ -191,6 +197,7 @@ class CertifyConfig:
     teacher_radius: str = "auto"
     eq13_scope: str = "confident"
     method: str = "kdiga"
+    distill_params: dict[str, float] = field(default_factory=lambda: {"lambda_ce": 4.0})
     student_arch: str | None = None
     epochs: int = 40
     distill_lr: float = 0.05
@@ -256,7 +263,7 @@ class CertifyConfig:
             name = str(key).replace("-", "_")
             if name not in _FIELD_TYPES:
                 raise ConfigError(f"{source}: unknown key {key!r} (known keys: {', '.join(CERTIFY_KEYS)})")
-            if isinstance(value, dict):
+            if isinstance(value, dict) and name != "distill_params":
                 raise ConfigError(f"{source}: key {key!r} must be a value, not a table")
             kw[name] = value
         return cls(**kw)
@@ -284,6 +291,8 @@ def _coerce(name: str, value: Any, typ: str) -> Any:
             return None
         raise ConfigError(f"--{_opt(name)}: a value is required")
     base = typ.replace(" | None", "")
+    if base.startswith("dict"):
+        return _distill_params(value)
     if base == "bool":
         if isinstance(value, bool):
             return value
@@ -310,6 +319,25 @@ def _coerce(name: str, value: Any, typ: str) -> Any:
     if optional and v == "":
         return None
     return v
+
+
+def _distill_params(value: Any) -> dict[str, float]:
+    """Validate ``distill_params`` against :class:`distill.losses.DistillConfig`'s numeric fields."""
+    from distill.losses import DistillConfig
+
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"--distill-params: expected a table of DistillConfig values, got {value!r}")
+    known = {f.name: f for f in dataclasses.fields(DistillConfig) if f.name != "domain"}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if k not in known:
+            raise ConfigError(f"distill_params: unknown key {k!r} (known: {', '.join(known)})")
+        out[str(k)] = v
+    try:
+        DistillConfig(**out).validate()
+    except TypeError as exc:
+        raise ConfigError(f"distill_params: {exc}") from None
+    return dict(sorted(out.items()))
 
 
 def _check_pos(v: float, name: str) -> None:
@@ -416,17 +444,18 @@ def _jacobian(model: Any, X: np.ndarray, chunk: int = 4096) -> np.ndarray:
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0, X.shape[1] if X.ndim == 2 else 0))
 
 
-def margin_gradient_ratio(teacher: Any, student: Any, X: np.ndarray, labels: np.ndarray, norm: str) -> np.ndarray:
-    r"""``ρ(x) = min_{j≠c} ‖∇(f_{S,c} − f_{S,j})(x)‖_* / ‖∇(f_{T,c} − f_{T,j})(x)‖_*`` per point (``c`` =
-    ``labels``; dual norm: L1 for ``norm="inf"``, L2 for ``norm="2"``).
+def margin_gradient_ratios(teacher: Any, student: Any, X: np.ndarray, labels: np.ndarray, norm: str) -> np.ndarray:
+    r"""``ρ_j(x) = ‖∇(f_{S,c} − f_{S,j})(x)‖_* / ‖∇(f_{T,c} − f_{T,j})(x)‖_*`` for every class ``j``
+    (``(B, n_out)``, ``+inf`` at ``j = c``; ``c`` = ``labels``; dual norm: L1 for ``norm="inf"``, L2 for
+    ``norm="2"``).
 
     Exact gradients of the piecewise-linear networks (autograd in float64).  A zero teacher margin
     gradient gives ``ρ_j = +inf`` (the linearised teacher margin never reaches 0 in that direction).
     """
     X = np.asarray(X, dtype=np.float64)
-    if len(X) == 0:
-        return np.zeros(0)
     c = np.asarray(labels, dtype=np.int64)
+    if len(X) == 0:
+        return np.zeros((0, 0))
     q = 1 if norm == "inf" else 2
     jt, js = _jacobian(teacher, X), _jacobian(student, X)
     b = np.arange(len(X))
@@ -437,7 +466,44 @@ def margin_gradient_ratio(teacher: Any, student: Any, X: np.ndarray, labels: np.
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(nt > 0, ns / np.where(nt > 0, nt, 1.0), np.inf)
     r[b, c] = np.inf
-    return r.min(axis=1)
+    return r
+
+
+def margin_gradient_ratio(teacher: Any, student: Any, X: np.ndarray, labels: np.ndarray, norm: str) -> np.ndarray:
+    r"""``ρ(x) = min_{j≠c} ρ_j(x)`` (see :func:`margin_gradient_ratios`), the worst competing class."""
+    r = margin_gradient_ratios(teacher, student, X, labels, norm)
+    return r.min(axis=1) if r.size else np.zeros(len(X))
+
+
+def lift_factor(lift: str, rho_j: np.ndarray, z_t: np.ndarray, z_s: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    r"""The factor ``λ(x)`` with teacher radius ``δ_T(x) = λ(x) · R_i`` at a sample where the student is
+    verified ``R_i``-robust (with label ``c = c_T(x)``).
+
+    * ``prop42`` (seed 000 Prop. 4.2, assumed): ``λ = 1``.
+    * ``prop43`` (seed 000 Prop. 4.3, measured): ``λ = min(1, min_j ρ_j)``.  Assumes both margins
+      ``m_j = f_c − f_j`` are linear on the ball **and equal** for teacher and student; then the
+      teacher's distance to the ``j``-boundary, ``m_j/‖∇m_{T,j}‖_*``, is the student's times ``ρ_j``.
+    * ``prop43m`` (measured, drops the equal-margin assumption): ``λ = min(1, min_j μ_j ρ_j)`` with
+      ``μ_j = m_{T,j}(x)/m_{S,j}(x)``.  Under linearity alone the teacher's ``j``-distance is
+      ``m_{T,j}/‖∇m_{T,j}‖_* = μ_j ρ_j · m_{S,j}/‖∇m_{S,j}‖_* ≥ μ_j ρ_j R_i``, because the student's
+      linear distance is at least its verified radius.  ``λ = 0`` where the student does not put ``c``
+      strictly first.  A more confident student (Eq. 13) has ``μ_j ≤ 1``: this lift is never fooled by
+      scaling the student's logits, which inflates ``ρ`` alone.
+    """
+    n = len(labels)
+    if lift == "prop42":
+        return np.ones(n)
+    rho = np.min(rho_j, axis=1) if rho_j.size else np.full(n, np.inf)
+    if lift == "prop43":
+        return np.minimum(1.0, rho)
+    b = np.arange(n)
+    c = np.asarray(labels, dtype=np.int64)
+    mt = z_t[b, c][:, None] - z_t
+    ms = z_s[b, c][:, None] - z_s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prod = np.where(ms > 0, (mt / np.where(ms > 0, ms, 1.0)) * rho_j, 0.0)
+    prod[b, c] = np.inf
+    return np.clip(np.min(prod, axis=1), 0.0, 1.0)
 
 
 def crown_local(net: Network, X: np.ndarray, labels: np.ndarray, radii: np.ndarray, norm: str,
@@ -590,6 +656,17 @@ def decide(cert: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_LIFT_WORDS = {
+    "prop43": ("the student's verified radius times min(1, rho), rho the measured margin-gradient ratio (seed 000 "
+               "Prop. 4.3; assumes the margins are locally linear and equal for teacher and student)"),
+    "prop43m": ("the student's verified radius times min(1, min_j mu_j rho_j), the measured margin and "
+                "margin-gradient ratios (Prop. 4.3 without the equal-margin assumption; assumes the margins are "
+                "locally linear)"),
+    "prop42": ("the student's verified radius taken as the teacher's (seed 000 Prop. 4.2; assumes a perfect, "
+               "locally linear student)"),
+}
+
+
 def guarantee_text(cert: Mapping[str, Any], dec: Mapping[str, Any]) -> str:
     """The guarantee in plain words with its numbers (or what was refused)."""
     p, dat = cert["parameters"], cert["data"]
@@ -601,11 +678,7 @@ def guarantee_text(cert: Mapping[str, Any], dec: Mapping[str, Any]) -> str:
     dist = dat["distribution"]
     if lam > 0:
         dist += f", or any distribution within total variation {lam:g} of it (Obs. 4.5; epsilon becomes {eps_s:g})"
-    lift = ("the student's verified radius lifted by the measured margin-gradient ratio (seed 000 Prop. 4.3; "
-            "assumes the margins are locally linear and equal for teacher and student)"
-            if p["lift"] == "prop43" else
-            "the student's verified radius taken as the teacher's (seed 000 Prop. 4.2; assumes a perfect, "
-            "locally linear student)")
+    lift = _LIFT_WORDS[p["lift"]]
     conf = f"teacher confidence >= {p['kappa']:g}"
     if kind == "seed":
         core = (f"with probability >= {1 - eta:g} over the {dat['sample_size']} samples, the teacher is "
@@ -699,7 +772,7 @@ def _student(teacher_model: Any, X_distill: np.ndarray, config: CertifyConfig, o
     import json
 
     from distill.export import export_onnx
-    from distill.losses import distill_student
+    from distill.losses import DistillConfig, distill_student
 
     path = out_dir / "student.onnx"
     side = path.with_name(path.name + ".json")
@@ -714,6 +787,7 @@ def _student(teacher_model: Any, X_distill: np.ndarray, config: CertifyConfig, o
     log(f"distilling the student ({config.method}, {len(X_distill)} points, {config.epochs} epochs)")
     res = distill_student(teacher_model, X_distill, method=config.method, arch=config.student_arch,
                           epochs=config.epochs, seed=config.seed, labels="teacher", lr=config.distill_lr,
+                          cfg=DistillConfig(**config.distill_params),
                           domain=(data.domain_lo, data.domain_hi), progress=log.progress)
     summary = {"method": res.config["method"], "arch": res.config["arch"], "epochs": res.config["epochs"],
                "points": int(len(X_distill)), "train_agreement": float(res.train_agreement),
@@ -788,7 +862,8 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
     # ---------------------------------------------------------------- 2. distil
     t0 = time.perf_counter()
     X_distill = X if config.distill_on == "samples" else pool
-    skey = query_key("student", t_sha, s_hash, config.distill_on, config.method, config.student_arch,
+    skey = query_key("student", t_sha, s_hash, config.distill_on, config.method, config.distill_params,
+                     config.student_arch,
                      config.epochs, config.distill_lr, config.seed, data.name, config.data_seed)
     student_file, distill_summary = _student(teacher_model, X_distill.astype(np.float32), config, out, data,
                                              skey, log)
@@ -812,8 +887,9 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
         "fraction_dominant_all": float(np.mean(p_s[np.arange(s), c_t] >= p_t[np.arange(s), c_t])),
         "definition": "p_S(x)[c_T(x)] >= p_T(x)[c_T(x)], and argmax f_S = c_T at confident samples",
     }
-    rho = margin_gradient_ratio(teacher_model, student_model, X[K], c_t[K], config.norm)
-    factor = np.minimum(1.0, rho) if config.lift == "prop43" else np.ones(len(K))
+    rho_j = margin_gradient_ratios(teacher_model, student_model, X[K], c_t[K], config.norm)
+    rho = rho_j.min(axis=1) if rho_j.size else np.zeros(len(K))
+    factor = lift_factor(config.lift, rho_j, z_t[K], z_s[K], c_t[K])
     if rule == "fixed":
         with np.errstate(divide="ignore"):
             radii = np.where(factor > 0, R / np.where(factor > 0, factor, 1.0), np.inf)
@@ -1070,6 +1146,20 @@ def _run_local(tasks: list[Task], lcfg: DispatchConfig, config: CertifyConfig, j
             "(reported undecided)")
 
 
+_LIFT_ASSUMPTION = {
+    "prop43": ("Prop. 4.3 lift (measured): around each confident sample the logit margins of teacher and student "
+               "are locally linear and equal (perfect student), so the teacher's radius is the student's times "
+               "min(1, rho(x)), rho = the measured margin-gradient ratio (dual norm). This is an assumption, not "
+               "a proof; the PGD cross-check can refute it but not confirm it."),
+    "prop43m": ("Margin-corrected Prop. 4.3 lift (measured): around each confident sample the logit margins of "
+                "teacher and student are locally linear on the ball, so the teacher's radius is at least the "
+                "student's times min_j (m_T,j / m_S,j) * rho_j. An assumption, not a proof; the PGD cross-check "
+                "can refute it but not confirm it."),
+    "prop42": ("Prop. 4.2 lift: the student is perfect (teacher and student agree with equal margins) and locally "
+               "linear near the samples, so the teacher inherits the student's radius. Not measured."),
+}
+
+
 def _assumptions(config: CertifyConfig, kind: str, rule: str) -> list[str]:
     a = [
         "The sampled points are i.i.d. draws from the stated distribution D: exact for sampling='empirical' "
@@ -1080,14 +1170,7 @@ def _assumptions(config: CertifyConfig, kind: str, rule: str) -> list[str]:
         "Verification of the student is sound up to the floating-point margins documented in encoders.bounds "
         "and the solvers' feasibility tolerances; every counterexample was replayed on onnxruntime.",
     ]
-    if config.lift == "prop43":
-        a.append("Prop. 4.3 lift (measured): around each confident sample the logit margins of teacher and "
-                 "student are locally linear and equal (perfect student), so the teacher's radius is the "
-                 "student's times min(1, rho(x)), rho = the measured margin-gradient ratio (dual norm). This is "
-                 "an assumption, not a proof; the PGD cross-check can refute it but not confirm it.")
-    else:
-        a.append("Prop. 4.2 lift: the student is perfect (teacher and student agree with equal margins) and "
-                 "locally linear near the samples, so the teacher inherits the student's radius. Not measured.")
+    a.append(_LIFT_ASSUMPTION[config.lift])
     a.append("Distillation success (seed 000 Eq. 13) was checked on the samples only.")
     if kind == "seed":
         a.append("Seed kind (seed 000 Thm. 3.8 / 4.4): 0 < epsilon, eta <= 1/2; VC dimension d = m+1 (L2) or "
@@ -1103,7 +1186,7 @@ def _assumptions(config: CertifyConfig, kind: str, rule: str) -> list[str]:
         a.append(f"Deployment distribution within total variation {config.tv_shift:g} of D (Obs. 4.5), as "
                  "stated by the user (not checked). Note an empirical distribution is at TV distance 1 from "
                  "any continuous one.")
-    if rule == "min" and config.lift == "prop43":
+    if rule == "min" and config.lift != "prop42":
         a.append("Radius rule 'min': the teacher radius is read off the sample, which the uniform "
                  "(all-balls / all-radii) statements of the seed and quality-space kinds allow.")
     return a

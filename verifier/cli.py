@@ -68,16 +68,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distillcert", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for modname in _REGISTRARS:
-        importlib.import_module(modname).register(sub)
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError as exc:
+            sys.stderr.write(f"distillcert: internal error: cannot load {modname} ({exc})\n")
+            raise SystemExit(1) from None
+        mod.register(sub)
     for ep in metadata.entry_points(group="distillcert.commands"):
         try:
             ep.load()(sub)
         except ImportError as exc:  # an optional plugin that cannot load must not break the CLI
             sys.stderr.write(f"distillcert: warning: command plugin {ep.name!r} unavailable ({exc})\n")
-    for p in sub.choices.values():
-        if not any("--json" in a.option_strings for a in p._actions):
-            p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _add_json(parser)
     return parser
+
+
+def _add_json(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """Give every (nested) subcommand a ``--json`` flag."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in action.choices.values():
+                if not any("--json" in a.option_strings for a in p._actions):
+                    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+                _add_json(p, top=False)
 
 
 def _render(result: dict[str, Any]) -> str:

@@ -34,14 +34,13 @@ import numpy as np
 
 from encoders.errors import BackendUnavailableError, ConfigError, LicenseLimitError
 from encoders.network import Network
-from encoders.program import Kind, Program
+from encoders.program import Disjunction, Kind, LinearRow, Program, Sense, Tag
 from encoders.properties import EncodeOptions
 
 from .backends.base import BACKENDS, get_backend
 from .replay import attack, polish, replay
 from .results import Outcome, Result, SolveStatus, Verdict
 
-GUROBI_PIP_LIMIT = 2000
 BACKEND_CHOICES = (*sorted(BACKENDS), "auto", "portfolio")
 
 
@@ -210,8 +209,10 @@ def _available(name: str) -> bool:
 
 
 def fits_gurobi_licence(program: Program) -> bool:
-    st = program.stats()
-    return st["milp_variables"] <= GUROBI_PIP_LIMIT and st["milp_constraints"] <= GUROBI_PIP_LIMIT
+    """Whether Gurobi's licence on this machine accepts the compiled model (exact count)."""
+    from .backends.gurobi import fits_licence
+
+    return fits_licence(program)
 
 
 def choose_backend(config: DispatchConfig, program: Program) -> str:
@@ -276,6 +277,12 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
         if not names:
             return done(Verdict.ERROR, "portfolio", "no portfolio backend can take this query")
     else:
+        if config.backend == "gurobi" and not fits_gurobi_licence(program):
+            st = program.stats()
+            raise LicenseLimitError(
+                f"--backend gurobi: the installed Gurobi licence is size-limited (2000 variables/constraints, 200 "
+                f"variables with quadratic constraints) and this query needs about {st['milp_variables']} variables "
+                f"and {st['milp_constraints']} constraints; use --backend highs (or auto)")
         missing = program.kinds() - _capabilities(backend)
         if missing:
             return done(Verdict.ERROR, backend,
@@ -284,6 +291,7 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
     stats = dict(program.stats())
     version = ""
     last_reason = ""
+    strict = False  # True once the program is the tightened under-approximation (see tighten_property_rows)
     for round_no in range(config.max_refinements + 1):
         remaining = config.timeout - (time.perf_counter() - t0)
         if remaining <= 0:
@@ -299,6 +307,9 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
         stats["refinements"] = round_no
         used = out.backend if names else backend
         if out.status is SolveStatus.UNSAT:
+            if strict:  # only the tightened (under-approximate) query is infeasible: undecided
+                return done(Verdict.UNKNOWN, used, f"solver candidate rejected ({last_reason}) and no violation "
+                            f"with margin {STRICT_MARGIN:g} exists", solver_version=version, stats=stats)
             return done(Verdict.VERIFIED, used, "violation encoding infeasible", solver_version=version, stats=stats)
         if out.status is SolveStatus.TIMEOUT:
             return done(Verdict.TIMEOUT, used, out.message or "solver time limit", solver_version=version,
@@ -308,7 +319,11 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
         if out.status not in (SolveStatus.SAT, SolveStatus.OPTIMAL) or out.assignment is None:
             return done(Verdict.UNKNOWN, used, out.message or f"solver said {out.status.value}",
                         solver_version=version, stats=stats)
-        xs = {ns: np.asarray(out.assignment)[program.blocks[ns]["input"]] for ns in _input_names(program, nets)}
+        assignment = np.asarray(out.assignment, dtype=np.float64)
+        if assignment.shape != (program.n_vars,):
+            return done(Verdict.ERROR, used, f"backend returned a malformed assignment (shape {assignment.shape}, "
+                        f"expected ({program.n_vars},))", solver_version=version, stats=stats)
+        xs = {ns: assignment[program.blocks[ns]["input"]] for ns in _input_names(program, nets)}
         rep = replay(prop, nets, xs)
         if not rep.ok:
             polished = polish(prop, nets, xs)
@@ -317,6 +332,14 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
             return done(Verdict.FALSIFIED, used, "counterexample replayed on onnxruntime",
                         counterexample=rep.counterexample, solver_version=version, stats=stats)
         cuts = prop.refine(program, out.assignment)
+        if not cuts and not strict:
+            # a candidate on the boundary of the violation region that float32 onnxruntime puts on the
+            # safe side: ask once more for a violation by a margin (an under-approximation of the
+            # violation set, so an UNSAT answer from now on is never reported as VERIFIED)
+            strict = True
+            program = tighten_property_rows(program, STRICT_MARGIN)
+            last_reason = rep.reason
+            continue
         if not cuts:
             return done(Verdict.UNKNOWN, used, f"solver candidate rejected: {rep.reason}", solver_version=version,
                         stats=stats)
@@ -324,6 +347,33 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
         last_reason = rep.reason
     return done(Verdict.UNKNOWN, label, f"refinement limit reached ({last_reason})", solver_version=version,
                 stats=stats)
+
+
+STRICT_MARGIN = 1e-5
+
+
+def tighten_property_rows(program: Program, margin: float) -> Program:
+    """A copy of ``program`` whose property inequalities hold with a margin.
+
+    ``a·x <= b`` becomes ``a·x <= b − τ`` and ``a·x >= b`` becomes ``a·x >= b + τ`` with
+    ``τ = margin · (1 + max |a·x|)`` over the variable box (equalities and network rows are kept).  Every
+    feasible point of the copy is feasible for ``program``: the copy under-approximates the violation
+    set, so it may only ever produce candidates for replay, never a VERIFIED answer.
+    """
+    lb, ub = program.bounds()
+
+    def tight(r: LinearRow) -> LinearRow:
+        if r.tag is not Tag.PROPERTY or r.sense is Sense.EQ:
+            return r
+        lo, hi = r.activity_range(lb, ub)
+        tau = margin * (1.0 + max(abs(lo), abs(hi)))
+        return replace(r, rhs=r.rhs - tau if r.sense is Sense.LE else r.rhs + tau)
+
+    p = program.copy()
+    p.rows = [tight(r) for r in p.rows]
+    p.disjunctions = [Disjunction(tuple(tuple(tight(r) for r in alt) for alt in d.alternatives), d.tag)
+                      for d in p.disjunctions]
+    return p
 
 
 def _input_names(program: Program, nets: Mapping[str, Network]) -> list[str]:

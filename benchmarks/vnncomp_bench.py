@@ -1,0 +1,603 @@
+"""``distillcert bench vnncomp`` — our VNN-COMP runner beside maraboupy's own ONNX + VNN-LIB path.
+
+Both tools see the same instances (``../shared/benchmarks/vnncomp2021/{acasxu,mnistfc}``, read in
+place), the same per-instance time limit and the same harness:
+
+* every (tool, instance) pair runs in a *forked child process* in its own process group, started from
+  a parent that has already imported both tools (so neither pays import time per instance); the
+  parent waits ``timeout + grace`` seconds and then kills the whole group — a hang can never stall the
+  run;
+* wall time is measured in the parent from fork to answer; CPU time is the child's (and its reaped
+  descendants') user + system time from ``getrusage(RUSAGE_CHILDREN)``, which is what stays
+  meaningful when the machine is shared;
+* an answer that arrives after the instance's time limit counts as ``timeout`` (VNN-COMP rule).
+
+``ours``
+    :func:`verifier.api.verify_vnnlib` with the dispatcher's default configuration (``backend="auto"``:
+    CROWN quick check, sampling/PGD, then Gurobi or HiGHS in a killable child, replay of every
+    counterexample) — exactly what ``distillcert vnncomp`` runs per instance.
+``maraboupy``
+    ``Marabou.read_onnx(onnx)`` then ``network.solve(propertyFilename=vnnlib, options=
+    Marabou.createOptions(timeoutInSeconds=⌈timeout⌉, verbosity=0))`` — Marabou 2.0 parses the VNN-LIB
+    file itself (its ``VnnLibParser``).  A ``sat`` answer's input is additionally replayed through
+    onnxruntime against our parse of the property (column ``witness_ok``), for information only: its
+    verdict is scored as Marabou reported it.
+
+Scores per tool: solved (sat + unsat), wrong (a decided answer contradicting ``expected.csv``),
+total and median time over all instances (undecided instances count their full time), and the time
+ratio ``ours / peer`` per instance and in total.  Outputs: ``records.jsonl`` (one line per finished
+pair; a rerun with the same ``--out`` resumes), ``results.csv``, ``summary.json``, ``summary.md``,
+``cactus.png`` and ``scatter.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import resource
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from encoders.errors import DataError
+
+__all__ = [
+    "Instance",
+    "RunRecord",
+    "SOLVERS",
+    "default_root",
+    "read_family",
+    "quick_instances",
+    "machine_info",
+    "run_forked",
+    "side_by_side",
+    "score",
+    "run",
+]
+
+#: harness grace period past an instance's time limit before the child group is killed
+GRACE_S = 5.0
+
+
+# ==================================================================================================
+# machine / IO helpers (shared by benchmarks.solvers and benchmarks.perf)
+# ==================================================================================================
+def machine_info() -> dict[str, Any]:
+    """Date, host, core count, CPU model, load average and solver versions for every summary."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    with contextlib.suppress(OSError):
+        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    versions = {}
+    for mod, attr in (("gurobipy", "gurobi"), ("highspy", None), ("maraboupy", None), ("z3", None),
+                      ("numpy", None), ("torch", None), ("onnxruntime", None)):
+        with contextlib.suppress(Exception):
+            m = __import__(mod)
+            if attr == "gurobi":
+                versions[mod] = ".".join(str(v) for v in m.gurobi.version())
+            elif mod == "z3":
+                versions[mod] = m.get_version_string()
+            elif mod == "highspy":
+                h = m.Highs()
+                versions[mod] = f"{h.versionMajor()}.{h.versionMinor()}.{h.versionPatch()}"
+            else:
+                versions[mod] = getattr(m, "__version__", "?")
+    info["versions"] = versions
+    return info
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    load = info.get("loadavg")
+    return (f"{info['date']} · {info['nproc']} cores · {info['cpu_model']} · Python {info['python']}"
+            + (f" · load average at start {load[0]:.1f}" if load else ""))
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    cols = list(columns or (list(rows[0]) if rows else []))
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt(r.get(k)) for k in cols})
+    return path
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return f"{v:.4f}" if math.isfinite(v) else str(v)
+    return v
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    return path
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(_fmt(c)) for c in r) + " |")
+    return "\n".join(lines)
+
+
+def cactus_plot(path: Path, times: dict[str, list[float]], title: str, limit: float | None = None) -> Path:
+    """Solved instances (y) against the time needed for the k-th fastest solve (x), per solver."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, ts in sorted(times.items()):
+        ts = sorted(ts)
+        if ts:
+            ax.step(ts, range(1, len(ts) + 1), where="post", label=f"{name} ({len(ts)})")
+        else:
+            ax.plot([], [], label=f"{name} (0)")
+    ax.set_xscale("log")
+    ax.set_xlabel("time per instance (s, log scale)")
+    ax.set_ylabel("instances solved")
+    if limit:
+        ax.axvline(limit, color="grey", ls=":", lw=1)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ==================================================================================================
+# instances
+# ==================================================================================================
+@dataclass(frozen=True)
+class Instance:
+    """One VNN-COMP instance (paths point into the shared folder; nothing is copied)."""
+
+    family: str
+    onnx: Path
+    vnnlib: Path
+    timeout: float
+    expected: str = ""  # "sat" | "unsat" | "" (unknown)
+
+    @property
+    def key(self) -> str:
+        return f"{self.family}/{self.onnx.name}/{self.vnnlib.name}"
+
+
+def default_root() -> Path:
+    """``../shared/benchmarks/vnncomp2021`` beside the repository (``DISTILLCERT_SHARED`` overrides)."""
+    env = os.environ.get("DISTILLCERT_SHARED", "")
+    for c in (env, str(Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "vnncomp2021")):
+        if c and (Path(c) / "acasxu").is_dir():
+            return Path(c).resolve()
+    raise DataError("vnncomp benchmark: ../shared/benchmarks/vnncomp2021 not found (set DISTILLCERT_SHARED)")
+
+
+def read_family(root: Path, family: str) -> list[Instance]:
+    """``root/family/instances.csv`` (``onnx,vnnlib,timeout``, no header) joined with ``expected.csv``."""
+    from verifier.commands import read_expected, read_instances
+
+    folder = root / family
+    rows = read_instances(folder / "instances.csv")
+    exp = read_expected(folder / "expected.csv") if (folder / "expected.csv").exists() else {}
+    out = []
+    for onnx, vnn, t in rows:
+        op, vp = folder / onnx, folder / vnn
+        for p in (op, vp):
+            if not p.exists():
+                raise DataError(f"{folder / 'instances.csv'}: instance file {p} does not exist")
+        out.append(Instance(family, op, vp, float(t), exp.get((op.name, vp.name), "")))
+    return out
+
+
+#: quick-mode instances: an easy unsat (prop 1), a falsifiable one (prop 2), prop 4 and prop 3
+QUICK_ACAS: tuple[tuple[str, str], ...] = (
+    ("ACASXU_run2a_1_1_batch_2000.onnx", "prop_1.vnnlib"),
+    ("ACASXU_run2a_2_1_batch_2000.onnx", "prop_2.vnnlib"),
+    ("ACASXU_run2a_1_1_batch_2000.onnx", "prop_4.vnnlib"),
+    ("ACASXU_run2a_1_1_batch_2000.onnx", "prop_3.vnnlib"),
+)
+
+
+def quick_instances(root: Path, n: int = 3) -> list[Instance]:
+    """The first ``n`` of :data:`QUICK_ACAS` (ACAS Xu, one property each)."""
+    insts = {(i.onnx.name, i.vnnlib.name): i for i in read_family(root, "acasxu")}
+    return [insts[k] for k in QUICK_ACAS[:n] if k in insts]
+
+
+# ==================================================================================================
+# the two tools
+# ==================================================================================================
+def _ours(inst: Instance, timeout: float) -> dict[str, Any]:
+    from verifier.api import verify_vnnlib
+    from verifier.dispatch import DispatchConfig
+
+    r = verify_vnnlib(inst.onnx, inst.vnnlib, DispatchConfig(timeout=timeout))
+    return {"result": r.verdict.vnncomp, "detail": f"{r.backend}: {r.message}"[:300], "witness_ok": ""}
+
+
+def _marabou(inst: Instance, timeout: float) -> dict[str, Any]:
+    import numpy as np
+    from maraboupy import Marabou
+
+    net = Marabou.read_onnx(str(inst.onnx))
+    opts = Marabou.createOptions(timeoutInSeconds=int(math.ceil(timeout)), verbosity=0)
+    code, vals, stats = net.solve(propertyFilename=str(inst.vnnlib), options=opts, verbose=False)
+    code = str(code).strip().lower()
+    result = {"sat": "sat", "unsat": "unsat", "timeout": "timeout"}.get(code, "unknown" if code else "error")
+    if stats is not None and hasattr(stats, "hasTimedOut") and stats.hasTimedOut():
+        result = "timeout"
+    witness = ""
+    if result == "sat" and vals:
+        x = np.array([vals[v] for v in np.asarray(net.inputVars[0]).reshape(-1)], dtype=np.float64)
+        witness = "yes" if _witness_replays(inst, x) else "no"
+    return {"result": result, "detail": f"marabou exit code {code!r}", "witness_ok": witness}
+
+
+def _witness_replays(inst: Instance, x: Any) -> bool:
+    """Does ``x`` (Marabou's input assignment) violate the property on onnxruntime's outputs?"""
+    from encoders.network import load_onnx
+    from verifier.api import vnnlib_properties
+    from verifier.replay import replay
+
+    net = load_onnx(inst.onnx)
+    for prop in vnnlib_properties(inst.vnnlib, net):
+        tol = 1e-6
+        if (x >= prop.lo - tol).all() and (x <= prop.hi + tol).all():
+            if replay(prop, {"net": net}, {"net": x}).ok:
+                return True
+    return False
+
+
+#: tool name -> function(instance, timeout) -> {"result", "detail", "witness_ok"}; run in a child
+SOLVERS: dict[str, Callable[[Instance, float], dict[str, Any]]] = {
+    "ours": _ours,
+    "maraboupy": _marabou,
+}
+
+
+def _preimport(tools: Iterable[str]) -> None:
+    """Import each tool once in the parent, so forked children start warm (fair to both)."""
+    import verifier.api  # noqa: F401
+    import verifier.replay  # noqa: F401
+
+    if "maraboupy" in tools:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from maraboupy import Marabou  # noqa: F401
+
+
+# ==================================================================================================
+# forked, killable, timed execution
+# ==================================================================================================
+@dataclass(frozen=True)
+class RunRecord:
+    """One (tool, query) run as the harness saw it."""
+
+    solver: str
+    key: str
+    result: str  # sat | unsat | timeout | unknown | error
+    wall_s: float
+    cpu_s: float
+    timeout: float
+    expected: str = ""
+    detail: str = ""
+    witness_ok: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decided(self) -> bool:
+        return self.result in ("sat", "unsat")
+
+    @property
+    def wrong(self) -> bool:
+        return self.decided and self.expected in ("sat", "unsat") and self.result != self.expected
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _child_main(conn: Any, fn: Callable[[], Any], quiet: bool) -> None:
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)  # own process group: the parent can kill us and our solver children at once
+    if quiet:
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+    try:
+        payload: Any = ("ok", fn())
+    except BaseException as exc:  # report, never hang the parent
+        payload = ("error", f"{type(exc).__name__}: {exc}"[:500])
+    with contextlib.suppress(Exception):
+        conn.send(payload)
+    conn.close()
+    os._exit(0)
+
+
+def run_forked(fn: Callable[[], Any], hard_timeout: float, quiet: bool = True) -> tuple[str, Any, float, float]:
+    """Run ``fn()`` in a forked child; kill its process group after ``hard_timeout`` seconds.
+
+    Returns
+    -------
+    (status, value, wall_s, cpu_s)
+        ``status`` is ``"ok"`` (``value`` = the return value), ``"error"`` (``value`` = message),
+        ``"killed"`` (hard timeout) or ``"died"`` (the child exited without answering).
+    """
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = ctx.Process(target=_child_main, args=(send, fn, quiet), daemon=False)
+    proc.start()
+    send.close()
+    status: str
+    value: Any = None
+    try:
+        if recv.poll(hard_timeout):
+            try:
+                status, value = recv.recv()
+            except (EOFError, OSError):
+                status, value = "died", "child exited without an answer"
+        else:
+            status, value = "killed", f"hard time limit {hard_timeout:.0f}s"
+    finally:
+        wall = time.perf_counter() - t0
+        if status == "killed" or proc.is_alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGKILL)  # in case it had not yet left our process group
+        proc.join(10.0)
+        recv.close()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return status, value, wall, cpu
+
+
+def run_instance(solver: str, inst: Instance, timeout: float | None = None) -> RunRecord:
+    """One (tool, instance) pair under the harness rules (module docstring)."""
+    t = float(timeout if timeout is not None else inst.timeout)
+    fn = SOLVERS[solver]
+    status, value, wall, cpu = run_forked(lambda: fn(inst, t), t + GRACE_S)
+    if status == "ok":
+        result, detail, wit = value["result"], value["detail"], value.get("witness_ok", "")
+    elif status == "killed":
+        result, detail, wit = "timeout", str(value), ""
+    else:
+        result, detail, wit = "error", str(value), ""
+    if result in ("sat", "unsat") and wall > t:
+        result, detail = "timeout", f"answered {result} after {wall:.1f}s > limit {t:.0f}s ({detail})"
+    return RunRecord(solver, inst.key, result, wall, cpu, t, inst.expected, detail, wit)
+
+
+# ==================================================================================================
+# running and scoring
+# ==================================================================================================
+def _load_records(path: Path) -> dict[tuple[str, str, float], RunRecord]:
+    done: dict[tuple[str, str, float], RunRecord] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                rec = RunRecord(**json.loads(line))
+                done[(rec.solver, rec.key, rec.timeout)] = rec
+    return done
+
+
+def side_by_side(instances: Sequence[Instance], solvers: Sequence[str], out: Path,
+                 timeout: float | None = None, progress: bool = True) -> list[RunRecord]:
+    """Run every solver on every instance, interleaved per instance (same machine state for both).
+
+    Finished pairs are appended to ``out/records.jsonl`` (fsync'ed) and skipped on a rerun.
+    """
+    from tqdm import tqdm
+
+    _preimport(solvers)
+    jpath = out / "records.jsonl"
+    done = _load_records(jpath)
+    records: list[RunRecord] = []
+    bar = tqdm(total=len(instances) * len(solvers), desc="vnncomp side by side", unit="run",
+               file=sys.stderr, disable=not progress)
+    with open(jpath, "a") as jf:
+        for inst in instances:
+            for s in solvers:
+                t = float(timeout if timeout is not None else inst.timeout)
+                rec = done.get((s, inst.key, t))
+                if rec is None:
+                    rec = run_instance(s, inst, t)
+                    jf.write(json.dumps(rec.to_json()) + "\n")
+                    jf.flush()
+                    os.fsync(jf.fileno())
+                records.append(rec)
+                bar.update(1)
+                bar.set_postfix_str(f"{inst.onnx.stem[6:16]} {inst.vnnlib.stem} {s}={rec.result}")
+    bar.close()
+    return records
+
+
+def score(records: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
+    """Per solver: instances, solved, sat, unsat, wrong, total/median wall and CPU time."""
+    out: dict[str, dict[str, Any]] = {}
+    for s in dict.fromkeys(r.solver for r in records):
+        rs = [r for r in records if r.solver == s]
+        out[s] = {
+            "instances": len(rs),
+            "solved": sum(r.decided for r in rs),
+            "sat": sum(r.result == "sat" for r in rs),
+            "unsat": sum(r.result == "unsat" for r in rs),
+            "timeout": sum(r.result == "timeout" for r in rs),
+            "other": sum(r.result in ("unknown", "error") for r in rs),
+            "wrong": sum(r.wrong for r in rs),
+            "wrong_keys": [r.key for r in rs if r.wrong],
+            "total_wall_s": round(sum(r.wall_s for r in rs), 2),
+            "total_cpu_s": round(sum(r.cpu_s for r in rs), 2),
+            "solved_wall_s": round(sum(r.wall_s for r in rs if r.decided), 2),
+            "median_wall_s": round(statistics.median([r.wall_s for r in rs]), 3) if rs else float("nan"),
+            "par2_s": round(sum(r.wall_s if r.decided else 2 * r.timeout for r in rs), 2),
+        }
+    return out
+
+
+def ratios(records: Sequence[RunRecord], ours: str = "ours", peer: str = "maraboupy") -> list[dict[str, Any]]:
+    """Per instance: both results and the wall/CPU time ratio ours/peer."""
+    by: dict[str, dict[str, RunRecord]] = {}
+    for r in records:
+        by.setdefault(r.key, {})[r.solver] = r
+    rows = []
+    for key, d in by.items():
+        a, b = d.get(ours), d.get(peer)
+        row: dict[str, Any] = {"instance": key, "expected": (a or b).expected if (a or b) else ""}
+        if a:
+            row.update({f"{ours}_result": a.result, f"{ours}_wall_s": a.wall_s, f"{ours}_cpu_s": a.cpu_s})
+        if b:
+            row.update({f"{peer}_result": b.result, f"{peer}_wall_s": b.wall_s, f"{peer}_cpu_s": b.cpu_s,
+                        f"{peer}_witness_ok": b.witness_ok})
+        if a and b:
+            row["ratio_wall"] = a.wall_s / b.wall_s if b.wall_s > 0 else float("nan")
+            row["ratio_cpu"] = a.cpu_s / b.cpu_s if b.cpu_s > 0 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def _scatter(path: Path, rows: list[dict[str, Any]], ours: str, peer: str, limit: float) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    pts = [(r[f"{peer}_wall_s"], r[f"{ours}_wall_s"], r.get(f"{ours}_result"), r.get(f"{peer}_result"))
+           for r in rows if f"{ours}_wall_s" in r and f"{peer}_wall_s" in r]
+    lo = max(1e-2, min([min(p[0], p[1]) for p in pts], default=0.1) * 0.8)
+    hi = max([max(p[0], p[1]) for p in pts], default=limit) * 1.2
+    for x, y, ra, rb in pts:
+        both = ra in ("sat", "unsat") and rb in ("sat", "unsat")
+        ax.scatter(x, y, s=14, c="tab:blue" if both else "tab:red", marker="o" if ra == "unsat" else "x")
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
+    ax.plot([lo, hi], [lo / 3, hi / 3], color="grey", lw=1, ls="--", label="3× faster")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel(f"{peer} wall time (s)")
+    ax.set_ylabel(f"{ours} wall time (s)")
+    ax.set_title("per instance (red: not decided by both)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def report(records: Sequence[RunRecord], out: Path, machine: dict[str, Any], title: str,
+           ours: str = "ours", peer: str = "maraboupy") -> dict[str, Any]:
+    """Write results.csv, ratios.csv, summary.json/.md, cactus.png, scatter.png; return the summary."""
+    sc = score(records)
+    cols = ["solver", "key", "expected", "result", "wall_s", "cpu_s", "timeout", "witness_ok", "detail"]
+    write_csv(out / "results.csv", [r.to_json() for r in records], cols)
+    rrows = ratios(records, ours, peer)
+    write_csv(out / "ratios.csv", rrows, sorted({k for r in rrows for k in r}, key=lambda k: (k != "instance", k)))
+    limit = max((r.timeout for r in records), default=None)
+    cactus_plot(out / "cactus.png", {s: [r.wall_s for r in records if r.solver == s and r.decided] for s in sc},
+                title, limit)
+    plots = ["cactus.png"]
+    if ours in sc and peer in sc:
+        _scatter(out / "scatter.png", rrows, ours, peer, limit or 100.0)
+        plots.append("scatter.png")
+    summary: dict[str, Any] = {"benchmark": title, "machine": machine, "scores": sc, "plots": plots}
+    if ours in sc and peer in sc:
+        both = [r for r in rrows if "ratio_wall" in r]
+        tw_a = sum(r[f"{ours}_wall_s"] for r in both)
+        tw_b = sum(r[f"{peer}_wall_s"] for r in both)
+        tc_a = sum(r[f"{ours}_cpu_s"] for r in both)
+        tc_b = sum(r[f"{peer}_cpu_s"] for r in both)
+        summary["total_ratio_wall"] = round(tw_a / tw_b, 4) if tw_b else float("nan")
+        summary["total_ratio_cpu"] = round(tc_a / tc_b, 4) if tc_b else float("nan")
+        summary["speedup_wall"] = round(tw_b / tw_a, 3) if tw_a else float("nan")
+        per = [r["ratio_wall"] for r in both if math.isfinite(r["ratio_wall"]) and r["ratio_wall"] > 0]
+        summary["median_ratio_wall"] = round(statistics.median(per), 4) if per else float("nan")
+        summary["geomean_ratio_wall"] = (round(math.exp(statistics.fmean(math.log(x) for x in per)), 4)
+                                         if per else float("nan"))
+    summary["text"] = _render(summary, ours, peer)
+    (out / "summary.md").write_text(summary["text"] + "\n")
+    write_json(out / "summary.json", {k: v for k, v in summary.items() if k != "text"})
+    return summary
+
+
+def _render(s: dict[str, Any], ours: str, peer: str) -> str:
+    lines = [f"# {s['benchmark']}", "", f"Machine: {machine_line(s['machine'])}", ""]
+    hdr = ["tool", "instances", "solved", "sat", "unsat", "timeout", "unknown/error", "wrong",
+           "total wall s", "total CPU s", "median s", "PAR-2 s"]
+    lines.append(md_table(hdr, [[n, v["instances"], v["solved"], v["sat"], v["unsat"], v["timeout"], v["other"],
+                                 v["wrong"], v["total_wall_s"], v["total_cpu_s"], v["median_wall_s"], v["par2_s"]]
+                                for n, v in s["scores"].items()]))
+    if "total_ratio_wall" in s:
+        lines += ["", f"Time ratio {ours}/{peer}: total wall {s['total_ratio_wall']:.3f} "
+                      f"(speed-up {s['speedup_wall']:.2f}×), total CPU {s['total_ratio_cpu']:.3f}, "
+                      f"per-instance median {s['median_ratio_wall']:.3f}, geometric mean {s['geomean_ratio_wall']:.3f}."]
+    for n, v in s["scores"].items():
+        if v["wrong"]:
+            lines.append(f"\n**WRONG ({n})**: " + ", ".join(v["wrong_keys"]))
+    lines += ["", "Plots: " + ", ".join(s["plots"])]
+    return "\n".join(lines)
+
+
+# ==================================================================================================
+# entry point
+# ==================================================================================================
+def run(quick: bool, out: Path, seed: int = 0, families: Sequence[str] = ("acasxu", "mnistfc"),
+        solvers: Sequence[str] = ("ours", "maraboupy"), timeout: float | None = None,
+        root: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Quick: 3 ACAS Xu instances (:data:`QUICK_ACAS`) at 10 s.  Full: every instance of ``families``
+    at its own time limit.  ``seed`` is unused (both tools are deterministic here)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = root or default_root()
+    machine = machine_info()
+    if quick:
+        insts = quick_instances(root, 3)
+        timeout = timeout or 10.0
+    else:
+        insts = [i for f in families for i in read_family(root, f)]
+    records = side_by_side(insts, solvers, out, timeout, progress)
+    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    title = "vnncomp: ours vs maraboupy" + (" (quick)" if quick else "")
+    summary = report(records, out, machine, title)
+    fams = sorted({r.key.split("/")[0] for r in records})
+    if len(fams) > 1:  # per-family tables too
+        per = {}
+        for f in fams:
+            sub = out / f
+            sub.mkdir(exist_ok=True)
+            per[f] = report([r for r in records if r.key.startswith(f + "/")], sub, machine, f"{title}: {f}")
+            per[f].pop("text", None)
+        summary["families"] = per
+        write_json(out / "summary.json", {k: v for k, v in summary.items() if k != "text"})
+    return summary
