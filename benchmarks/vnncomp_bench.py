@@ -91,8 +91,15 @@ def machine_info() -> dict[str, Any]:
     with contextlib.suppress(OSError):
         info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     versions = {}
-    for mod, attr in (("gurobipy", "gurobi"), ("highspy", None), ("maraboupy", None), ("z3", None),
-                      ("numpy", None), ("torch", None), ("onnxruntime", None)):
+    for mod, attr in (
+        ("gurobipy", "gurobi"),
+        ("highspy", None),
+        ("maraboupy", None),
+        ("z3", None),
+        ("numpy", None),
+        ("torch", None),
+        ("onnxruntime", None),
+    ):
         with contextlib.suppress(Exception):
             m = __import__(mod)
             if attr == "gurobi":
@@ -110,8 +117,9 @@ def machine_info() -> dict[str, Any]:
 
 def machine_line(info: dict[str, Any]) -> str:
     load = info.get("loadavg")
-    return (f"{info['date']} · {info['nproc']} cores · {info['cpu_model']} · Python {info['python']}"
-            + (f" · load average at start {load[0]:.1f}" if load else ""))
+    return f"{info['date']} · {info['nproc']} cores · {info['cpu_model']} · Python {info['python']}" + (
+        f" · load average at start {load[0]:.1f}" if load else ""
+    )
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
@@ -267,9 +275,9 @@ def _witness_replays(inst: Instance, x: Any) -> bool:
     net = load_onnx(inst.onnx)
     for prop in vnnlib_properties(inst.vnnlib, net):
         tol = 1e-6
-        if (x >= prop.lo - tol).all() and (x <= prop.hi + tol).all():
-            if replay(prop, {"net": net}, {"net": x}).ok:
-                return True
+        inside = bool((x >= prop.lo - tol).all() and (x <= prop.hi + tol).all())
+        if inside and replay(prop, {"net": net}, {"net": x}).ok:
+            return True
     return False
 
 
@@ -341,7 +349,9 @@ def _child_main(conn: Any, fn: Callable[[], Any], quiet: bool) -> None:
     os._exit(0)
 
 
-def run_forked(fn: Callable[[], Any], hard_timeout: float, quiet: bool = True) -> tuple[str, Any, float, float]:
+def run_forked(
+    fn: Callable[[], Any], hard_timeout: float, quiet: bool = True
+) -> tuple[str, Any, float, float]:
     """Run ``fn()`` in a forked child; kill its process group after ``hard_timeout`` seconds.
 
     Returns
@@ -410,8 +420,13 @@ def _load_records(path: Path) -> dict[tuple[str, str, float], RunRecord]:
     return done
 
 
-def side_by_side(instances: Sequence[Instance], solvers: Sequence[str], out: Path,
-                 timeout: float | None = None, progress: bool = True) -> list[RunRecord]:
+def side_by_side(
+    instances: Sequence[Instance],
+    solvers: Sequence[str],
+    out: Path,
+    timeout: float | None = None,
+    progress: bool = True,
+) -> list[RunRecord]:
     """Run every solver on every instance, interleaved per instance (same machine state for both).
 
     Finished pairs are appended to ``out/records.jsonl`` (fsync'ed) and skipped on a rerun.
@@ -422,8 +437,13 @@ def side_by_side(instances: Sequence[Instance], solvers: Sequence[str], out: Pat
     jpath = out / "records.jsonl"
     done = _load_records(jpath)
     records: list[RunRecord] = []
-    bar = tqdm(total=len(instances) * len(solvers), desc="vnncomp side by side", unit="run",
-               file=sys.stderr, disable=not progress)
+    bar = tqdm(
+        total=len(instances) * len(solvers),
+        desc="vnncomp side by side",
+        unit="run",
+        file=sys.stderr,
+        disable=not progress,
+    )
     with open(jpath, "a") as jf:
         for inst in instances:
             for s in solvers:
@@ -476,8 +496,14 @@ def ratios(records: Sequence[RunRecord], ours: str = "ours", peer: str = "marabo
         if a:
             row.update({f"{ours}_result": a.result, f"{ours}_wall_s": a.wall_s, f"{ours}_cpu_s": a.cpu_s})
         if b:
-            row.update({f"{peer}_result": b.result, f"{peer}_wall_s": b.wall_s, f"{peer}_cpu_s": b.cpu_s,
-                        f"{peer}_witness_ok": b.witness_ok})
+            row.update(
+                {
+                    f"{peer}_result": b.result,
+                    f"{peer}_wall_s": b.wall_s,
+                    f"{peer}_cpu_s": b.cpu_s,
+                    f"{peer}_witness_ok": b.witness_ok,
+                }
+            )
         if a and b:
             row["ratio_wall"] = a.wall_s / b.wall_s if b.wall_s > 0 else float("nan")
             row["ratio_cpu"] = a.cpu_s / b.cpu_s if b.cpu_s > 0 else float("nan")
@@ -492,8 +518,11 @@ def _scatter(path: Path, rows: list[dict[str, Any]], ours: str, peer: str, limit
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    pts = [(r[f"{peer}_wall_s"], r[f"{ours}_wall_s"], r.get(f"{ours}_result"), r.get(f"{peer}_result"))
-           for r in rows if f"{ours}_wall_s" in r and f"{peer}_wall_s" in r]
+    pts = [
+        (r[f"{peer}_wall_s"], r[f"{ours}_wall_s"], r.get(f"{ours}_result"), r.get(f"{peer}_result"))
+        for r in rows
+        if f"{ours}_wall_s" in r and f"{peer}_wall_s" in r
+    ]
     lo = max(1e-2, min([min(p[0], p[1]) for p in pts], default=0.1) * 0.8)
     hi = max([max(p[0], p[1]) for p in pts], default=limit) * 1.2
     for x, y, ra, rb in pts:
@@ -516,17 +545,29 @@ def _scatter(path: Path, rows: list[dict[str, Any]], ours: str, peer: str, limit
     return path
 
 
-def report(records: Sequence[RunRecord], out: Path, machine: dict[str, Any], title: str,
-           ours: str = "ours", peer: str = "maraboupy") -> dict[str, Any]:
+def report(
+    records: Sequence[RunRecord],
+    out: Path,
+    machine: dict[str, Any],
+    title: str,
+    ours: str = "ours",
+    peer: str = "maraboupy",
+) -> dict[str, Any]:
     """Write results.csv, ratios.csv, summary.json/.md, cactus.png, scatter.png; return the summary."""
     sc = score(records)
     cols = ["solver", "key", "expected", "result", "wall_s", "cpu_s", "timeout", "witness_ok", "detail"]
     write_csv(out / "results.csv", [r.to_json() for r in records], cols)
     rrows = ratios(records, ours, peer)
-    write_csv(out / "ratios.csv", rrows, sorted({k for r in rrows for k in r}, key=lambda k: (k != "instance", k)))
+    write_csv(
+        out / "ratios.csv", rrows, sorted({k for r in rrows for k in r}, key=lambda k: (k != "instance", k))
+    )
     limit = max((r.timeout for r in records), default=None)
-    cactus_plot(out / "cactus.png", {s: [r.wall_s for r in records if r.solver == s and r.decided] for s in sc},
-                title, limit)
+    cactus_plot(
+        out / "cactus.png",
+        {s: [r.wall_s for r in records if r.solver == s and r.decided] for s in sc},
+        title,
+        limit,
+    )
     plots = ["cactus.png"]
     if ours in sc and peer in sc:
         _scatter(out / "scatter.png", rrows, ours, peer, limit or 100.0)
@@ -543,8 +584,9 @@ def report(records: Sequence[RunRecord], out: Path, machine: dict[str, Any], tit
         summary["speedup_wall"] = round(tw_b / tw_a, 3) if tw_a else float("nan")
         per = [r["ratio_wall"] for r in both if math.isfinite(r["ratio_wall"]) and r["ratio_wall"] > 0]
         summary["median_ratio_wall"] = round(statistics.median(per), 4) if per else float("nan")
-        summary["geomean_ratio_wall"] = (round(math.exp(statistics.fmean(math.log(x) for x in per)), 4)
-                                         if per else float("nan"))
+        summary["geomean_ratio_wall"] = (
+            round(math.exp(statistics.fmean(math.log(x) for x in per)), 4) if per else float("nan")
+        )
     summary["text"] = _render(summary, ours, peer)
     (out / "summary.md").write_text(summary["text"] + "\n")
     write_json(out / "summary.json", {k: v for k, v in summary.items() if k != "text"})
@@ -553,15 +595,50 @@ def report(records: Sequence[RunRecord], out: Path, machine: dict[str, Any], tit
 
 def _render(s: dict[str, Any], ours: str, peer: str) -> str:
     lines = [f"# {s['benchmark']}", "", f"Machine: {machine_line(s['machine'])}", ""]
-    hdr = ["tool", "instances", "solved", "sat", "unsat", "timeout", "unknown/error", "wrong",
-           "total wall s", "total CPU s", "median s", "PAR-2 s"]
-    lines.append(md_table(hdr, [[n, v["instances"], v["solved"], v["sat"], v["unsat"], v["timeout"], v["other"],
-                                 v["wrong"], v["total_wall_s"], v["total_cpu_s"], v["median_wall_s"], v["par2_s"]]
-                                for n, v in s["scores"].items()]))
+    hdr = [
+        "tool",
+        "instances",
+        "solved",
+        "sat",
+        "unsat",
+        "timeout",
+        "unknown/error",
+        "wrong",
+        "total wall s",
+        "total CPU s",
+        "median s",
+        "PAR-2 s",
+    ]
+    lines.append(
+        md_table(
+            hdr,
+            [
+                [
+                    n,
+                    v["instances"],
+                    v["solved"],
+                    v["sat"],
+                    v["unsat"],
+                    v["timeout"],
+                    v["other"],
+                    v["wrong"],
+                    v["total_wall_s"],
+                    v["total_cpu_s"],
+                    v["median_wall_s"],
+                    v["par2_s"],
+                ]
+                for n, v in s["scores"].items()
+            ],
+        )
+    )
     if "total_ratio_wall" in s:
-        lines += ["", f"Time ratio {ours}/{peer}: total wall {s['total_ratio_wall']:.3f} "
-                      f"(speed-up {s['speedup_wall']:.2f}×), total CPU {s['total_ratio_cpu']:.3f}, "
-                      f"per-instance median {s['median_ratio_wall']:.3f}, geometric mean {s['geomean_ratio_wall']:.3f}."]
+        lines += [
+            "",
+            f"Time ratio {ours}/{peer}: total wall {s['total_ratio_wall']:.3f} "
+            f"(speed-up {s['speedup_wall']:.2f}×), total CPU {s['total_ratio_cpu']:.3f}, "
+            f"per-instance median {s['median_ratio_wall']:.3f}, "
+            f"geometric mean {s['geomean_ratio_wall']:.3f}.",
+        ]
     for n, v in s["scores"].items():
         if v["wrong"]:
             lines.append(f"\n**WRONG ({n})**: " + ", ".join(v["wrong_keys"]))
@@ -572,9 +649,16 @@ def _render(s: dict[str, Any], ours: str, peer: str) -> str:
 # ==================================================================================================
 # entry point
 # ==================================================================================================
-def run(quick: bool, out: Path, seed: int = 0, families: Sequence[str] = ("acasxu", "mnistfc"),
-        solvers: Sequence[str] = ("ours", "maraboupy"), timeout: float | None = None,
-        root: Path | None = None, progress: bool = True) -> dict[str, Any]:
+def run(
+    quick: bool,
+    out: Path,
+    seed: int = 0,
+    families: Sequence[str] = ("acasxu", "mnistfc"),
+    solvers: Sequence[str] = ("ours", "maraboupy"),
+    timeout: float | None = None,
+    root: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Quick: 3 ACAS Xu instances (:data:`QUICK_ACAS`) at 10 s.  Full: every instance of ``families``
     at its own time limit.  ``seed`` is unused (both tools are deterministic here)."""
     out = Path(out)

@@ -82,7 +82,7 @@ class DistillConfig:
     eps: float = 0.1
     norm: str = "inf"
     attack_steps: int = 10
-    warmup: float = 0.0
+    warmup: float = 0.3
     domain: tuple[Any, Any] | None = field(default=None, compare=False, repr=False)
 
     def validate(self) -> None:
@@ -300,7 +300,7 @@ def distill_student(
     data_or_X: Dataset | np.ndarray,
     method: str = "kdiga",
     arch: str | None = None,
-    epochs: int = 40,
+    epochs: int = 80,
     seed: int = 0,
     cfg: DistillConfig | None = None,
     labels: str = "auto",
@@ -311,6 +311,7 @@ def distill_student(
     weight_decay: float = 5e-4,
     domain: tuple[Any, Any] | None = None,
     progress: bool = True,
+    clip_grad_norm: float | None = 2.0,
 ) -> DistillResult:
     """Distil ``teacher`` into a fresh MLP student with ``method`` (a key of :data:`LOSSES`).
 
@@ -382,7 +383,8 @@ def distill_student(
             p.requires_grad_(False)
         with eval_mode(teacher):
             history = fit(student, X, y_train, step_loss, int(epochs), float(lr), int(batch_size), int(seed),
-                          momentum, weight_decay, progress, desc=f"distill {method}")
+                          momentum, weight_decay, progress, desc=f"distill {method}",
+                          clip_grad_norm=clip_grad_norm)
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
@@ -397,6 +399,7 @@ def distill_student(
         "batch_size": int(batch_size),
         "momentum": float(momentum),
         "weight_decay": float(weight_decay),
+        "clip_grad_norm": clip_grad_norm,
         "seed": int(seed),
         "labels": "teacher argmax" if use_teacher else "data",
         "dataset": data_name,

@@ -96,10 +96,13 @@ def fit(
     weight_decay: float = 5e-4,
     progress: bool = True,
     desc: str = "train",
+    clip_grad_norm: float | None = None,
 ) -> list[dict[str, float]]:
     """Mini-batch SGD (momentum, weight decay, per-step cosine schedule) on ``step_loss``.
 
     Shuffling uses a generator seeded with ``seed``; the model is in train mode during updates.
+    ``clip_grad_norm`` rescales each step's parameter gradient to at most that global L2 norm
+    (double-backprop losses such as KDIGA have rare huge gradients that would kill ReLUs).
     Returns one ``{"epoch", "loss", "lr"}`` record per epoch.
     """
     Xt = torch.from_numpy(np.array(X, dtype=np.float32))
@@ -126,6 +129,8 @@ def fit(
                 raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {ep + 1}; lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             opt.step()
             sched.step()
             tot += float(loss.detach()) * len(idx)

@@ -530,6 +530,7 @@ def _crown_chunk(
     rule: Callable,
     rtol: float,
     given: tuple[list, list] | None = None,
+    upper: bool = True,
 ) -> tuple[list, list, np.ndarray | None, np.ndarray | None]:
     """CROWN on one chunk of boxes.
 
@@ -555,10 +556,11 @@ def _crown_chunk(
         return [*lows, zl], [*ups, zu], None, None
     # C f(x): run the backward pass with [C; −C]; intersect with the interval bound of (C W_L) h + C b_L.
     # (The plain output entry is then only the IBP one: callers replace it by the bounds on C f.)
+    # With upper=False only the lower bound is back-propagated (the upper one is then IBP's).
     kk = C.shape[-2]
-    lb = _backward_lower(affines, relax, L, np.concatenate([C, -C], axis=-2), dom)
+    lb = _backward_lower(affines, relax, L, np.concatenate([C, -C], axis=-2) if upper else C, dom)
     mag = _rowdot(np.abs(C), mags[L])
-    cl, cu = _widen(lb[:, :kk], -lb[:, kk:], mag, rtol)
+    cl, cu = _widen(lb[:, :kk], -lb[:, kk:] if upper else np.inf, mag, rtol)
     hl, hu = (lo, hi) if L == 0 else (np.maximum(lows[L - 1], 0), np.maximum(ups[L - 1], 0))
     sl, su = _widen(*_interval_spec(C, affines[L], hl, hu), mag, rtol)
     return [*lows, ibp_l[L]], [*ups, ibp_u[L]], np.maximum(cl, sl), np.minimum(cu, su)
@@ -618,6 +620,7 @@ def _run_crown(
     alpha: str | float,
     method: str,
     bounds: LayerBounds | None = None,
+    upper: bool = True,
 ) -> tuple[LayerBounds, np.ndarray | None, np.ndarray | None]:
     rule = _alpha_rule(alpha)
     rtol = rounding_tolerance(net)
@@ -648,7 +651,7 @@ def _run_crown(
         s = slice(s0, min(B, s0 + step))
         Cs = Cm[s] if Cm is not None and Cm.ndim == 3 else Cm
         given = None if given_all is None else ([a[s] for a in given_all[0]], [a[s] for a in given_all[1]])
-        parts.append(_crown_chunk(net, dom.chunk(s), Cs, rule, rtol, given))
+        parts.append(_crown_chunk(net, dom.chunk(s), Cs, rule, rtol, given, upper))
     n_aff = len(net.affines)
     lows = [np.concatenate([p[0][k] for p in parts]) for k in range(n_aff)]
     ups = [np.concatenate([p[1][k] for p in parts]) for k in range(n_aff)]
@@ -791,7 +794,9 @@ def _margin_ibp(net: Network, lo: Any, hi: Any, c: Any) -> np.ndarray:
 
 
 def _margin_crown(net: Network, lo: Any, hi: Any, c: Any) -> np.ndarray:
-    lb, _ = crown_linear(net, lo, hi, margin_spec(net.n_outputs, c))
+    lo2, hi2, single = _as_boxes(net, lo, hi)
+    C = margin_spec(net.n_outputs, c)
+    _, lb, _ = _run_crown(net, _Domain(lo2, hi2), single, C, "adaptive", "crown", upper=False)
     return lb
 
 
@@ -830,5 +835,7 @@ def margin_bounds(net: Network, lo: Any, hi: Any, c: Any, method: str = "crown")
 
 def margin_bounds_l2(net: Network, x0: Any, r: Any, c: Any, lo: Any = None, hi: Any = None) -> np.ndarray:
     """Lower bounds of ``f_c − f_j`` over ``{‖x − x0‖₂ ≤ r} ∩ [lo, hi]`` (CROWN); entry ``c`` is ``+inf``."""
-    lb, _ = crown_linear_ball_l2(net, x0, r, margin_spec(net.n_outputs, c), lo, hi)
+    x02, r1, lo2, hi2, single = _as_ball(net, x0, r, lo, hi)
+    C = margin_spec(net.n_outputs, c)
+    _, lb, _ = _run_crown(net, _Domain(lo2, hi2, x02, r1), single, C, "adaptive", "crown-l2", upper=False)
     return _margins_from(lb, c)

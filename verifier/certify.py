@@ -958,20 +958,27 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
     cex_local: dict[int, Counterexample] = {}
     if len(todo):
         lcfg = DispatchConfig(backend=config.backend, timeout=config.local_timeout, seed=config.seed)
-        keys, tasks = {}, []
+        keys: dict[str, list[int]] = {}
+        tasks = []
         for j in todo:
             i = int(K[j])
-            prop = LocalRobustness(X[i], float(radii[j]), int(c_t[i]), config.norm, domain[0], domain[1])
             k = query_key("local", st_sha, X[i], int(c_t[i]), float(radii[j]), config.norm, domain[0],
                           domain[1], config.backend, config.local_timeout)
-            keys[k] = int(j)
+            if k in keys:  # the same point drawn twice (sampling with replacement): one query
+                keys[k].append(int(j))
+                continue
+            keys[k] = [int(j)]
+            rec = journal.get(k)
+            if rec is None:
+                prop = LocalRobustness(X[i], float(radii[j]), int(c_t[i]), config.norm, domain[0], domain[1])
+                tasks.append(Task(k, prop, {"net": student_net}))
+        for k, js in keys.items():
             rec = journal.get(k)
             if rec is not None:
-                _apply(j, _result_from_record(rec), status, by, qtime, cex_local, versions)
-            else:
-                tasks.append(Task(k, prop, {"net": student_net}))
-        reused = len(todo) - len(tasks)
-        log(f"local solver queries: {len(tasks)} to run, {reused} reused from the journal")
+                for j in js:
+                    _apply(j, _result_from_record(rec), status, by, qtime, cex_local, versions)
+        log(f"local solver queries: {len(tasks)} to run, {len(keys) - len(tasks)} reused from the journal "
+            f"({len(todo)} samples)")
         _run_local(tasks, lcfg, config, journal, keys, status, by, qtime, cex_local, versions, log)
     durations["local_s"] = time.perf_counter() - t0
     journal.close()
@@ -1105,7 +1112,7 @@ def _apply(j: int, res: Result, status: np.ndarray, by: np.ndarray, qtime: np.nd
 
 
 def _run_local(tasks: list[Task], lcfg: DispatchConfig, config: CertifyConfig, journal: Journal,
-               keys: Mapping[str, int], status: np.ndarray, by: np.ndarray, qtime: np.ndarray,
+               keys: Mapping[str, list[int]], status: np.ndarray, by: np.ndarray, qtime: np.ndarray,
                cex: dict[int, Counterexample], versions: dict[str, str], log: Callable[[str], None]) -> None:
     """Solve the local queries (journaling each as it finishes) within ``config.local_budget`` seconds.
 
@@ -1123,7 +1130,8 @@ def _run_local(tasks: list[Task], lcfg: DispatchConfig, config: CertifyConfig, j
 
     def on_result(key: str, res: Result) -> None:
         journal.record(key, _result_record(res))
-        _apply(keys[key], res, status, by, qtime, cex, versions)
+        for j in keys[key]:
+            _apply(j, res, status, by, qtime, cex, versions)
         bar.update(1)
 
     step = max(1, config.jobs)
@@ -1138,9 +1146,9 @@ def _run_local(tasks: list[Task], lcfg: DispatchConfig, config: CertifyConfig, j
         done = a + len(chunk)
     bar.close()
     for t in tasks[done:]:
-        j = keys[t.key]
-        status[j] = "unknown"
-        by[j] = "not run: local_budget exhausted"
+        for j in keys[t.key]:
+            status[j] = "unknown"
+            by[j] = "not run: local_budget exhausted"
     if done < len(tasks):
         log(f"local solver budget of {config.local_budget:g}s exhausted: {len(tasks) - done} queries not run "
             "(reported undecided)")

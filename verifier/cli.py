@@ -108,6 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distillcert`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:  # small batched matrix products (bounds, replay) are fastest single-threaded; torch keeps its own pool
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="blas")
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        pass
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2

@@ -97,6 +97,20 @@ def _point(args: argparse.Namespace, n: int) -> np.ndarray:
     return x
 
 
+def _save_query(args: argparse.Namespace, prop: Any, nets: dict[str, Any]) -> str | None:
+    """``--save-query FILE.mps|.lp``: write the violation encoding (MILP form) for other tools."""
+    path = getattr(args, "save_query", None)
+    if not path:
+        return None
+    from encoders.milp import write_model
+    from encoders.properties import EncodeOptions
+
+    if not str(path).endswith((".mps", ".lp")):
+        raise ConfigError(f"--save-query {path}: the file name must end in .mps or .lp")
+    write_model(prop.encode(nets, EncodeOptions()), path)
+    return str(path)
+
+
 def _result_json(r: Result) -> dict[str, Any]:
     d = r.to_json()
     d["text"] = f"{r.verdict.value.upper()}  ({r.backend}, {r.time_s:.2f}s)  {r.message}"
@@ -104,8 +118,11 @@ def _result_json(r: Result) -> dict[str, Any]:
 
 
 def cmd_verify_vnnlib(args: argparse.Namespace) -> dict[str, Any]:
-    from .api import verify_vnnlib
+    from .api import verify_vnnlib, vnnlib_properties
 
+    if args.save_query:
+        net = load_onnx(args.onnx)
+        _save_query(args, vnnlib_properties(args.vnnlib, net)[0], {"net": net})
     return _result_json(verify_vnnlib(args.onnx, args.vnnlib, _config(args)))
 
 
@@ -119,6 +136,16 @@ def cmd_verify_local(args: argparse.Namespace) -> dict[str, Any]:
     dom = _domain(args, net.n_inputs)
     if dom is None:
         dom = (np.zeros(net.n_inputs), np.ones(net.n_inputs))
+    from .api import local_property
+
+    prop = local_property(net, x0, args.eps, args.norm, dom)
+    _save_query(args, prop, {"net": net})
+    if args.save_vnnlib:
+        if args.norm != "inf":
+            raise ConfigError("--save-vnnlib: VNN-LIB states boxes; only --norm inf can be written")
+        from encoders.vnnlib import local_robustness_vnnlib
+
+        local_robustness_vnnlib(x0, args.eps, prop.label, net.n_outputs, dom, path=args.save_vnnlib)
     return _result_json(verify_local(net, x0, args.eps, _config(args), args.norm, dom, args.per_target))
 
 
@@ -138,6 +165,10 @@ def cmd_verify_global(args: argparse.Namespace) -> dict[str, Any]:
     net = load_onnx(args.onnx)
     _check_kappa(args.kappa, net.n_outputs)
     dom = _domain(args, net.n_inputs) or (np.zeros(net.n_inputs), np.ones(net.n_inputs))
+    if args.save_query:
+        from encoders.properties import GlobalRobustness
+
+        _save_query(args, GlobalRobustness(args.delta, args.kappa, dom[0], dom[1], args.norm, 0), {"a": net, "b": net})
     return _result_json(verify_global(net, args.delta, args.kappa, dom, _config(args), args.norm))
 
 
@@ -223,6 +254,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--norm", choices=["inf", "2"], default="inf")
     pl.add_argument("--domain", nargs=2, type=float, metavar=("LO", "HI"), help="input domain (default 0 1)")
     pl.add_argument("--per-target", action="store_true", help="one query per competing class, by CROWN margin")
+    pl.add_argument("--save-vnnlib", help="also write the property as a VNN-LIB file (L-inf only)")
     _add_solver_flags(pl)
     pl.set_defaults(func=cmd_verify_local)
 
@@ -248,6 +280,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pf.add_argument("--method", choices=["crown", "split"], default="crown", help="FAITHUB bound method")
     _add_solver_flags(pf)
     pf.set_defaults(func=cmd_verify_faithfulness)
+    for q in (pv, pl, pg):
+        q.add_argument("--save-query", help="also write the violation encoding as .mps or .lp (class 0 for global)")
     for q in (pv, pl, pg, pf):
         q.set_defaults(command="verify")
 

@@ -85,20 +85,29 @@ class AlphaConfig:
     iterations
         Projected Adam steps (0: plain CROWN with adaptive slopes, no optimisation).
     lr
-        Adam step size on ``α`` (``α`` lives in ``[0, 1]``).
-    tol
-        Stop early when the summed bound improvement over 5 iterations is below ``tol · (1 + Σ|B|)``.
+        Adam step size on ``α`` (``α`` lives in ``[0, 1]``), multiplied by ``decay`` every iteration
+        (a subgradient method on a piecewise-linear concave function needs shrinking steps to settle
+        on a ridge instead of zig-zagging across it).
+    tol, patience
+        Stop early when the summed bound improved by at most ``tol · (1 + Σ|B|)`` over the last
+        ``patience`` iterations.
     """
 
     iterations: int = 40
     lr: float = 0.25
+    decay: float = 0.95
     tol: float = 1e-4
+    patience: int = 8
 
     def __post_init__(self) -> None:
         if self.iterations < 0:
             raise ConfigError(f"alpha iterations: must be >= 0, got {self.iterations}")
         if not self.lr > 0:
             raise ConfigError(f"alpha lr: must be positive, got {self.lr}")
+        if not 0 < self.decay <= 1:
+            raise ConfigError(f"alpha decay: must lie in (0, 1], got {self.decay}")
+        if self.patience < 1:
+            raise ConfigError(f"alpha patience: must be >= 1, got {self.patience}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -281,11 +290,12 @@ def alpha_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper
         if deadline is not None and time.perf_counter() > deadline:
             break
         it += 1
+        lr = config.lr * config.decay ** (it - 1)
         for j in range(k):
             g = grads[j]
             m1[j] = b1 * m1[j] + (1 - b1) * g
             m2[j] = b2 * m2[j] + (1 - b2) * g * g
-            step = config.lr * (m1[j] / (1 - b1**it)) / (np.sqrt(m2[j] / (1 - b2**it)) + eps)
+            step = lr * (m1[j] / (1 - b1**it)) / (np.sqrt(m2[j] / (1 - b2**it)) + eps)
             alpha[j] = np.clip(alpha[j] + step, 0.0, 1.0)
         val, grads = pas.run(alpha, grad=True)
         better = val > best
@@ -294,7 +304,8 @@ def alpha_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper
             for j in range(k):
                 best_alpha[j][better] = alpha[j][better]
         history.append(float(np.sum(best)))
-        if len(history) > 5 and history[-1] - history[-6] <= config.tol * (1.0 + float(np.sum(np.abs(best)))):
+        p = config.patience
+        if len(history) > p and history[-1] - history[-1 - p] <= config.tol * (1.0 + float(np.sum(np.abs(best)))):
             break
     lb = best - _margin(net, lo, hi, k, Lam)
     return AlphaResult(lb, tuple(best_alpha), it)
