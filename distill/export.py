@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,14 @@ from torch import nn
 from encoders.errors import DistillCertError, ModelFormatError, UnsupportedModelError
 from encoders.network import file_sha256, load_onnx
 
-from .models import SigmoidTeacher, affine_layers, eval_mode, format_arch, sequential_from_affines
+from .models import (
+    SigmoidTeacher,
+    affine_layers,
+    eval_mode,
+    format_arch,
+    param_dtype,
+    sequential_from_affines,
+)
 
 __all__ = [
     "export_onnx",
@@ -71,20 +78,27 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(str(path) + ".json")
 
 
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    The temporary file is created with ``open(..., "xb")`` so it gets the usual permissions (umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _temp_path(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
         raise
 
 
@@ -99,10 +113,18 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any] | N
     """Save an MLP or :class:`SigmoidTeacher` (plus JSON-able ``meta``) as a ``.pt`` dict, atomically."""
     meta = json.loads(json.dumps(meta or {}))  # JSON round trip: plain types only
     if isinstance(model, SigmoidTeacher):
-        obj: dict[str, Any] = {"format": _CKPT_FORMAT, "kind": "sigmoid", "a": model.a, "dim": model.dim, "meta": meta}
+        obj: dict[str, Any] = {
+            "format": _CKPT_FORMAT,
+            "kind": "sigmoid",
+            "a": model.a,
+            "dim": model.dim,
+            "meta": meta,
+        }
     else:
-        layers = [[torch.from_numpy(W.astype(np.float32)), torch.from_numpy(b.astype(np.float32))]
-                  for W, b in affine_layers(model)]
+        layers = [
+            [torch.from_numpy(W.astype(np.float32)), torch.from_numpy(b.astype(np.float32))]
+            for W, b in affine_layers(model)
+        ]
         obj = {"format": _CKPT_FORMAT, "kind": "mlp", "layers": layers, "meta": meta}
     import io
 
@@ -216,7 +238,9 @@ def _mlp_onnx_bytes(aff: list[tuple[np.ndarray, np.ndarray]], n_features: int) -
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_out])],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="distillcert")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="distillcert"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
@@ -229,8 +253,14 @@ def _torch_onnx_bytes(model: nn.Module, n_features: int) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (torch.zeros(2, n_features),), buf, input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False,
+            model,
+            (torch.zeros(2, n_features),),
+            buf,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
         )
     return buf.getvalue()
 
@@ -269,10 +299,17 @@ def export_onnx(
         aff = None
     if aff is not None:
         if aff[0][0].shape[1] != n_features:
-            raise DistillCertError(f"{path}: model expects {aff[0][0].shape[1]} inputs, export asked for {n_features}")
+            raise DistillCertError(
+                f"{path}: model expects {aff[0][0].shape[1]} inputs, export asked for {n_features}"
+            )
         data = _mlp_onnx_bytes(aff, n_features)
         widths = [n_features] + [int(W.shape[0]) for W, _ in aff]
-        arch: dict[str, Any] = {"type": "mlp", "activation": "relu", "widths": widths, "spec": format_arch(widths)}
+        arch: dict[str, Any] = {
+            "type": "mlp",
+            "activation": "relu",
+            "widths": widths,
+            "spec": format_arch(widths),
+        }
         if isinstance(model, SigmoidTeacher):
             arch.update({"type": "sigmoid_teacher", "a": model.a})
     else:
@@ -283,13 +320,13 @@ def export_onnx(
     rng = np.random.default_rng(int(seed))
     X = (lo + (hi - lo) * rng.random((CHECK_POINTS, n_features))).astype(np.float32)
     with eval_mode(model), torch.no_grad():
-        ref32 = model(torch.from_numpy(X)).double().numpy()
+        ref32 = model(torch.from_numpy(X).to(param_dtype(model))).double().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
+    tmp = _temp_path(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             fh.write(data)
-        ort_out = _ort_run(tmp, X)
+        ort_out = _ort_run(str(tmp), X)
         d_ort = float(np.max(np.abs(ort_out - ref32))) if ort_out.size else 0.0
         if not np.isfinite(d_ort) or d_ort > EXPORT_TOLERANCE:
             raise DistillCertError(
@@ -314,8 +351,8 @@ def export_onnx(
         digest = file_sha256(tmp)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
         raise
     side = {
         "format": _SIDECAR_FORMAT,
@@ -339,7 +376,11 @@ def export_onnx(
             "max_abs_diff_onnxruntime_vs_torch": d_ort,
             "tolerance": EXPORT_TOLERANCE,
             "max_rel_diff_network_ir_vs_" + what.replace(" ", "_"): d_ir,
-            "network_ir": {"n_inputs": net.n_inputs, "n_outputs": net.n_outputs, "hidden_sizes": net.hidden_sizes},
+            "network_ir": {
+                "n_inputs": net.n_inputs,
+                "n_outputs": net.n_outputs,
+                "hidden_sizes": net.hidden_sizes,
+            },
         },
         "created_by": "distillcert",
     }

@@ -37,6 +37,7 @@ __all__ = [
     "predict",
     "hidden_activations",
     "eval_mode",
+    "param_dtype",
 ]
 
 
@@ -53,9 +54,7 @@ def parse_arch(spec: str | Sequence[int]) -> list[int]:
         try:
             widths = [int(p) for p in parts]
         except ValueError:
-            raise ConfigError(
-                f"--arch {spec!r}: expected widths joined by '-', e.g. 64-128-128-10"
-            ) from None
+            raise ConfigError(f"--arch {spec!r}: expected widths joined by '-', e.g. 64-128-128-10") from None
     else:
         try:
             widths = [int(w) for w in spec]
@@ -217,9 +216,19 @@ class eval_mode:  # noqa: N801 - used as a context manager like torch.no_grad
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
 
+def param_dtype(model: object) -> torch.dtype:
+    """The dtype of a module's first floating-point parameter (float32 for anything else)."""
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return torch.float32
+
+
 def logits_of(model: ModelFn, X: np.ndarray | torch.Tensor, batch_size: int = 4096) -> np.ndarray:
-    """Logits of ``model`` on ``X`` (eval mode, no grad), as a float64 numpy array."""
-    Xt = torch.from_numpy(np.array(X, dtype=np.float32)) if not isinstance(X, torch.Tensor) else X.float()
+    """Logits of ``model`` on ``X`` (eval mode, no grad, in the model's float dtype) as float64 numpy."""
+    dt = param_dtype(model)
+    Xt = X.to(dt) if isinstance(X, torch.Tensor) else torch.from_numpy(np.array(X, dtype=np.float64)).to(dt)
     outs = []
     with eval_mode(model), torch.no_grad():
         for i in range(0, Xt.shape[0], batch_size):

@@ -43,7 +43,7 @@ class TrainConfig:
 
     arch: str
     adv_eps: float = 0.0
-    epochs: int = 40
+    epochs: int = 30
     lr: float = 0.05
     batch_size: int = 64
     momentum: float = 0.9
@@ -113,10 +113,14 @@ def fit(
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     total = epochs * steps_per_epoch
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, total) / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, total) / total))
+    )
     gen = torch.Generator().manual_seed(int(seed))
     history: list[dict[str, float]] = []
-    bar = tqdm(range(epochs), desc=desc, file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        range(epochs), desc=desc, file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True
+    )
     for ep in bar:
         perm = torch.randperm(n, generator=gen)
         tot, cnt = 0.0, 0
@@ -126,7 +130,9 @@ def fit(
             model.train()
             loss = step_loss(model, Xt[idx], yt[idx], frac)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {ep + 1}; lower --lr")
+                raise ConfigError(
+                    f"--lr {lr}: {desc} diverged (loss {loss.item()} at epoch {ep + 1}); lower it"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip_grad_norm is not None:
@@ -147,7 +153,7 @@ def train_teacher(
     data: Dataset,
     arch: str | None = None,
     adv_eps: float = 0.0,
-    epochs: int = 40,
+    epochs: int = 30,
     lr: float = 0.05,
     seed: int = 0,
     batch_size: int = 64,
@@ -168,9 +174,17 @@ def train_teacher(
     arch = arch or f"{data.n_features}-128-128-{data.n_classes}"
     widths = parse_arch(arch)
     cfg = TrainConfig(
-        arch=format_arch(widths), adv_eps=float(adv_eps), epochs=int(epochs), lr=float(lr),
-        batch_size=int(batch_size), momentum=float(momentum), weight_decay=float(weight_decay),
-        attack_steps=int(attack_steps), norm=str(norm), eps_warmup=float(eps_warmup), seed=int(seed),
+        arch=format_arch(widths),
+        adv_eps=float(adv_eps),
+        epochs=int(epochs),
+        lr=float(lr),
+        batch_size=int(batch_size),
+        momentum=float(momentum),
+        weight_decay=float(weight_decay),
+        attack_steps=int(attack_steps),
+        norm=str(norm),
+        eps_warmup=float(eps_warmup),
+        seed=int(seed),
     )
     cfg.validate()
     check_arch_matches(widths, data.n_features, data.n_classes)
@@ -184,18 +198,40 @@ def train_teacher(
             ramp = 1.0 if cfg.eps_warmup == 0 else min(1.0, frac / cfg.eps_warmup)
             eps = cfg.adv_eps * ramp
             attack_seed[0] += 1
-            xb = pgd(m, xb, eps, norm=cfg.norm, steps=cfg.attack_steps, restarts=1, loss="ce",
-                     domain=domain, y=yb, seed=attack_seed[0])
+            xb = pgd(
+                m,
+                xb,
+                eps,
+                norm=cfg.norm,
+                steps=cfg.attack_steps,
+                restarts=1,
+                loss="ce",
+                domain=domain,
+                y=yb,
+                seed=attack_seed[0],
+            )
         return F.cross_entropy(m(xb), yb)
 
     t0 = time.perf_counter()
     history = fit(
-        model, data.X_train, data.y_train, step_loss, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
-        cfg.momentum, cfg.weight_decay, progress, desc="PGD-AT teacher" if cfg.adv_eps > 0 else "teacher",
+        model,
+        data.X_train,
+        data.y_train,
+        step_loss,
+        cfg.epochs,
+        cfg.lr,
+        cfg.batch_size,
+        cfg.seed,
+        cfg.momentum,
+        cfg.weight_decay,
+        progress,
+        desc="PGD-AT teacher" if cfg.adv_eps > 0 else "teacher",
     )
     secs = time.perf_counter() - t0
     train_acc = float(np.mean(predict(model, data.X_train) == data.y_train))
-    test_acc = float(np.mean(predict(model, data.X_test) == data.y_test)) if len(data.y_test) else float("nan")
+    test_acc = (
+        float(np.mean(predict(model, data.X_test) == data.y_test)) if len(data.y_test) else float("nan")
+    )
     config = {"kind": "teacher", "dataset": data.name, **asdict(cfg)}
     result = TrainResult(model, config, tuple(history), train_acc, test_acc, secs)
     if checkpoint:

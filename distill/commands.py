@@ -1,0 +1,481 @@
+"""CLI subcommands of :mod:`distill`: ``train-teacher``, ``distill``, ``export``, ``diagnose``.
+
+Registered by :mod:`verifier.cli` through :func:`register`.  Each handler validates its options up
+front (bad values raise an :class:`~encoders.errors.InputError` subclass → one stderr line, exit 2),
+then returns a JSON-serialisable dict whose ``"text"`` entry is the human rendering.  Progress bars go
+to stderr (``--no-progress`` silences them).  Torch runs on one thread.
+
+Files written (atomically):
+
+* ``train-teacher --out DIR`` → ``DIR/teacher.pt``, ``DIR/teacher.onnx``, ``DIR/teacher.onnx.json``
+* ``distill --out DIR``       → ``DIR/student.pt``, ``DIR/student.onnx``, ``DIR/student.onnx.json``
+* ``export --model M.pt --out M.onnx`` → ``M.onnx`` and ``M.onnx.json``
+* ``diagnose --plot P.png``   → the sorted-BNC plot
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from encoders.errors import ConfigError, DataError
+from encoders.network import file_sha256
+
+__all__ = ["register"]
+
+
+def _limit_threads() -> None:
+    """One torch thread: the small MLP batches here run fastest single-threaded (thread start-up and
+    spin-waiting cost more than they save, badly so on a busy machine)."""
+    torch.set_num_threads(1)
+
+
+def _nonneg(name: str, v: float | None) -> None:
+    if v is not None and (not math.isfinite(v) or v < 0):
+        raise ConfigError(f"{name} {v}: must be a finite number >= 0")
+
+
+def _positive_int(name: str, v: int | None) -> None:
+    if v is not None and v < 1:
+        raise ConfigError(f"{name} {v}: must be at least 1")
+
+
+def _out_dir(path: str) -> Path:
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--out {path}: exists and is not a directory")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _teacher_meta_seed(meta: dict[str, Any]) -> int:
+    tr = meta.get("training") or {}
+    s = tr.get("seed")
+    return int(s) if isinstance(s, int) else 0
+
+
+def _meta_eps(meta: dict[str, Any]) -> float | None:
+    tr = meta.get("training") or {}
+    e = tr.get("adv_eps")
+    if isinstance(e, int | float) and e > 0:
+        return float(e)
+    e = tr.get("eps")
+    return float(e) if isinstance(e, int | float) and e > 0 else None
+
+
+def _default_eps(meta: dict[str, Any], data: Any) -> float:
+    e = _meta_eps(meta)
+    if e is not None:
+        return e
+    return 0.1 * float(np.mean(data.domain_hi - data.domain_lo))
+
+
+def _model_io(model: torch.nn.Module, path: str) -> tuple[int, int]:
+    from .models import model_widths
+
+    w = model_widths(model)
+    return w[0], w[-1]
+
+
+def _check_model_data(model: torch.nn.Module, path: str, data: Any, opt: str) -> None:
+    n_in, n_out = _model_io(model, path)
+    if n_in != data.n_features or n_out != data.n_classes:
+        raise ConfigError(
+            f"{opt} {path}: the model maps {n_in} inputs to {n_out} outputs but data set {data.name} has "
+            f"{data.n_features} features and {data.n_classes} classes"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# train-teacher
+# --------------------------------------------------------------------------------------------------
+def _cmd_train_teacher(args: argparse.Namespace) -> dict[str, Any]:
+    from .attacks import robust_accuracy
+    from .data import load_dataset
+    from .export import export_onnx, save_checkpoint
+    from .models import check_arch_matches, parse_arch
+    from .train import model_meta, train_teacher
+
+    _nonneg("--adv-eps", args.adv_eps)
+    _positive_int("--epochs", args.epochs)
+    _nonneg("--eval-steps", args.eval_steps)
+    widths = parse_arch(args.arch) if args.arch else None
+    data = load_dataset(args.data, seed=args.seed, test_fraction=args.test_fraction)
+    if widths is not None:
+        check_arch_matches(widths, data.n_features, data.n_classes)
+    out = _out_dir(args.out)
+    _limit_threads()
+    res = train_teacher(
+        data,
+        arch=args.arch,
+        adv_eps=args.adv_eps,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        attack_steps=args.attack_steps,
+        norm=args.norm,
+        progress=not args.no_progress,
+    )
+    meta = model_meta(data, res.config)
+    pt, onnx_path = out / "teacher.pt", out / "teacher.onnx"
+    save_checkpoint(res.model, pt, meta)
+    side = export_onnx(res.model, onnx_path, data.n_features, meta, seed=args.seed)
+    robust = None
+    if args.adv_eps > 0 and args.eval_steps > 0:
+        robust = robust_accuracy(
+            res.model,
+            data.X_test,
+            data.y_test,
+            args.adv_eps,
+            norm=args.norm,
+            steps=args.eval_steps,
+            domain=data.domain,
+            seed=args.seed,
+        )
+    result = {
+        "checkpoint": str(pt),
+        "onnx": str(onnx_path),
+        "sidecar": str(onnx_path) + ".json",
+        "sha256": side["sha256"],
+        "dataset": data.summary(),
+        "config": res.config,
+        "train_accuracy": res.train_accuracy,
+        "test_accuracy": res.test_accuracy,
+        "pgd": {"eps": args.adv_eps, "steps": args.eval_steps, "test_robust_accuracy": robust}
+        if robust is not None
+        else None,
+        "seconds": res.seconds,
+    }
+    mode = f"PGD-AT eps {args.adv_eps:g}" if args.adv_eps > 0 else "standard"
+    text = [
+        f"teacher {res.config['arch']} on {data.name} ({mode}, {args.epochs} epochs, {res.seconds:.1f} s)",
+        f"test accuracy {res.test_accuracy:.4f}"
+        + (f", PGD-{args.eval_steps} accuracy {robust:.4f}" if robust is not None else ""),
+        f"wrote {pt}, {onnx_path} (+ .json), sha256 {side['sha256'][:16]}...",
+    ]
+    result["text"] = "\n".join(text)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# distill
+# --------------------------------------------------------------------------------------------------
+def _cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
+    from .attacks import robust_accuracy
+    from .data import load_dataset
+    from .export import export_onnx, load_model, save_checkpoint
+    from .losses import DistillConfig, distill_student, resolve_method
+    from .models import check_arch_matches, parse_arch, predict
+    from .train import model_meta
+
+    method = resolve_method(args.method)
+    for name in ("eps", "alpha", "temperature", "lambda_ce", "lambda_kl", "lambda_g", "warmup"):
+        _nonneg("--" + name.replace("_", "-"), getattr(args, name))
+    _positive_int("--epochs", args.epochs)
+    widths = parse_arch(args.arch) if args.arch else None
+    teacher = load_model(args.teacher)
+    tmeta: dict[str, Any] = getattr(teacher, "meta", {}) or {}
+    data_name = args.data or tmeta.get("dataset")
+    if not data_name:
+        raise DataError(f"--teacher {args.teacher}: no data set recorded with the model; pass --data")
+    split_seed = args.split_seed if args.split_seed is not None else _teacher_meta_seed(tmeta)
+    data = load_dataset(data_name, seed=split_seed, test_fraction=args.test_fraction)
+    _check_model_data(teacher, args.teacher, data, "--teacher")
+    if widths is not None:
+        check_arch_matches(widths, data.n_features, data.n_classes)
+    eps = args.eps if args.eps is not None else _default_eps(tmeta, data)
+    cfg = DistillConfig(
+        alpha=args.alpha,
+        temperature=args.temperature,
+        lambda_ce=args.lambda_ce,
+        lambda_kl=args.lambda_kl,
+        lambda_g=args.lambda_g,
+        eps=eps,
+        norm=args.norm,
+        attack_steps=args.attack_steps,
+        warmup=args.warmup,
+    )
+    cfg.validate()
+    out = _out_dir(args.out)
+    _limit_threads()
+    res = distill_student(
+        teacher,
+        data,
+        method=method,
+        arch=args.arch,
+        epochs=args.epochs,
+        seed=args.seed,
+        cfg=cfg,
+        labels=args.labels,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    student = res.model
+    pt_s, pt_t = predict(student, data.X_test), predict(teacher, data.X_test)
+    test_acc = float(np.mean(pt_s == data.y_test))
+    agreement = float(np.mean(pt_s == pt_t))
+    config = {
+        **res.config,
+        "teacher": str(args.teacher),
+        "teacher_sha256": file_sha256(args.teacher),
+        "split_seed": split_seed,
+    }
+    meta = model_meta(data, config)
+    pt, onnx_path = out / "student.pt", out / "student.onnx"
+    save_checkpoint(student, pt, meta)
+    side = export_onnx(student, onnx_path, data.n_features, meta, seed=args.seed)
+    robust = None
+    if args.eval_steps > 0 and eps > 0:
+        robust = {
+            "eps": eps,
+            "steps": args.eval_steps,
+            "student": robust_accuracy(
+                student,
+                data.X_test,
+                data.y_test,
+                eps,
+                norm=args.norm,
+                steps=args.eval_steps,
+                domain=data.domain,
+                seed=args.seed,
+            ),
+            "teacher": robust_accuracy(
+                teacher,
+                data.X_test,
+                data.y_test,
+                eps,
+                norm=args.norm,
+                steps=args.eval_steps,
+                domain=data.domain,
+                seed=args.seed,
+            ),
+        }
+    result = {
+        "checkpoint": str(pt),
+        "onnx": str(onnx_path),
+        "sidecar": str(onnx_path) + ".json",
+        "sha256": side["sha256"],
+        "method": method,
+        "config": config,
+        "test_accuracy": test_acc,
+        "teacher_test_accuracy": float(np.mean(pt_t == data.y_test)),
+        "test_agreement": agreement,
+        "train_agreement": res.train_agreement,
+        "pgd": robust,
+        "seconds": res.seconds,
+    }
+    text = [
+        f"student {config['arch']} distilled from {args.teacher} with {method} on {data.name} "
+        f"({args.epochs} epochs, {res.seconds:.1f} s, labels: {res.label_source})",
+        f"test accuracy {test_acc:.4f} (teacher {result['teacher_test_accuracy']:.4f}), "
+        f"agreement {agreement:.4f}",
+    ]
+    if robust is not None:
+        text.append(
+            f"PGD-{args.eval_steps} accuracy at eps {eps:g}: student {robust['student']:.4f}, "
+            f"teacher {robust['teacher']:.4f}"
+        )
+    text.append(f"wrote {pt}, {onnx_path} (+ .json), sha256 {side['sha256'][:16]}...")
+    result["text"] = "\n".join(text)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------------
+def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
+    from .export import export_onnx, load_model
+    from .models import model_widths
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {args.out}: expected a path ending in .onnx")
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"--out {args.out}: is a directory")
+    model = load_model(args.model)
+    meta = dict(getattr(model, "meta", {}) or {})
+    n_features = model_widths(model)[0]
+    _limit_threads()
+    side = export_onnx(model, out, n_features, meta, seed=args.seed)
+    result = dict(side)
+    result["onnx"] = str(out)
+    result["sidecar"] = str(out) + ".json"
+    chk = side["export_check"]
+    result["text"] = (
+        f"wrote {out} (+ .json): {side['architecture'].get('spec', side['architecture'].get('type'))}, "
+        f"opset {side['opset']}, sha256 {side['sha256'][:16]}...\n"
+        f"check on {chk['points']} domain points: max |onnxruntime - torch| = "
+        f"{chk['max_abs_diff_onnxruntime_vs_torch']:.3g} (tolerance {chk['tolerance']:g}); "
+        "imports into the network IR"
+    )
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# diagnose
+# --------------------------------------------------------------------------------------------------
+def _cmd_diagnose(args: argparse.Namespace) -> dict[str, Any]:
+    from .data import load_dataset
+    from .diagnostics import diagnose
+    from .export import load_model
+
+    _nonneg("--eps", args.eps)
+    _positive_int("--steps", args.steps)
+    _positive_int("--restarts", args.restarts)
+    _positive_int("--max-points", args.max_points)
+    teacher = load_model(args.teacher)
+    student = load_model(args.student)
+    tmeta: dict[str, Any] = getattr(teacher, "meta", {}) or {}
+    smeta: dict[str, Any] = getattr(student, "meta", {}) or {}
+    data_name = args.data or smeta.get("dataset") or tmeta.get("dataset")
+    if not data_name:
+        raise DataError("diagnose: no data set recorded with the models; pass --data")
+    split_seed = args.split_seed if args.split_seed is not None else _teacher_meta_seed(tmeta)
+    data = load_dataset(data_name, seed=split_seed, test_fraction=args.test_fraction)
+    _check_model_data(teacher, args.teacher, data, "--teacher")
+    _check_model_data(student, args.student, data, "--student")
+    eps = args.eps if args.eps is not None else _default_eps(tmeta, data)
+    X, y = (data.X_test, data.y_test) if args.split == "test" else (data.X_train, data.y_train)
+    _limit_threads()
+    t0 = time.perf_counter()
+    res = diagnose(
+        teacher,
+        student,
+        X,
+        y,
+        eps=eps,
+        norm=args.norm,
+        steps=args.steps,
+        restarts=args.restarts,
+        domain=data.domain,
+        seed=args.seed,
+        plot_path=args.plot,
+        max_points=args.max_points,
+    )
+    res["dataset"] = data.name
+    res["split"] = args.split
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+# --------------------------------------------------------------------------------------------------
+# registration
+# --------------------------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``train-teacher``, ``distill``, ``export`` and ``diagnose`` to the CLI."""
+    from .data import DATASET_NAMES
+    from .losses import METHOD_NAMES
+
+    data_help = f"data set: {', '.join(DATASET_NAMES)}"
+
+    p = subparsers.add_parser(
+        "train-teacher",
+        help="train an MLP teacher (standard or PGD adversarial training)",
+        description="Train an MLP teacher; writes DIR/teacher.pt and a checked DIR/teacher.onnx.",
+    )
+    p.add_argument("--data", default="digits", help=data_help + " (default digits)")
+    p.add_argument(
+        "--arch", default=None, help="widths, e.g. 64-128-128-10 (default N-128-128-K for the data)"
+    )
+    p.add_argument(
+        "--adv-eps", type=float, default=0.0, help="PGD adversarial-training radius (0 = standard)"
+    )
+    p.add_argument("--norm", choices=["inf", "2"], default="inf", help="attack norm (default inf)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--attack-steps", type=int, default=10, help="PGD steps per training batch (default 10)")
+    p.add_argument(
+        "--eval-steps", type=int, default=50, help="PGD steps of the final robustness check (0 = skip)"
+    )
+    p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument("--out", required=True, help="output folder")
+    _common(p)
+    p.set_defaults(func=_cmd_train_teacher)
+
+    p = subparsers.add_parser(
+        "distill",
+        help="distil a teacher (.pt or .onnx) into a small MLP student",
+        description="Distil a teacher into a student; writes DIR/student.pt and a checked DIR/student.onnx.",
+    )
+    p.add_argument("--teacher", required=True, help="teacher model (.pt checkpoint or .onnx)")
+    p.add_argument("--data", default=None, help=data_help + " (default: the teacher's)")
+    p.add_argument("--method", default="kdiga", help=f"one of {', '.join(METHOD_NAMES)} (default kdiga)")
+    p.add_argument("--arch", default=None, help="student widths (default N-32-32-K)")
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="radius of the adversarial methods and of the final check (default: the teacher's adv-eps)",
+    )
+    p.add_argument("--norm", choices=["inf", "2"], default="inf")
+    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--labels",
+        choices=["auto", "teacher", "data"],
+        default="auto",
+        help="train on the data's labels or on argmax f_T(x) (default auto: data labels if any)",
+    )
+    p.add_argument("--alpha", type=float, default=0.9)
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--lambda-ce", type=float, default=1.0)
+    p.add_argument("--lambda-kl", type=float, default=1.0)
+    p.add_argument("--lambda-g", type=float, default=10.0, help="input-gradient alignment weight (KDIGA)")
+    p.add_argument(
+        "--warmup", type=float, default=0.3, help="fraction of training over which lambda-g and eps ramp up"
+    )
+    p.add_argument("--attack-steps", type=int, default=10)
+    p.add_argument(
+        "--eval-steps", type=int, default=50, help="PGD steps of the final robustness check (0 = skip)"
+    )
+    p.add_argument("--split-seed", type=int, default=None, help="data split seed (default: the teacher's)")
+    p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument("--out", required=True, help="output folder")
+    _common(p)
+    p.set_defaults(func=_cmd_distill)
+
+    p = subparsers.add_parser(
+        "export",
+        help="export a .pt model to checked ONNX with a JSON sidecar",
+        description="Export a model to ONNX (checked against onnxruntime and the network IR).",
+    )
+    p.add_argument("--model", required=True, help="model to export (.pt checkpoint or .onnx)")
+    p.add_argument("--out", required=True, help="ONNX file to write (sidecar: OUT.json)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the 1000 check points")
+    p.set_defaults(func=_cmd_export)
+
+    p = subparsers.add_parser(
+        "diagnose",
+        help="distillation diagnostics of a teacher/student pair",
+        description="Accuracy, agreement, confidence dominance, gradient ratio, LLM, "
+        "PGD agreement, EMPLB and BNC/MBNC of a teacher/student pair.",
+    )
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", required=True)
+    p.add_argument("--data", default=None, help=data_help + " (default: the models')")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--split-seed", type=int, default=None, help="data split seed (default: the teacher's)")
+    p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument("--eps", type=float, default=None, help="attack radius (default: the teacher's adv-eps)")
+    p.add_argument("--norm", choices=["inf", "2"], default="inf")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--restarts", type=int, default=1)
+    p.add_argument("--max-points", type=int, default=None)
+    p.add_argument("--plot", default=None, help="PNG path for the sorted-BNC plot")
+    _common(p)
+    p.set_defaults(func=_cmd_diagnose)
