@@ -13,10 +13,11 @@ Query set (every query is asked of every backend through the same dispatcher ent
     * ``acasxu`` / ``mnistfc``: VNN-COMP 2021 instances read in place from
       ``../shared/benchmarks/vnncomp2021`` (a fixed, mixed sat/unsat subset).
 
-The comparison is of the *solvers*: the dispatcher's CROWN quick check and its sampling/PGD
-falsification are switched off (``DispatchConfig(quick_check=False, samples=0)``), so every query
-reaches the backend; the encoding (CROWN-tightened big-M bounds), the replay of every counterexample
-on onnxruntime and the hard per-query time limit are the same for all backends.  ``portfolio`` races
+The comparison is of the *solvers*: the dispatcher's CROWN quick check, its sampling/PGD
+falsification and its input-splitting branch and bound are switched off
+(``DispatchConfig(quick_check=False, samples=0, bab=False)``), so every query reaches the backend;
+the encoding (CROWN-tightened big-M bounds), the replay of every counterexample on onnxruntime and
+the hard per-query time limit are the same for all backends.  ``portfolio`` races
 Gurobi, HiGHS and Marabou in parallel processes (so it uses up to three cores against one for the
 others).  Z3 is only practical for tiny programs: it is given only the queries marked *tiny*, with
 a shorter limit; every table says on which subset a number was computed.
@@ -47,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from .common import md_table, torch_threads, write_csv, write_json, write_text
 from .vnncomp_bench import (
     GRACE_S,
     RunRecord,
@@ -54,11 +56,8 @@ from .vnncomp_bench import (
     default_root,
     machine_info,
     machine_line,
-    md_table,
     read_family,
     run_forked,
-    write_csv,
-    write_json,
 )
 
 __all__ = ["BACKENDS", "Query", "build_models", "build_queries", "run_queries", "agreement", "run"]
@@ -109,14 +108,15 @@ def _specs(quick: bool) -> list[_ModelSpec]:
     return specs
 
 
-def build_models(folder: Path, quick: bool, seed: int = 0) -> dict[str, Any]:
+def build_models(
+    folder: Path, quick: bool, seed: int = 0, only: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Train (or reuse from ``folder``) the teachers and students of the query set; export ONNX.
 
     Students are distilled with standard distillation (``sd``) on the teacher; training uses one torch
-    thread (restored afterwards).  Returns ``{name: Network, "data:<dataset>": Dataset}``.
+    thread (restored afterwards).  ``only`` restricts to the named models (and their teachers).
+    Returns ``{name: Network, "data:<dataset>": Dataset}``.
     """
-    import torch
-
     from distill.data import load_dataset
     from distill.export import export_onnx
     from distill.losses import distill_student
@@ -124,12 +124,17 @@ def build_models(folder: Path, quick: bool, seed: int = 0) -> dict[str, Any]:
     from encoders.network import load_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     out: dict[str, Any] = {}
     models: dict[str, Any] = {}
-    try:
-        for sp in _specs(quick):
+    specs = _specs(quick)
+    if only is not None:
+        need = set(only)
+        for sp in reversed(specs):
+            if sp.name in need and sp.teacher:
+                need.add(sp.teacher)
+        specs = [sp for sp in specs if sp.name in need]
+    with torch_threads(1):
+        for sp in specs:
             data = out.get(f"data:{sp.dataset}")
             if data is None:
                 data = out[f"data:{sp.dataset}"] = load_dataset(sp.dataset, seed=seed)
@@ -154,8 +159,6 @@ def build_models(folder: Path, quick: bool, seed: int = 0) -> dict[str, Any]:
                 models[sp.name] = res.model
                 export_onnx(res.model, path, data.n_features, meta=model_meta(data, res.config), seed=seed)
             out[sp.name] = load_onnx(path)
-    finally:
-        torch.set_num_threads(threads)
     return out
 
 
@@ -170,6 +173,15 @@ def _points(data: Any, net: Any, n: int, seed: int) -> list[np.ndarray]:
     pred = net.evaluate(X[order]).argmax(axis=1)
     keep = [order[i] for i in range(len(order)) if pred[i] == data.y_test[order[i]]]
     return [X[i] for i in keep[:n]]
+
+
+def _near_boundary(data: Any, net: Any) -> np.ndarray:
+    """The correctly classified test point with the smallest logit margin (a falsifiable query)."""
+    X = np.asarray(data.X_test, dtype=np.float64)
+    y = net.evaluate(X)
+    top = np.sort(y, axis=1)
+    margin = np.where(y.argmax(axis=1) == data.y_test, top[:, -1] - top[:, -2], np.inf)
+    return X[int(np.argmin(margin))]
 
 
 def build_queries(
@@ -198,11 +210,12 @@ def build_queries(
         prop = Disagreement(x, eps, dom[0], dom[1])
         return lambda cfg: verify(prop, {"teacher": t, "student": s}, cfg)
 
-    n_g = 2 if quick else 4
-    g_pts = _points(g_data, gs, n_g, seed)
+    g_pts = _points(g_data, gs, 1 if quick else 4, seed)
     for i, x in enumerate(g_pts):
-        for eps in (0.3 if i == 0 else 1.5,) if quick else (0.1, 0.3, 0.6, 1.5):
+        for eps in (0.3,) if quick else (0.1, 0.3, 0.6, 1.5):
             qs.append(Query(f"gauss-local/p{i}/eps{eps}", "gauss-local", True, local(gs, x, eps, g_dom)))
+    xb = _near_boundary(g_data, gs)  # falsifiable: the ball crosses the student's decision boundary
+    qs.append(Query("gauss-local/boundary/eps0.5", "gauss-local", True, local(gs, xb, 0.5, g_dom)))
     for delta, kappa in ((0.1, 0.9),) if quick else ((0.1, 0.9), (0.3, 0.9), (0.3, 0.99)):
         qs.append(
             Query(f"gauss-global/d{delta}/k{kappa}", "gauss-global", True, glob(gs, delta, kappa, g_dom))
@@ -290,7 +303,10 @@ def _maybe_root() -> Path | None:
 def _config(backend: str, timeout: float, seed: int) -> Any:
     from verifier.dispatch import DispatchConfig
 
-    return DispatchConfig(backend=backend, timeout=timeout, quick_check=False, samples=0, seed=seed)
+    # the solver itself must answer: no CROWN quick check, no sampling/PGD, no input-splitting BaB
+    return DispatchConfig(
+        backend=backend, timeout=timeout, quick_check=False, samples=0, seed=seed, bab=False
+    )
 
 
 def _answer(q: Query, cfg: Any) -> dict[str, Any]:
@@ -460,7 +476,7 @@ def run(
         "plots": ["cactus.png"],
     }
     summary["text"] = _render(summary, present)
-    (out / "summary.md").write_text(summary["text"] + "\n")
+    write_text(out / "summary.md", summary["text"] + "\n")
     write_json(out / "summary.json", {k: v for k, v in summary.items() if k != "text"})
     return summary
 

@@ -33,8 +33,6 @@ pair; a rerun with the same ``--out`` resumes), ``results.csv``, ``summary.json`
 from __future__ import annotations
 
 import contextlib
-import csv
-import datetime as _dt
 import json
 import math
 import multiprocessing as mp
@@ -51,6 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from encoders.errors import DataError
+
+from . import common
+from .common import md_table, write_csv, write_json
 
 __all__ = [
     "Instance",
@@ -71,95 +72,50 @@ GRACE_S = 5.0
 
 
 # ==================================================================================================
-# machine / IO helpers (shared by benchmarks.solvers and benchmarks.perf)
+# machine / plot helpers (shared by benchmarks.solvers and benchmarks.perf)
 # ==================================================================================================
 def machine_info() -> dict[str, Any]:
-    """Date, host, core count, CPU model, load average and solver versions for every summary."""
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    info: dict[str, Any] = {
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    with contextlib.suppress(OSError):
-        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
-    versions = {}
-    for mod, attr in (
-        ("gurobipy", "gurobi"),
-        ("highspy", None),
-        ("maraboupy", None),
-        ("z3", None),
-        ("numpy", None),
-        ("torch", None),
-        ("onnxruntime", None),
-    ):
-        with contextlib.suppress(Exception):
-            m = __import__(mod)
-            if attr == "gurobi":
-                versions[mod] = ".".join(str(v) for v in m.gurobi.version())
-            elif mod == "z3":
-                versions[mod] = m.get_version_string()
-            elif mod == "highspy":
-                h = m.Highs()
-                versions[mod] = f"{h.versionMajor()}.{h.versionMinor()}.{h.versionPatch()}"
-            else:
-                versions[mod] = getattr(m, "__version__", "?")
+    """:func:`benchmarks.common.machine_info` plus the solver versions (Gurobi, HiGHS, Marabou, Z3)."""
+    info = common.machine_info()
+    info["platform"] = platform.platform()
+    versions: dict[str, str] = {}
+    with contextlib.suppress(Exception):
+        import gurobipy
+
+        versions["gurobi"] = ".".join(str(v) for v in gurobipy.gurobi.version())
+    with contextlib.suppress(Exception):
+        import highspy
+
+        h = highspy.Highs()
+        versions["highs"] = f"{h.versionMajor()}.{h.versionMinor()}.{h.versionPatch()}"
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version
+
+        versions["maraboupy"] = version("maraboupy")
+    with contextlib.suppress(Exception):
+        import z3
+
+        versions["z3"] = z3.get_version_string()
+    with contextlib.suppress(Exception):
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
     info["versions"] = versions
     return info
 
 
 def machine_line(info: dict[str, Any]) -> str:
-    load = info.get("loadavg")
-    return f"{info['date']} · {info['nproc']} cores · {info['cpu_model']} · Python {info['python']}" + (
-        f" · load average at start {load[0]:.1f}" if load else ""
-    )
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
-    cols = list(columns or (list(rows[0]) if rows else []))
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(r.get(k)) for k in cols})
-    return path
-
-
-def _fmt(v: Any) -> Any:
-    if isinstance(v, float):
-        return f"{v:.4f}" if math.isfinite(v) else str(v)
-    return v
-
-
-def write_json(path: Path, obj: Any) -> Path:
-    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    return path
-
-
-def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(_fmt(c)) for c in r) + " |")
-    return "\n".join(lines)
+    """:func:`benchmarks.common.machine_line` plus the solver versions."""
+    vers = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
+    return common.machine_line(info) + (f"; Python {info.get('python', '?')}; {vers}" if vers else "")
 
 
 def cactus_plot(path: Path, times: dict[str, list[float]], title: str, limit: float | None = None) -> Path:
     """Solved instances (y) against the time needed for the k-th fastest solve (x), per solver."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, ts in sorted(times.items()):
-        ts = sorted(ts)
+    fig = common.new_figure(6, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, ts in times.items():
+        ts = sorted(max(t, 1e-3) for t in ts)
         if ts:
             ax.step(ts, range(1, len(ts) + 1), where="post", label=f"{name} ({len(ts)})")
         else:
@@ -169,13 +125,10 @@ def cactus_plot(path: Path, times: dict[str, list[float]], title: str, limit: fl
     ax.set_ylabel("instances solved")
     if limit:
         ax.axvline(limit, color="grey", ls=":", lw=1)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return common.save_fig(fig, path)
 
 
 # ==================================================================================================
@@ -512,12 +465,8 @@ def ratios(records: Sequence[RunRecord], ours: str = "ours", peer: str = "marabo
 
 
 def _scatter(path: Path, rows: list[dict[str, Any]], ours: str, peer: str, limit: float) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = common.new_figure(5, 5)
+    ax = fig.add_subplot(1, 1, 1)
     pts = [
         (r[f"{peer}_wall_s"], r[f"{ours}_wall_s"], r.get(f"{ours}_result"), r.get(f"{peer}_result"))
         for r in rows
@@ -536,13 +485,10 @@ def _scatter(path: Path, rows: list[dict[str, Any]], ours: str, peer: str, limit
     ax.set_ylim(lo, hi)
     ax.set_xlabel(f"{peer} wall time (s)")
     ax.set_ylabel(f"{ours} wall time (s)")
-    ax.set_title("per instance (red: not decided by both)")
+    ax.set_title("per instance (o: ours unsat, x: other; red: not decided by both)", fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return common.save_fig(fig, path)
 
 
 def report(
@@ -588,7 +534,7 @@ def report(
             round(math.exp(statistics.fmean(math.log(x) for x in per)), 4) if per else float("nan")
         )
     summary["text"] = _render(summary, ours, peer)
-    (out / "summary.md").write_text(summary["text"] + "\n")
+    common.write_text(out / "summary.md", summary["text"] + "\n")
     write_json(out / "summary.json", {k: v for k, v in summary.items() if k != "text"})
     return summary
 

@@ -27,3 +27,13 @@ def vnncomp_root() -> Path:
     if root is None:
         pytest.skip("../shared/benchmarks/vnncomp2021 is absent (a fresh clone has none; CI always has it)")
     return root
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread: the networks here are tiny, and extra threads only contend for 2 cores."""
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass

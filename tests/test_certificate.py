@@ -1,4 +1,4 @@
-"""Certificates (verifier.certificate): schema, atomic writing, and ``distillcert check`` catching tampering."""
+"""Certificates (verifier.certificate): schema, atomic writing, ``distillcert check`` catching tampering."""
 
 from __future__ import annotations
 
@@ -11,8 +11,18 @@ import pytest
 from encoders.errors import CertificateError, DataError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small MLPs: one torch thread avoids synchronisation overhead on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 def cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    """``distillcert`` with only :mod:`verifier`'s subcommands registered (the exit-code mapping is the CLI's)."""
+    """``distillcert`` with only :mod:`verifier`'s subcommands registered (exit codes as in the CLI)."""
     import verifier.cli as vcli
 
     monkeypatch.setattr(vcli, "_REGISTRARS", ("verifier.commands",))
@@ -30,11 +40,26 @@ def refused_cert(tmp_path_factory):
     d = tmp_path_factory.mktemp("check")
     data = load_dataset("gaussians2d", 0)
     t = d / "sig.onnx"
-    export_onnx(SigmoidTeacher(20.0, 2), t, 2,
-                {"input_domain": {"lo": data.domain_lo.tolist(), "hi": data.domain_hi.tolist()}})
-    cfg = CertifyConfig(data="gaussians2d", delta=0.5, kappa=0.9, guarantee="binomial", epsilon=0.1, eta=0.1,
-                        epochs=20, student_arch="2-8-8-2", global_timeout=10.0, local_timeout=10.0,
-                        pgd_steps=20, pgd_restarts=2)
+    export_onnx(
+        SigmoidTeacher(20.0, 2),
+        t,
+        2,
+        {"input_domain": {"lo": data.domain_lo.tolist(), "hi": data.domain_hi.tolist()}},
+    )
+    cfg = CertifyConfig(
+        data="gaussians2d",
+        delta=0.5,
+        kappa=0.9,
+        guarantee="binomial",
+        epsilon=0.1,
+        eta=0.1,
+        epochs=20,
+        student_arch="2-8-8-2",
+        global_timeout=10.0,
+        local_timeout=10.0,
+        pgd_steps=20,
+        pgd_restarts=2,
+    )
     cert = certify(t, cfg, d / "out", progress=False)
     return d / "out", cert
 
@@ -48,8 +73,23 @@ def test_schema_and_contents(refused_cert):
     out, cert = refused_cert
     disk = json.loads((out / "certificate.json").read_text())
     assert disk["schema"] == "distillcert.certificate/1"
-    for key in ("verdict", "reasons", "guarantee", "models", "data", "parameters", "steps", "local_queries",
-                "counterexamples", "solvers", "assumptions", "config", "software", "timestamps", "artifacts"):
+    for key in (
+        "verdict",
+        "reasons",
+        "guarantee",
+        "models",
+        "data",
+        "parameters",
+        "steps",
+        "local_queries",
+        "counterexamples",
+        "solvers",
+        "assumptions",
+        "config",
+        "software",
+        "timestamps",
+        "artifacts",
+    ):
         assert key in disk, key
     p = disk["parameters"]
     for key in ("delta", "kappa", "epsilon", "eta", "norm", "m", "d", "guarantee_kind", "tv_shift"):
@@ -67,8 +107,15 @@ def test_check_passes_on_untouched_certificate(refused_cert, monkeypatch, capsys
     res = check_certificate(out / "certificate.json", recheck=5)
     assert res["ok"], res["text"]
     names = {c["check"] for c in res["checks"]}
-    assert {"teacher sha256", "student sha256", "sample size", "sample", "counterexamples replay",
-            "local queries re-run", "verdict"} <= names
+    assert {
+        "teacher sha256",
+        "student sha256",
+        "sample size",
+        "sample",
+        "counterexamples replay",
+        "local queries re-run",
+        "verdict",
+    } <= names
     assert cli(["check", str(out / "certificate.json"), "--recheck", "3"], monkeypatch) == 0
 
 

@@ -108,21 +108,23 @@ def test_alpha_crown_on_outputs_is_sound_and_at_least_crown(case, seed) -> None:
     assert np.all(plain.lb <= crown_lb + 1e-9)
 
 
-def test_gradient_matches_finite_differences() -> None:
+@pytest.mark.parametrize("k", [1, 2])
+def test_gradient_matches_finite_differences(k: int) -> None:
+    """Both code paths: one relaxed layer (precomputed products) and two (general reverse pass)."""
     rng = np.random.default_rng(3)
     net = network_from_layers([(rng.normal(size=(6, 3)), rng.normal(size=6)),
                                (rng.normal(size=(5, 6)), rng.normal(size=5)),
                                (rng.normal(size=(2, 5)), rng.normal(size=2))])
     lo, hi = -np.ones(3), np.ones(3)
     base = crown_bounds(net, lo, hi)
-    relax = [_Relax.of(base.lower[j], base.upper[j]) for j in range(2)]
-    assert all(r.unstable.any() for r in relax), "the test needs unstable neurons in both layers"
-    Lam = rng.normal(size=(2, 2))
-    pas = _Pass(net, lo, hi, relax, 2, Lam)
+    relax = [_Relax.of(base.lower[j], base.upper[j]) for j in range(k)]
+    assert all(r.unstable.any() for r in relax), "the test needs unstable neurons in every relaxed layer"
+    Lam = rng.normal(size=(2, net.affines[k].W.shape[0]))
+    pas = _Pass(net, lo, hi, relax, k, Lam)
     alpha = [rng.uniform(0.2, 0.8, (2, r.s.size)) for r in relax]
     _, grads = pas.run(alpha, grad=True)
     h = 1e-6
-    for j in range(2):
+    for j in range(k):
         for q, i in itertools.product(range(2), np.flatnonzero(relax[j].unstable)):
             ap = [a.copy() for a in alpha]
             am = [a.copy() for a in alpha]

@@ -1,50 +1,59 @@
 r"""Branch and bound over input splitting, for networks with few inputs (ACAS Xu has 5).
 
 Query
-    ∃ x ∈ X:  OR_k AND_r (A_k f(x) ≤ b_k)_r          (X a box, or an L2 ball's bounding box)
+    ∃ x ∈ X:  OR_k AND_{r∈k} (c_r·f(x) ≤ d_r)          (X a box, or an L2 ball's bounding box)
 
 An :class:`~encoders.properties.OutputDNFProperty` is this query as is; a
 :class:`~encoders.properties.LocalRobustness` query is the DNF ``OR_{j≠c} ((e_c − e_j)·y ≤ 0)``
-over its box (ties count as violations, exactly as in the property).  All rows of all alternatives
-are stacked into one specification matrix ``C`` (rows ``c_r``, right-hand sides ``d_r``; row ``r``
-belongs to alternative ``k(r)``).
+over its box (ties count as violations, exactly as in the property; for L2, boxes that miss the
+ball are dropped and candidates must lie in the ball).  All rows of all alternatives are stacked
+into one specification matrix ``C`` (rows ``c_r``, right-hand sides ``d_r``).
 
-Node = an input sub-box ``[l, u] ⊆ X``.  Per node
-    * bound: ``lb_r ≤ min_{x∈[l,u]} c_r·f(x)`` by CROWN (:func:`encoders.bounds.crown_linear`,
-      rounding-widened, hence sound in floating point), for all rows at once and for a whole batch
-      of boxes in one call;
-    * prune: alternative ``k`` is impossible on the box when some row of it has ``lb_r > d_r``
-      (then ``c_r·f(x) > d_r`` for every x in the box, so the conjunction fails); the node is closed
-      when every alternative is impossible.  Its *score* is
-      ``s = min_{k possible} max_{r∈k} (lb_r − d_r) ≤ 0`` (the most promising alternative);
-    * attack: the box centre of every node is evaluated (float64), and the worst nodes get a few
-      steps of projected sign-gradient descent on the point value
-      ``v(x) = min_k max_{r∈k} (c_r·f(x) − d_r)`` (``v ≤ 0`` ⇔ x violates).  ``f`` is piecewise
-      linear, so on the linear piece of x the gradient of ``c_r·f`` is ``c_r J(x)`` with
-      ``J(x) = W_L D_{L−1} W_{L−1} ⋯ D_0 W_0`` (``D_j`` the 0/1 activation pattern at x).  A point
-      with ``v ≤ 0`` is only a *candidate*: it is projected into the exact input region and
-      replayed on onnxruntime (:func:`verifier.replay.replay`); only a replayed point makes
-      FALSIFIED;
-    * branch: the box is bisected along one input dimension chosen by the split rule.
+Node = an input sub-box ``[l, u] ⊆ X``.  Per batch of nodes:
 
-Soundness.  The input boxes of the open nodes and the closed nodes always partition the root box
-(bisection at the midpoint, both halves closed; a point on the cut belongs to both, which is
-harmless).  A node is only closed by a sound bound, so VERIFIED (no open node left) implies no
-violation in X.  UNDECIDED returns the open nodes (*leaves*) with their still-possible alternatives;
-the caller may settle each leaf by an exact solver (a violation of the original query exists iff
-one exists in some leaf, for one of that leaf's possible alternatives).
+* **bound** — :func:`encoders.bounds.crown_bounds` (intermediate bounds) and
+  :func:`encoders.bounds.crown_linear` give ``lb_r ≤ min_{x∈[l,u]} c_r·f(x)`` for every row, for
+  the whole batch in one call (rounding-widened, hence sound in floating point);
+* **prune** — alternative ``k`` is impossible on the box when some row has ``lb_r > d_r``; failing
+  that, when a nonnegative combination of its rows is bounded above ``Σ λ_r d_r`` (the
+  *combination test*, :meth:`_Search.combination_test`: it closes boxes that straddle the surface
+  where the deciding row changes, which no single row can).  A node is closed when every
+  alternative is impossible.  Its score is ``s = min_{k possible} max_{r∈k} (lb_r − d_r) ≤ 0``;
+* **attack** — every open child's centre is evaluated (float64) and the worst children get a few
+  steps of projected sign-gradient descent on the point value
+  ``v(x) = min_k max_{r∈k} (c_r·f(x) − d_r)`` (``v ≤ 0`` ⇔ x violates).  ``f`` is piecewise linear,
+  so on the linear piece of x the gradient of ``c_r·f`` is ``c_r J(x)`` with
+  ``J(x) = W_L D_{L−1} W_{L−1} ⋯ D_0 W_0`` (``D_j`` the 0/1 activation pattern at x).  A point with
+  ``v ≤ 0`` is only a *candidate*: it is projected into the exact input region, re-checked with
+  ``prop.violated`` and replayed on onnxruntime (:func:`verifier.replay.replay`); only a replayed
+  point makes FALSIFIED;
+* **branch** — the box is bisected at the midpoint of one input dimension chosen by the split rule.
 
-Search order: best-first on the score (the most violated lower bound first), ``batch_size`` nodes
-per bounding call, which is what makes the numpy bound propagation fast (one GEMM chain per chunk
-of boxes instead of per box).
+Soundness.  The boxes of the open and the closed nodes always cover the root box (bisection at the
+midpoint, both halves closed intervals).  A node is closed only by a sound bound, so VERIFIED (no
+open node left) implies that no x in X violates.  UNDECIDED returns the open nodes (*leaves*) with
+their still-possible alternatives; a violation exists iff one exists in some leaf for one of that
+leaf's possible alternatives, so the caller may settle each leaf with an exact solver.
 
-Split rules (``BabConfig.split``), with ``w_i = u_i − l_i`` and ``g = ∇_x c_{r*}·f`` at the box
-centre for the row ``r*`` deciding the node's score:
-    * ``"widest"``   argmax_i w_i / W_i (``W`` the root box widths);
-    * ``"smear"``    argmax_i |g_i| w_i (the first-order change of the deciding row across the box,
-                     as in ReluVal's smear heuristic with the gradient at the centre);
-    * ``"bestof"``   bound both halves for every candidate dimension and keep the dimension whose
-                     worse half has the highest score (2n bounding calls' worth per node).
+Search order.  Each batch takes half of its ``batch_size`` nodes by lowest score (the loosest lower
+bounds) and half by lowest ``vmin`` (the best point value seen in the box), which steers the search
+towards narrow violation regions without changing the work needed to verify.
+
+Split rules (``BabConfig.split``), with ``w_i = u_i − l_i``:
+
+* ``"relu"`` (default) — argmax_i of the instability preference
+  ``p_i = Σ_{j unstable} γ_j |J_ji| w_i / Σ_i' |J_ji'| w_i'`` (``γ_j = −l_j u_j/(u_j − l_j)²`` the
+  relative gap of neuron j's triangle relaxation, ``J`` the Jacobian of its pre-activation at the
+  box centre): split where the loose ReLUs get their width from;
+* ``"smear"`` — argmax_i |g_i| w_i with ``g`` the gradient of the node's deciding row at the centre
+  (ReluVal's smear with a point gradient);
+* ``"widest"`` — argmax_i w_i / W_i (``W`` the root widths);
+* ``"hybrid"``, ``"hybrid3"`` — bound the children for the ``relu`` and ``smear`` (and ``widest``)
+  choices and keep the dimension whose worse child has the higher score.
+
+Measured on the 180 VNN-COMP 2021 ACAS Xu instances (see the report in ``tests/test_bab.py``'s
+slow test): ``relu`` needed the fewest nodes; ``smear`` fails on property 1 (the output is nearly
+flat, the loose ReLUs are not) and ``widest`` on properties 3–4.
 """
 
 from __future__ import annotations
@@ -57,13 +66,15 @@ from typing import Any
 
 import numpy as np
 
-from encoders.bounds import crown_linear
+from encoders.bounds import LayerBounds, crown_bounds, crown_linear
 from encoders.errors import ConfigError, UnsupportedQueryError
 from encoders.network import Affine, Network
 from encoders.properties import LocalRobustness, OutputDNFProperty
 
 from .replay import replay
 from .results import Counterexample
+
+_U = 2.0**-53  # unit roundoff of float64
 
 __all__ = [
     "BabStatus",
@@ -94,32 +105,42 @@ class BabConfig:
         Nodes popped per iteration (each is bisected, so ``2·batch_size`` boxes per bounding call).
     split
         Split rule, a key of :data:`SPLIT_RULES`.
-    attack_starts, attack_steps
-        Random starts and PGD steps of the initial attack on the root box.
+    attack_samples, attack_starts, attack_steps, attack_eta
+        Initial attack on the root box: ``attack_samples`` uniform points are evaluated, the best
+        ``attack_starts`` of them start ``attack_steps`` PGD steps of initial size ``attack_eta`` (relative to
+        the box width, decaying linearly).
     attack_boxes, attack_box_steps
-        Per iteration, the worst ``attack_boxes`` new nodes get ``attack_box_steps`` PGD steps.
+        Per iteration, the worst ``attack_boxes`` new nodes get ``attack_box_steps`` PGD steps (initial size
+        a quarter of the node's width).
     max_open
         Cap on open nodes (memory); reaching it ends the search as UNDECIDED.
     min_width
         Dimensions narrower than this (absolute) are never split; a node with no splittable
         dimension stays open.
+    combine
+        Try to rule out multi-row alternatives by a nonnegative combination of their rows
+        (see :meth:`_Search.combination_test`).
     seed
         Random seed of the attack.
     """
 
     batch_size: int = 512
-    split: str = "smear"
-    attack_starts: int = 256
-    attack_steps: int = 30
+    split: str = "relu"
+    attack_samples: int = 4096
+    attack_starts: int = 128
+    attack_steps: int = 100
+    attack_eta: float = 0.05
     attack_boxes: int = 32
-    attack_box_steps: int = 8
+    attack_box_steps: int = 15
     max_open: int = 2_000_000
+    combine: bool = True
     min_width: float = 1e-9
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_RULES:
-            raise ConfigError(f"bab split: unknown rule {self.split!r} (choose from {', '.join(SPLIT_RULES)})")
+            raise ConfigError(
+                f"bab split: unknown rule {self.split!r} (choose from {', '.join(SPLIT_RULES)})")
         if self.batch_size < 1:
             raise ConfigError(f"bab batch_size: must be at least 1, got {self.batch_size}")
 
@@ -171,12 +192,17 @@ class _Spec:
     def n_alts(self) -> int:
         return int(self.starts.size)
 
+    @property
+    def sizes(self) -> np.ndarray:
+        """Number of rows of each alternative."""
+        return np.diff(np.append(self.starts, self.d.size))
+
     def alt_slack(self, rows: np.ndarray) -> np.ndarray:
         """``max_{r∈k} (rows_r − d_r)`` per alternative: ``(B, R) → (B, K)``."""
         return np.maximum.reduceat(rows - self.d, self.starts, axis=1)
 
     def value(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Point value ``v = min_k max_{r∈k}(c_r·y − d_r)`` and the deciding row, for outputs ``(P, n_out)``."""
+        """Point values ``v = min_k max_{r∈k}(c_r·y − d_r)`` and deciding rows for outputs ``(P, n_out)``."""
         s = y @ self.C.T - self.d  # (P, R)
         alt = np.maximum.reduceat(s, self.starts, axis=1)  # (P, K)
         k = np.argmin(alt, axis=1)
@@ -188,21 +214,29 @@ class _Spec:
         return v, np.argmax(masked, axis=1)
 
     def meets_region(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Boxes that meet the input region (always true for a box region)."""
+        """Boxes that may meet the input region (always true for a box region).
+
+        For an L2 ball, a box is dropped only when its distance to ``x0`` (computed in floating point)
+        exceeds ``ε`` by more than a slack ``10⁻¹²(ε + max|x0| + 1)`` that covers the rounding of the
+        differences and of the norm, so a box that truly meets the ball is always kept.
+        """
         if self.ball is None:
             return np.ones(lo.shape[0], dtype=bool)
         x0, eps = self.ball
         gap = np.maximum(np.maximum(lo - x0, x0 - hi), 0.0)
-        return np.sqrt(np.einsum("ij,ij->i", gap, gap)) <= eps * (1 + 1e-12)
+        slack = 1e-12 * (eps + float(np.max(np.abs(x0), initial=0.0)) + 1.0)
+        return np.sqrt(np.einsum("ij,ij->i", gap, gap)) <= eps + slack
 
 
-def _stack(alts: list[tuple[np.ndarray, np.ndarray]], n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stack(alts: list[tuple[np.ndarray, np.ndarray]],
+           n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Cs, ds, starts, r = [], [], [], 0
     for A, b in alts:
         A = np.atleast_2d(np.asarray(A, dtype=np.float64))
         b = np.asarray(b, dtype=np.float64).reshape(-1)
         if A.shape[1] != n_out or A.shape[0] != b.size or A.shape[0] == 0:
-            raise UnsupportedQueryError(f"alternative with matrix {A.shape} and {b.size} bounds for {n_out} outputs")
+            raise UnsupportedQueryError(
+                f"alternative with matrix {A.shape} and {b.size} bounds for {n_out} outputs")
         Cs.append(A)
         ds.append(b)
         starts.append(r)
@@ -258,6 +292,39 @@ def _forward(net: Network, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]
     return h, masks
 
 
+def _jacobian_rows(net: Network, masks: list[np.ndarray], Cm: np.ndarray) -> np.ndarray:
+    """``C J(x_p)`` for a shared row block ``C (m, n_out)``: ``(P, m, n_in)``."""
+    affines = net.affines
+    P = masks[0].shape[0] if masks else 1
+    g = np.broadcast_to(Cm @ affines[-1].W, (P, *((Cm @ affines[-1].W).shape)))
+    for j in range(len(affines) - 2, -1, -1):
+        g = (g * masks[j][:, None, :]) @ affines[j].W
+    return np.asarray(g)
+
+
+def _dual_weights(G: np.ndarray, e: np.ndarray, r: np.ndarray, iters: int = 40) -> np.ndarray:
+    r"""Approximate ``argmax_{λ ∈ Δ} min_{|x−x_c| ≤ r} Σ_r λ_r (G_r·(x − x_c) + e_r)`` per box.
+
+    The inner minimum is ``Σ λ e − |Σ λ G|·r`` (concave, piecewise linear in λ); exponentiated
+    supergradient ascent on the simplex, keeping the best iterate.  ``G (B, m, n)``, ``e (B, m)``,
+    ``r (B, n)`` → ``λ (B, m)``.
+    """
+    B, m, _ = G.shape
+    lam = np.full((B, m), 1.0 / m)
+    best = lam.copy()
+    best_val = np.full(B, -np.inf)
+    for _ in range(iters):
+        a = np.einsum("bm,bmn->bn", lam, G)
+        val = np.einsum("bm,bm->b", lam, e) - np.einsum("bn,bn->b", np.abs(a), r)
+        better = val > best_val
+        best[better], best_val[better] = lam[better], val[better]
+        sup = e - np.einsum("bmn,bn->bm", G, np.sign(a) * r)  # g_r at the minimising vertex
+        scale = np.maximum(np.abs(sup).max(axis=1, keepdims=True), 1e-300)
+        lam = lam * np.exp(2.0 * sup / scale)
+        lam /= lam.sum(axis=1, keepdims=True)
+    return best
+
+
 def _row_gradient(net: Network, masks: list[np.ndarray], c: np.ndarray) -> np.ndarray:
     """``c_p J(x_p)`` for rows ``c (P, n_out)``: backpropagation through the fixed activation pattern."""
     affines = net.affines
@@ -267,53 +334,185 @@ def _row_gradient(net: Network, masks: list[np.ndarray], c: np.ndarray) -> np.nd
     return g
 
 
+def _relu_jacobians(net: Network, x: np.ndarray) -> list[np.ndarray]:
+    r"""Jacobians ``∂z_k/∂x`` of every ReLU layer's pre-activation at points ``x (P, n)``: ``(P, n_k, n)``.
+
+    Forward mode through the activation pattern of ``x``: ``J_0 = W_0``, ``J_k = W_k D_{k−1} J_{k−1}``.
+    """
+    affines = net.affines
+    P = x.shape[0]
+    h = x
+    J = np.broadcast_to(affines[0].W, (P, *affines[0].W.shape))
+    out = []
+    for k in range(len(affines) - 1):
+        z = h @ affines[k].W.T + affines[k].b
+        if k > 0:
+            J = np.einsum("ij,pjn->pin", affines[k].W, J)
+        out.append(J)
+        m = z > 0
+        h = z * m
+        J = J * m[:, :, None]
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # the search state
 # --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _Nodes:
+    """A set of nodes as parallel arrays.
+
+    ``score`` is ``min_{k possible} max_{r∈k}(lb_r − d_r)`` (``+inf`` when closed); ``pref`` is the
+    per-dimension split preference computed while bounding (see :func:`_instability_preference`);
+    ``vmin`` is the lowest point value ``v`` seen in the box (an upper bound on its minimum, used to
+    steer half of every batch towards likely violations).
+    """
+
+    lo: np.ndarray  # (N, n)
+    hi: np.ndarray  # (N, n)
+    possible: np.ndarray  # (N, K) bool
+    score: np.ndarray  # (N,)
+    pref: np.ndarray  # (N, n)
+    vmin: np.ndarray  # (N,) best point value found in the box so far (+inf: none evaluated)
+
+    def __len__(self) -> int:
+        return int(self.score.size)
+
+    def take(self, idx: np.ndarray) -> _Nodes:
+        return _Nodes(*(getattr(self, f)[idx] for f in _NODE_FIELDS))
+
+    @staticmethod
+    def cat(parts: list[_Nodes]) -> _Nodes:
+        return _Nodes(*(np.concatenate([getattr(p, f) for p in parts]) for f in _NODE_FIELDS))
+
+    @staticmethod
+    def empty(n: int, K: int) -> _Nodes:
+        return _Nodes(np.zeros((0, n)), np.zeros((0, n)), np.zeros((0, K), dtype=bool), np.zeros(0),
+                      np.zeros((0, n)), np.zeros(0))
+
+
+_NODE_FIELDS = ("lo", "hi", "possible", "score", "pref", "vmin")
+
+
+def _take_bounds(layers: LayerBounds, idx: np.ndarray) -> LayerBounds:
+    """The layer bounds of the boxes ``idx`` of a batched result."""
+    return LayerBounds(tuple(a[idx] for a in layers.lower), tuple(a[idx] for a in layers.upper),
+                       layers.method)
+
+
+def _instability_preference(net: Network, lo: np.ndarray, hi: np.ndarray, layers: LayerBounds) -> np.ndarray:
+    r"""How much bisecting each input dimension should tighten the ReLU relaxations of a box.
+
+    For an unstable neuron ``j`` (``l_j < 0 < u_j``) the triangle relaxation's worst gap is
+    ``−l_j u_j/(u_j − l_j)``; relative to the neuron's range this is ``γ_j = −l_j u_j/(u_j − l_j)² ∈ (0, ¼]``.
+    With ``J`` the Jacobian of ``z_j`` at the box centre, dimension ``i`` accounts for the share
+    ``|J_ji| w_i / Σ_i' |J_ji'| w_i'`` of the neuron's range, and halving ``w_i`` shrinks that share.
+    The preference is ``p_i = Σ_{j unstable} γ_j · |J_ji| w_i / Σ_i' |J_ji'| w_i'`` (a heuristic only;
+    it never affects soundness).
+    """
+    x = 0.5 * (lo + hi)
+    w = hi - lo
+    pref = np.zeros_like(lo)
+    for J, zl, zu in zip(_relu_jacobians(net, x), layers.lower[:-1], layers.upper[:-1]):
+        unstable = (zl < 0) & (zu > 0)
+        if not unstable.any():
+            continue
+        gamma = np.where(unstable, -zl * zu / np.where(unstable, (zu - zl) ** 2, 1.0), 0.0)  # (P, n_k)
+        contrib = np.abs(J) * w[:, None, :]  # (P, n_k, n)
+        share = contrib / np.maximum(contrib.sum(axis=2, keepdims=True), 1e-300)
+        pref += np.einsum("pj,pjn->pn", gamma, share)
+    return pref
+
+
 class _Search:
-    """Open nodes as arrays, the attack, and the replay of candidates."""
+    """Open nodes, bounding, the attack, and the replay of candidates."""
 
     def __init__(self, prop: Any, net: Network, spec: _Spec, config: BabConfig, deadline: float):
         self.prop, self.net, self.spec, self.cfg, self.deadline = prop, net, spec, config, deadline
         self.rng = np.random.default_rng(config.seed)
         self.root_w = np.maximum(spec.hi - spec.lo, 0.0)
-        n, K = spec.lo.size, spec.n_alts
-        self.lo = np.zeros((0, n))
-        self.hi = np.zeros((0, n))
-        self.possible = np.zeros((0, K), dtype=bool)
-        self.score = np.zeros(0)
-        self.stuck: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.open = _Nodes.empty(spec.lo.size, spec.n_alts)
+        self.stuck: list[_Nodes] = []
         self.cex: Counterexample | None = None
         self.stats: dict[str, Any] = {
-            "nodes_bounded": 0, "batches": 0, "closed": 0, "replays": 0, "failed_replays": 0,
-            "time_bounds_s": 0.0, "time_attack_s": 0.0, "time_split_s": 0.0, "max_open": 0,
+            "nodes_bounded": 0, "batches": 0, "closed": 0, "closed_by_combination": 0, "replays": 0,
+            "failed_replays": 0, "time_bounds_s": 0.0, "time_attack_s": 0.0, "max_open": 0,
         }
         self._tried: set[bytes] = set()
 
     # ---- bounds ------------------------------------------------------------------------------
-    def bound(self, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sound pruning of boxes ``(B, n)``: new possible mask and score (``+inf`` when closed)."""
+    def bound(self, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray) -> _Nodes:
+        """Bound boxes ``(B, n)``: prune alternatives soundly, score the boxes, compute split preferences."""
         t = time.perf_counter()
-        lb, _ = crown_linear(self.net, lo, hi, self.spec.C)
-        slack = self.spec.alt_slack(np.asarray(lb).reshape(lo.shape[0], -1))  # (B, K)
-        possible = possible & (slack <= 0.0)
-        possible &= self.spec.meets_region(lo, hi)[:, None]
+        spec = self.spec
+        layers = crown_bounds(self.net, lo, hi)
+        lb, _ = crown_linear(self.net, lo, hi, spec.C, bounds=layers)
+        lb = np.asarray(lb).reshape(lo.shape[0], -1)
+        slack = spec.alt_slack(lb)  # (B, K)
+        possible = possible & (slack <= 0.0) & spec.meets_region(lo, hi)[:, None]
+        if self.cfg.combine:
+            for k in np.flatnonzero(spec.sizes >= 2):
+                idx = np.flatnonzero(possible[:, k])
+                if idx.size:
+                    closed = self.combination_test(lo[idx], hi[idx], layers, idx, k, lb[idx])
+                    possible[idx[closed], k] = False
+                    self.stats["closed_by_combination"] += int(closed.sum())
         score = np.where(possible, slack, np.inf).min(axis=1)
+        pref = np.zeros_like(lo)
+        live = np.isfinite(score)
+        if live.any():
+            pref[live] = _instability_preference(self.net, lo[live], hi[live], _take_bounds(layers, live))
         self.stats["time_bounds_s"] += time.perf_counter() - t
         self.stats["nodes_bounded"] += lo.shape[0]
-        return possible, score
+        return _Nodes(lo, hi, possible, score, pref, np.full(lo.shape[0], np.inf))
+
+    def combination_test(self, lo: np.ndarray, hi: np.ndarray, layers: LayerBounds, idx: np.ndarray, k: int,
+                         lb: np.ndarray) -> np.ndarray:
+        r"""Rule out alternative ``k`` on boxes where no single row does, by a nonnegative row combination.
+
+        If every x of the box satisfied all rows ``c_r·f(x) ≤ d_r`` of alternative ``k``, then for any
+        ``λ ≥ 0``: ``(Σ λ_r c_r)·f(x) ≤ Σ λ_r d_r``.  CROWN bounds the combined row directly (its
+        relaxation is chosen for the combination, so it is at least as tight as combining the rows'
+        own linear bounds); a lower bound above ``Σ λ_r d_r`` proves the alternative impossible.
+
+        Rounding: with ``c' = fl(Σ λ_r c_r)``, ``d' = fl(Σ λ_r d_r)`` and ``m`` rows,
+        ``|c' − Σ λ_r c_r| ≤ γ_m Σ_r λ_r |c_r|`` element-wise and ``|d' − Σλ_r d_r| ≤ γ_m Σ λ_r |d_r|``, so a
+        violating x would give ``c'·f(x) ≤ d' + τ`` with
+        ``τ = γ_m (Σ_i (Σ_r λ_r |c_ri|) F_i + Σ_r λ_r |d_r|)``, ``F_i ≥ |f_i(x)|`` taken from the output
+        bounds of ``layers``.  The test is therefore ``lb(c'·f) > d' + 8 m u (…)`` (``8mu ≥ γ_m``).
+
+        The weights ``λ`` solve (approximately) the Lagrangian dual of the box LP for a surrogate of
+        the rows' CROWN linear bounds: ``g_r(x) = ∇_r·(x − x_c) + e_r`` with ``∇_r`` the gradient of
+        ``c_r·f`` at the box centre and ``e_r`` chosen so that ``min_box g_r = lb_r − d_r``.  Any
+        ``λ ≥ 0`` is sound; the surrogate only makes a good choice likely.
+        """
+        spec = self.spec
+        rows = np.arange(spec.starts[k], spec.starts[k] + spec.sizes[k])
+        Ck, dk = spec.C[rows], spec.d[rows]
+        c = 0.5 * (lo + hi)
+        _, masks = _forward(self.net, c)
+        G = _jacobian_rows(self.net, masks, Ck)  # (B, m, n)
+        r = 0.5 * (hi - lo)
+        e = lb[:, rows] - dk + np.einsum("bmn,bn->bm", np.abs(G), r)  # min_box g_r = lb_r − d_r
+        lam = _dual_weights(G, e, r)
+        Cc = lam @ Ck  # (B, n_out)
+        dc = lam @ dk
+        sub = _take_bounds(layers, idx)
+        lbc, _ = crown_linear(self.net, lo, hi, Cc[:, None, :], bounds=sub)
+        F = np.maximum(np.abs(sub.lower[-1]), np.abs(sub.upper[-1]))
+        m = rows.size
+        tau = 8.0 * m * _U * (np.einsum("bi,bi->b", lam @ np.abs(Ck), F) + lam @ np.abs(dk))
+        return np.asarray(lbc)[:, 0] > dc + tau
 
     # ---- attack ------------------------------------------------------------------------------
-    def check_points(self, x: np.ndarray) -> bool:
-        """Evaluate points; replay any float64 violation.  True when a counterexample replayed."""
+    def check_points(self, x: np.ndarray) -> tuple[bool, np.ndarray]:
+        """Evaluate points ``(P, n)``; replay float64 violations.  Returns (replayed?, point values)."""
         y = self.net.evaluate(x)
         v, _ = self.spec.value(y)
-        for i in np.flatnonzero(v <= 0.0)[:8]:
-            if self.try_candidate(x[i]):
-                return True
-        return False
+        return any(self.try_candidate(x[i]) for i in np.flatnonzero(v <= 0.0)[:8]), v
 
     def try_candidate(self, x: np.ndarray) -> bool:
+        """Project into the exact region, re-check in float64, replay on onnxruntime."""
         key = np.asarray(x, dtype=np.float64).tobytes()
         if key in self._tried:
             return False
@@ -330,145 +529,233 @@ class _Search:
         self.stats["failed_replays"] += 1
         return False
 
-    def pgd(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, steps: int) -> bool:
-        """Projected sign-gradient descent on ``v`` from points ``x`` in boxes ``[lo, hi]`` (all ``(P, n)``)."""
+    def pgd(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, steps: int,
+            eta0: float = 0.25) -> tuple[bool, np.ndarray]:
+        """Projected sign-gradient descent on ``v`` from points ``x`` in boxes ``[lo, hi]`` (all ``(P, n)``).
+
+        Returns (a counterexample replayed?, the lowest value reached from each start).
+        """
         t = time.perf_counter()
+        best = np.full(x.shape[0], np.inf)
         try:
             w = hi - lo
             for s in range(steps + 1):
                 y, masks = _forward(self.net, x)
                 v, r = self.spec.value(y)
-                if np.any(v <= 0.0):
-                    for i in np.flatnonzero(v <= 0.0)[:8]:
-                        if self.try_candidate(x[i].copy()):
-                            return True
+                best = np.minimum(best, v)
+                if any(self.try_candidate(x[i].copy()) for i in np.flatnonzero(v <= 0.0)[:8]):
+                    return True, best
                 if s == steps or time.perf_counter() > self.deadline:
-                    return False
+                    return False, best
                 g = _row_gradient(self.net, masks, self.spec.C[r])
-                eta = 0.25 * (1.0 - s / steps) + 0.02
+                eta = eta0 * (1.0 - s / steps) + 0.002
                 x = np.clip(x - eta * w * np.sign(g), lo, hi)
-            return False
+            return False, best
         finally:
             self.stats["time_attack_s"] += time.perf_counter() - t
 
     def root_attack(self) -> bool:
+        """Uniform samples of the root box, then PGD from the best of them."""
         lo, hi = self.spec.lo, self.spec.hi
-        P = max(1, self.cfg.attack_starts)
+        P = max(1, self.cfg.attack_samples)
         x = self.rng.uniform(lo, hi, size=(P, lo.size))
         x[0] = 0.5 * (lo + hi)
-        if self.check_points(x):
-            return True
-        if self.cfg.attack_steps <= 0:
+        t = time.perf_counter()
+        found, v = self.check_points(x)
+        self.stats["time_attack_s"] += time.perf_counter() - t
+        if found or self.cfg.attack_steps <= 0 or self.cfg.attack_starts <= 0:
+            return found
+        x = x[np.argsort(v)[: self.cfg.attack_starts]]
+        return self.pgd(x, np.broadcast_to(lo, x.shape), np.broadcast_to(hi, x.shape), self.cfg.attack_steps,
+                        self.cfg.attack_eta)[0]
+
+    def attack_children(self, kids: _Nodes) -> bool:
+        """Centres of all open children, then PGD in the worst few (by score and by ``vmin``).
+
+        Records the values found in ``kids.vmin``.
+        """
+        live = np.flatnonzero(np.isfinite(kids.score))
+        if not live.size:
             return False
-        return self.pgd(x, np.broadcast_to(lo, x.shape), np.broadcast_to(hi, x.shape), self.cfg.attack_steps)
+        t = time.perf_counter()
+        found, v = self.check_points(0.5 * (kids.lo[live] + kids.hi[live]))
+        kids.vmin[live] = np.minimum(kids.vmin[live], v)
+        self.stats["time_attack_s"] += time.perf_counter() - t
+        m = self.cfg.attack_boxes // 2
+        if found or m <= 0 or self.cfg.attack_box_steps <= 0:
+            return found
+        pick = np.unique(np.concatenate([live[np.argsort(kids.score[live])[:m]],
+                                         live[np.argsort(kids.vmin[live])[:m]]]))
+        lo, hi = kids.lo[pick], kids.hi[pick]
+        found, best = self.pgd(self.rng.uniform(lo, hi), lo, hi, self.cfg.attack_box_steps)
+        kids.vmin[pick] = np.minimum(kids.vmin[pick], best)
+        return found
 
     # ---- frontier ----------------------------------------------------------------------------
-    def push(self, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray, score: np.ndarray) -> None:
-        keep = np.isfinite(score)
+    def push(self, kids: _Nodes) -> None:
+        keep = np.isfinite(kids.score)
         self.stats["closed"] += int((~keep).sum())
-        if not keep.any():
-            return
-        lo, hi, possible, score = lo[keep], hi[keep], possible[keep], score[keep]
-        splittable = ((hi - lo) > self.cfg.min_width).any(axis=1)
+        kids = kids.take(np.flatnonzero(keep))
+        splittable = ((kids.hi - kids.lo) > self.cfg.min_width).any(axis=1)
         if not splittable.all():
-            st = ~splittable
-            self.stuck.append((lo[st], hi[st], possible[st], score[st]))
-            lo, hi, possible, score = lo[splittable], hi[splittable], possible[splittable], score[splittable]
-        self.lo = np.concatenate([self.lo, lo])
-        self.hi = np.concatenate([self.hi, hi])
-        self.possible = np.concatenate([self.possible, possible])
-        self.score = np.concatenate([self.score, score])
+            self.stuck.append(kids.take(np.flatnonzero(~splittable)))
+            kids = kids.take(np.flatnonzero(splittable))
+        self.open = _Nodes.cat([self.open, kids])
         self.stats["max_open"] = max(self.stats["max_open"], self.n_open)
 
     @property
     def n_open(self) -> int:
-        return int(self.score.size) + sum(s[0].shape[0] for s in self.stuck)
+        return len(self.open) + sum(len(s) for s in self.stuck)
 
-    def pop(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        N = self.score.size
+    def pop(self, m: int) -> _Nodes:
+        """Up to ``m`` open nodes: half with the lowest score, half with the lowest ``vmin``."""
+        N = len(self.open)
         if m >= N:
             idx = np.arange(N)
         else:
-            idx = np.argpartition(self.score, m)[:m]
-        out = self.lo[idx], self.hi[idx], self.possible[idx], self.score[idx]
+            half = m // 2
+            by_score = np.argpartition(self.open.score, half)[:half]
+            rest = np.ones(N, dtype=bool)
+            rest[by_score] = False
+            cand = np.flatnonzero(rest)
+            k = m - half
+            by_v = cand[np.argpartition(self.open.vmin[cand], k)[:k]] if k < cand.size else cand
+            idx = np.concatenate([by_score, by_v])
         keep = np.ones(N, dtype=bool)
         keep[idx] = False
-        self.lo, self.hi, self.possible, self.score = self.lo[keep], self.hi[keep], self.possible[keep], self.score[keep]
+        out = self.open.take(idx)
+        self.open = self.open.take(np.flatnonzero(keep))
         return out
 
     def leaves(self) -> BabLeaves:
-        parts = [(self.lo, self.hi, self.possible, self.score), *self.stuck]
-        return BabLeaves(*(np.concatenate([p[i] for p in parts]) for i in range(4)))
+        allp = _Nodes.cat([self.open, *self.stuck])
+        return BabLeaves(allp.lo, allp.hi, allp.possible, allp.score)
 
-    # ---- branching ---------------------------------------------------------------------------
-    def split(self, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Bisect every box along the dimension the split rule picks; children stacked ``[left; right]``."""
-        t = time.perf_counter()
-        dims = SPLIT_RULES[self.cfg.split](self, lo, hi, possible)
-        B = lo.shape[0]
-        rows = np.arange(B)
-        mid = 0.5 * (lo[rows, dims] + hi[rows, dims])
-        lhi = hi.copy()
-        lhi[rows, dims] = mid
-        rlo = lo.copy()
-        rlo[rows, dims] = mid
-        self.stats["time_split_s"] += time.perf_counter() - t
-        return np.concatenate([lo, rlo]), np.concatenate([lhi, hi]), np.concatenate([possible, possible])
+    def splittable(self, nodes: _Nodes, s: np.ndarray) -> np.ndarray:
+        """Split scores with unsplittable (too narrow) dimensions masked out."""
+        return np.where((nodes.hi - nodes.lo) > self.cfg.min_width, s, -np.inf)
 
-    def splittable_scores(self, lo: np.ndarray, hi: np.ndarray, s: np.ndarray) -> np.ndarray:
-        return np.where((hi - lo) > self.cfg.min_width, s, -np.inf)
+    def split(self, nodes: _Nodes) -> _Nodes:
+        """Bisect every node along the dimension the split rule picks; bounded children ``[left; right]``."""
+        dims, kids = SPLIT_RULES[self.cfg.split](self, nodes)
+        if kids is None:
+            kids = self.bound(*_children(nodes.lo, nodes.hi, dims), np.tile(nodes.possible, (2, 1)))
+        return kids
 
 
 # --------------------------------------------------------------------------------------------------
 # split rules
 # --------------------------------------------------------------------------------------------------
-def _split_widest(search: _Search, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray) -> np.ndarray:
-    w = hi - lo
-    rel = w / np.where(search.root_w > 0, search.root_w, 1.0)
-    return np.argmax(search.splittable_scores(lo, hi, rel), axis=1)
+def _children(lo: np.ndarray, hi: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bisect box ``b`` at the midpoint of dimension ``dims[b]``; children stacked ``[left; right]``."""
+    rows = np.arange(lo.shape[0])
+    mid = 0.5 * (lo[rows, dims] + hi[rows, dims])
+    lhi = hi.copy()
+    lhi[rows, dims] = mid
+    rlo = lo.copy()
+    rlo[rows, dims] = mid
+    return np.concatenate([lo, rlo]), np.concatenate([lhi, hi])
 
 
-def _split_smear(search: _Search, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray) -> np.ndarray:
+def _dims_widest(search: _Search, nodes: _Nodes) -> np.ndarray:
+    rel = (nodes.hi - nodes.lo) / np.where(search.root_w > 0, search.root_w, 1.0)
+    return np.argmax(search.splittable(nodes, rel), axis=1)
+
+
+def _dims_relu(search: _Search, nodes: _Nodes) -> np.ndarray:
+    rel = (nodes.hi - nodes.lo) / np.where(search.root_w > 0, search.root_w, 1.0)
+    p = np.where(nodes.pref.max(axis=1, keepdims=True) > 0, nodes.pref, rel)
+    return np.argmax(search.splittable(nodes, p), axis=1)
+
+
+def _dims_smear(search: _Search, nodes: _Nodes) -> np.ndarray:
     spec = search.spec
-    x = 0.5 * (lo + hi)
+    x = 0.5 * (nodes.lo + nodes.hi)
     y, masks = _forward(search.net, x)
     s = y @ spec.C.T - spec.d
-    alt = np.maximum.reduceat(s, spec.starts, axis=1)
-    alt = np.where(possible, alt, np.inf)
+    alt = np.where(nodes.possible, np.maximum.reduceat(s, spec.starts, axis=1), np.inf)
     k = np.argmin(alt, axis=1)
     ends = np.append(spec.starts[1:], s.shape[1])
     cols = np.arange(s.shape[1])[None, :]
     inside = (cols >= spec.starts[k][:, None]) & (cols < ends[k][:, None])
     r = np.argmax(np.where(inside, s, -np.inf), axis=1)
     g = _row_gradient(search.net, masks, spec.C[r])
-    w = hi - lo
+    w = nodes.hi - nodes.lo
     sm = np.abs(g) * w
-    # a zero gradient (dead region) carries no information: fall back to the relative width
     rel = w / np.where(search.root_w > 0, search.root_w, 1.0)
-    sm = np.where(sm.max(axis=1, keepdims=True) > 0, sm, rel)
-    return np.argmax(search.splittable_scores(lo, hi, sm), axis=1)
+    sm = np.where(sm.max(axis=1, keepdims=True) > 0, sm, rel)  # zero gradient: no information
+    return np.argmax(search.splittable(nodes, sm), axis=1)
 
 
-def _split_bestof(search: _Search, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray) -> np.ndarray:
-    B, n = lo.shape
-    cand_lo, cand_hi, cand_p = [], [], []
-    for i in range(n):
-        mid = 0.5 * (lo[:, i] + hi[:, i])
-        lh, rl = hi.copy(), lo.copy()
-        lh[:, i], rl[:, i] = mid, mid
-        cand_lo += [lo, rl]
-        cand_hi += [lh, hi]
-        cand_p += [possible, possible]
-    _, score = search.bound(np.concatenate(cand_lo), np.concatenate(cand_hi), np.concatenate(cand_p))
-    score = np.minimum(score, 1e300).reshape(n, 2, B).min(axis=1).T  # worse child per dim, (B, n)
-    return np.argmax(search.splittable_scores(lo, hi, score), axis=1)
+def _pick_best(search: _Search, nodes: _Nodes, candidates: list[np.ndarray]) -> tuple[np.ndarray, _Nodes]:
+    """Bound the children of every candidate dimension (skipping repeats and settled nodes); keep the best.
+
+    A bisection is judged by its worse child's score (``+inf`` when both children are closed).
+    """
+    B = len(nodes)
+    pp = np.concatenate([nodes.possible, nodes.possible])
+    dims = candidates[0].copy()
+    kids = search.bound(*_children(nodes.lo, nodes.hi, dims), pp)
+    best = np.minimum(kids.score[:B], kids.score[B:])
+    for cand in candidates[1:]:
+        todo = np.flatnonzero((cand != dims) & np.isfinite(best))
+        if not todo.size:
+            continue
+        sub = nodes.take(todo)
+        trial = search.bound(*_children(sub.lo, sub.hi, cand[todo]), np.tile(sub.possible, (2, 1)))
+        nt = todo.size
+        val = np.minimum(trial.score[:nt], trial.score[nt:])
+        win = np.flatnonzero(val > best[todo])
+        if not win.size:
+            continue
+        w = todo[win]
+        dims[w] = cand[w]
+        best[w] = val[win]
+        pos = np.concatenate([w, B + w])
+        src = np.concatenate([win, nt + win])
+        for f in _NODE_FIELDS:
+            getattr(kids, f)[pos] = getattr(trial, f)[src]
+    return dims, kids
 
 
-#: Split rules: ``rule(search, lo, hi, possible) -> dims (B,)``.
-SPLIT_RULES: dict[str, Callable[[_Search, np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+def _split_widest(search: _Search, nodes: _Nodes) -> tuple[np.ndarray, None]:
+    return _dims_widest(search, nodes), None
+
+
+def _split_smear(search: _Search, nodes: _Nodes) -> tuple[np.ndarray, None]:
+    return _dims_smear(search, nodes), None
+
+
+def _split_relu(search: _Search, nodes: _Nodes) -> tuple[np.ndarray, None]:
+    return _dims_relu(search, nodes), None
+
+
+def _split_hybrid(search: _Search, nodes: _Nodes) -> tuple[np.ndarray, _Nodes]:
+    return _pick_best(search, nodes, [_dims_relu(search, nodes), _dims_smear(search, nodes)])
+
+
+def _split_relu2(search: _Search, nodes: _Nodes) -> tuple[np.ndarray, _Nodes]:
+    rel = (nodes.hi - nodes.lo) / np.where(search.root_w > 0, search.root_w, 1.0)
+    p = search.splittable(nodes, np.where(nodes.pref.max(axis=1, keepdims=True) > 0, nodes.pref, rel))
+    order = np.argsort(-p, axis=1)
+    first, second = order[:, 0], order[:, min(1, p.shape[1] - 1)]
+    second = np.where(np.isfinite(np.take_along_axis(p, second[:, None], 1)[:, 0]), second, first)
+    return _pick_best(search, nodes, [first, second])
+
+
+def _split_hybrid3(search: _Search, nodes: _Nodes) -> tuple[np.ndarray, _Nodes]:
+    return _pick_best(search, nodes, [_dims_relu(search, nodes), _dims_smear(search, nodes),
+                                      _dims_widest(search, nodes)])
+
+
+#: Split rules: ``rule(search, nodes) -> (dims (B,), bounded children or None)``.
+SPLIT_RULES: dict[str, Callable[[_Search, _Nodes], tuple[np.ndarray, _Nodes | None]]] = {
     "widest": _split_widest,
     "smear": _split_smear,
-    "bestof": _split_bestof,
+    "relu": _split_relu,
+    "hybrid": _split_hybrid,
+    "relu2": _split_relu2,
+    "hybrid3": _split_hybrid3,
 }
 
 
@@ -488,6 +775,8 @@ def bab_verify(prop: Any, net: Network, budget_s: float, config: BabConfig = Bab
         The network (its ONNX file is needed to replay a counterexample).
     budget_s
         Wall-clock budget; on expiry the open nodes are returned as leaves (UNDECIDED).
+    config
+        Search settings.
 
     Returns
     -------
@@ -501,7 +790,8 @@ def bab_verify(prop: Any, net: Network, budget_s: float, config: BabConfig = Bab
         raise UnsupportedQueryError(f"branch and bound does not take {type(prop).__name__} queries")
     spec = builder(prop, net)
     if spec.lo.size != net.n_inputs:
-        raise UnsupportedQueryError(f"the query has {spec.lo.size} inputs but the network takes {net.n_inputs}")
+        raise UnsupportedQueryError(
+            f"the query has {spec.lo.size} inputs but the network takes {net.n_inputs}")
     search = _Search(prop, net, spec, config, t0 + max(0.0, budget_s))
 
     def out(status: BabStatus) -> BabOutcome:
@@ -510,38 +800,103 @@ def bab_verify(prop: Any, net: Network, budget_s: float, config: BabConfig = Bab
         leaves = search.leaves() if status is BabStatus.UNDECIDED else None
         return BabOutcome(status, time.perf_counter() - t0, search.cex, leaves, dict(search.stats))
 
-    K = spec.n_alts
-    if K == 0:
+    if spec.n_alts == 0:
         return out(BabStatus.VERIFIED)
-    lo0, hi0 = spec.lo[None, :], spec.hi[None, :]
-    possible, score = search.bound(lo0, hi0, np.ones((1, K), dtype=bool))
-    if not np.isfinite(score[0]):
+    root = search.bound(spec.lo[None, :], spec.hi[None, :], np.ones((1, spec.n_alts), dtype=bool))
+    if not np.isfinite(root.score[0]):
         return out(BabStatus.VERIFIED)
     if search.root_attack():
         return out(BabStatus.FALSIFIED)
-    search.push(lo0, hi0, possible, score)
-    while search.score.size:
+    search.push(root)
+    while len(search.open):
         if time.perf_counter() >= search.deadline or search.n_open >= config.max_open:
             return out(BabStatus.UNDECIDED)
-        lo, hi, poss, _ = search.pop(config.batch_size)
-        clo, chi, cposs = search.split(lo, hi, poss)
-        cposs, cscore = search.bound(clo, chi, cposs)
+        kids = search.split(search.pop(config.batch_size))
         search.stats["batches"] += 1
-        # attack: centres of all open children, PGD on the worst few
-        t = time.perf_counter()
-        open_ = np.isfinite(cscore)
-        found = False
-        if open_.any():
-            found = search.check_points(0.5 * (clo[open_] + chi[open_]))
-        search.stats["time_attack_s"] += time.perf_counter() - t
-        if not found and config.attack_boxes > 0 and config.attack_box_steps > 0 and open_.any():
-            idx = np.flatnonzero(open_)
-            worst = idx[np.argsort(cscore[idx])[: config.attack_boxes]]
-            start = search.rng.uniform(clo[worst], chi[worst])
-            found = search.pgd(start, clo[worst], chi[worst], config.attack_box_steps)
-        if found:
+        if search.attack_children(kids):
             return out(BabStatus.FALSIFIED)
-        search.push(clo, chi, cposs, cscore)
-    if search.stuck:
-        return out(BabStatus.UNDECIDED)
-    return out(BabStatus.VERIFIED)
+        search.push(kids)
+    return out(BabStatus.UNDECIDED if search.stuck else BabStatus.VERIFIED)
+
+
+# --------------------------------------------------------------------------------------------------
+# the dispatcher's stage
+# --------------------------------------------------------------------------------------------------
+def _leaf_property(prop: Any, spec: _Spec, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray) -> Any:
+    """The query restricted to one leaf box and its still-possible alternatives, or ``None`` if the
+    restriction cannot be stated exactly as a box query (an L2 ball is not a box)."""
+    if spec.ball is not None:
+        return None
+    ends = np.append(spec.starts[1:], spec.d.size)
+    alts = tuple((spec.C[spec.starts[k]:ends[k]].copy(), spec.d[spec.starts[k]:ends[k]].copy())
+                 for k in np.flatnonzero(possible))
+    source = getattr(prop, "source", "") + " [bab leaf]"
+    return OutputDNFProperty(lo.copy(), hi.copy(), alts, ns=spec.ns, source=source)
+
+
+def bab_stage(prop: Any, nets: Mapping[str, Network], config: Any, t0: float,
+              solve: Callable[[Any, Mapping[str, Network], Any], Any]) -> Any:
+    """Branch and bound as a stage of :func:`verifier.dispatch.verify`.
+
+    Applies when ``config.bab`` is set, the property type is supported and the network has at most
+    ``config.bab_max_inputs`` inputs; runs :func:`bab_verify` with ``config.bab_fraction`` of the time
+    left.  VERIFIED / FALSIFIED become the query's :class:`~verifier.results.Result`.  UNDECIDED with at
+    most ``config.bab_max_leaves`` leaves: each leaf (worst score first) is solved exactly by ``solve``
+    (the dispatcher's own :func:`verify`, with BaB off) on the leaf box and its possible alternatives;
+    a leaf counterexample is replayed once more against the *original* property; all leaves
+    infeasible ⇒ VERIFIED; the first undecided leaf ends the query undecided.  Returns ``None``
+    (the caller goes on with the whole box) when BaB does not apply or left too many leaves.
+    """
+    from dataclasses import replace as dc_replace
+
+    from .results import Result, Verdict
+
+    ns = getattr(prop, "ns", "net")
+    net = nets.get(ns)
+    if not config.bab or net is None or not bab_supported(prop) or net.n_inputs > config.bab_max_inputs:
+        return None
+    left = config.timeout - (time.perf_counter() - t0)
+    if left <= 0:
+        return None
+    outcome = bab_verify(prop, net, config.bab_fraction * left, BabConfig(seed=config.seed))
+    stats = {f"bab_{k}": v for k, v in outcome.stats.items()}
+
+    def result(verdict: Verdict, backend: str, msg: str, **kw: Any) -> Result:
+        return Result(verdict, backend, time.perf_counter() - t0, message=msg, stats=stats, **kw)
+
+    if outcome.status is BabStatus.VERIFIED:
+        n = outcome.stats.get("nodes_bounded", 0)
+        return result(Verdict.VERIFIED, "bab", f"branch and bound: {n} input boxes bounded, all closed")
+    if outcome.status is BabStatus.FALSIFIED:
+        return result(Verdict.FALSIFIED, "bab", "counterexample found by branch and bound; replayed on "
+                      "onnxruntime", counterexample=outcome.counterexample)
+    leaves = outcome.leaves
+    spec = _SPEC_BUILDERS[type(prop)](prop, net)
+    if leaves is None or len(leaves) > config.bab_max_leaves:
+        return None
+    sub_props = [_leaf_property(prop, spec, leaves.lo[i], leaves.hi[i], leaves.possible[i])
+                 for i in np.argsort(leaves.score)]
+    if any(p is None for p in sub_props):
+        return None
+    stats["bab_leaves_to_solver"] = len(sub_props)
+    last = None
+    for sub in sub_props:
+        remaining = config.timeout - (time.perf_counter() - t0)
+        if remaining <= 0:
+            return result(Verdict.TIMEOUT, config.backend, "time limit reached while solving the BaB leaves")
+        res = solve(sub, nets, dc_replace(config, bab=False, quick_check=False, samples=0, timeout=remaining))
+        last = res
+        if res.verdict is Verdict.FALSIFIED and res.counterexample is not None:
+            rep = replay(prop, nets, {ns: res.counterexample.x})
+            if rep.ok:
+                return result(Verdict.FALSIFIED, res.backend, "counterexample in a BaB leaf; replayed",
+                              counterexample=rep.counterexample, solver_version=res.solver_version)
+            return result(Verdict.UNKNOWN, res.backend, f"leaf counterexample rejected: {rep.reason}")
+        if res.verdict is not Verdict.VERIFIED:
+            return Result(res.verdict, res.backend, time.perf_counter() - t0,
+                          message=f"branch-and-bound leaf undecided: {res.message}",
+                          solver_version=res.solver_version, stats={**stats, **res.stats})
+    backend = last.backend if last is not None else "bab"
+    return result(Verdict.VERIFIED, f"bab+{backend}",
+                  f"branch and bound left {len(sub_props)} boxes; the solver proved each infeasible",
+                  solver_version=last.solver_version if last is not None else "")

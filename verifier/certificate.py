@@ -65,8 +65,18 @@ _RHO_RTOL = 1e-6
 def software_versions() -> dict[str, str]:
     """Versions of Python and of the packages a certificate depends on."""
     out = {"python": platform.python_version()}
-    for pkg in ("distillcert", "numpy", "torch", "onnx", "onnxruntime", "scipy", "highspy", "gurobipy",
-                "maraboupy", "z3-solver"):
+    for pkg in (
+        "distillcert",
+        "numpy",
+        "torch",
+        "onnx",
+        "onnxruntime",
+        "scipy",
+        "highspy",
+        "gurobipy",
+        "maraboupy",
+        "z3-solver",
+    ):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -74,8 +84,12 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def write_certificate(cert: dict[str, Any], out_dir: str | Path, arrays: dict[str, np.ndarray] | None = None,
-                      report: bool = True) -> Path:
+def write_certificate(
+    cert: dict[str, Any],
+    out_dir: str | Path,
+    arrays: dict[str, np.ndarray] | None = None,
+    report: bool = True,
+) -> Path:
     """Write ``samples.npz`` (if ``arrays``), then ``certificate.json`` atomically, then the report.
 
     The SHA-256 of ``samples.npz`` goes into ``cert["artifacts"]`` before the certificate is written.
@@ -134,8 +148,13 @@ def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def check_certificate(path: str | Path, recheck: int = 20, seed: int = 0, timeout: float | None = None,
-                      backend: str | None = None) -> dict[str, Any]:
+def check_certificate(
+    path: str | Path,
+    recheck: int = 20,
+    seed: int = 0,
+    timeout: float | None = None,
+    backend: str | None = None,
+) -> dict[str, Any]:
     """Re-check a certificate (module docstring).  Returns ``{"ok", "checks", "failures", "warnings",
     "text"}``; never raises on a mismatch (the CLI handler turns ``ok = False`` into exit status 1).
 
@@ -150,8 +169,8 @@ def check_certificate(path: str | Path, recheck: int = 20, seed: int = 0, timeou
     from distill.export import load_model
 
     from .certify import (
-        CertifyConfig,
         RADIUS_FACTOR,
+        CertifyConfig,
         choose_kind,
         crown_local,
         decide,
@@ -181,9 +200,14 @@ def check_certificate(path: str | Path, recheck: int = 20, seed: int = 0, timeou
             ck.add(f"{role} model", False, f"{f} is missing")
             continue
         got = file_sha256(f)
-        if ck.add(f"{role} sha256", got == rec["sha256"],
-                  "matches" if got == rec["sha256"] else f"{rec['file']} has sha256 {got[:16]}…, certificate "
-                  f"records {rec['sha256'][:16]}… (model changed)"):
+        if ck.add(
+            f"{role} sha256",
+            got == rec["sha256"],
+            "matches"
+            if got == rec["sha256"]
+            else f"{rec['file']} has sha256 {got[:16]}…, certificate "
+            f"records {rec['sha256'][:16]}… (model changed)",
+        ):
             nets[role] = load_onnx(f)
     art = (cert.get("artifacts") or {}).get("samples")
     if art:
@@ -199,15 +223,36 @@ def check_certificate(path: str | Path, recheck: int = 20, seed: int = 0, timeou
         return _finish(cpath, ck)
     p = cert["parameters"]
     choice = choose_kind(config, int(p["m"]))
-    ok_s = (choice["kind"] == p["guarantee_kind"] and choice["s_required"] == p["s_required"]
-            and choice["s"] == cert["data"]["sample_size"] and choice["d"] == p["d"])
-    ck.add("sample size", ok_s, f"{choice['kind']}: s = {choice['s']} (minimum {choice['s_required']}, d = "
-           f"{choice['d']})" + ("" if ok_s else f"; certificate records {p['guarantee_kind']}: s = "
-                                f"{cert['data']['sample_size']} (minimum {p['s_required']}, d = {p['d']})"))
-    kind_ok = all(_same(p[k], getattr(config, k)) for k in ("delta", "kappa", "epsilon", "eta", "tv_shift", "lift"))
-    ck.add("parameters", kind_ok and p["norm"] == config.norm and
-           p["base_radius"] == RADIUS_FACTOR[p["guarantee_kind"]] * config.delta,
-           "parameters agree with the recorded config" if kind_ok else "parameters differ from the recorded config")
+    ok_s = (
+        choice["kind"] == p["guarantee_kind"]
+        and choice["s_required"] == p["s_required"]
+        and choice["s"] == cert["data"]["sample_size"]
+        and choice["d"] == p["d"]
+    )
+    ck.add(
+        "sample size",
+        ok_s,
+        f"{choice['kind']}: s = {choice['s']} (minimum {choice['s_required']}, d = "
+        f"{choice['d']})"
+        + (
+            ""
+            if ok_s
+            else f"; certificate records {p['guarantee_kind']}: s = "
+            f"{cert['data']['sample_size']} (minimum {p['s_required']}, d = {p['d']})"
+        ),
+    )
+    kind_ok = all(
+        _same(p[k], getattr(config, k)) for k in ("delta", "kappa", "epsilon", "eta", "tv_shift", "lift")
+    )
+    ck.add(
+        "parameters",
+        kind_ok
+        and p["norm"] == config.norm
+        and p["base_radius"] == RADIUS_FACTOR[p["guarantee_kind"]] * config.delta,
+        "parameters agree with the recorded config"
+        if kind_ok
+        else "parameters differ from the recorded config",
+    )
 
     # ---------------------------------------------------------------- sample
     data = load_dataset(config.data, config.data_seed)
@@ -216,8 +261,13 @@ def check_certificate(path: str | Path, recheck: int = 20, seed: int = 0, timeou
     X = pool[idx]
     ok_idx = idx.tolist() == cert["data"]["indices"]
     ok_hash = sample_hash(X, idx) == cert["data"]["sample_sha256"]
-    ck.add("sample", ok_idx and ok_hash, "indices and hash reproduced from the data set and seed" if ok_idx and
-           ok_hash else ("indices differ" if not ok_idx else "sample hash differs"))
+    ck.add(
+        "sample",
+        ok_idx and ok_hash,
+        "indices and hash reproduced from the data set and seed"
+        if ok_idx and ok_hash
+        else ("indices differ" if not ok_idx else "sample hash differs"),
+    )
     domain = (np.asarray(data.domain_lo, np.float64), np.asarray(data.domain_hi, np.float64))
     norm = config.norm
 
@@ -228,9 +278,14 @@ def check_certificate(path: str | Path, recheck: int = 20, seed: int = 0, timeou
         ct = np.argmax(zt, axis=1)
         conf = softmax(zt)[np.arange(len(X)), ct]
         K = set(np.flatnonzero(conf >= config.kappa).tolist())
-        ok_k = K == set(by_i) and all(int(q["label"]) == int(ct[q["i"]]) for q in queries)
-        ck.add("confident set", ok_k, f"{len(K)} teacher-confident samples with the recorded labels" if ok_k else
-               f"recomputed {len(K)} confident samples / labels differ from the {len(by_i)} recorded")
+        ok_k = set(by_i) == K and all(int(q["label"]) == int(ct[q["i"]]) for q in queries)
+        ck.add(
+            "confident set",
+            ok_k,
+            f"{len(K)} teacher-confident samples with the recorded labels"
+            if ok_k
+            else f"recomputed {len(K)} confident samples / labels differ from the {len(by_i)} recorded",
+        )
     else:
         ct = None
 
@@ -241,40 +296,64 @@ def check_certificate(path: str | Path, recheck: int = 20, seed: int = 0, timeou
         if why:
             n_bad += 1
             ck.add(f"counterexample #{n} ({ce.get('kind')})", False, why)
-    ck.add("counterexamples replay", n_bad == 0,
-           f"all {len(cert['counterexamples'])} replayed on onnxruntime" if n_bad == 0 else
-           f"{n_bad} of {len(cert['counterexamples'])} do not replay")
-    falsified_wo = [q["i"] for q in queries if q["verdict"] == "falsified" and not any(
-        c["kind"] == "student_local" and c.get("i") == q["i"] for c in cert["counterexamples"])]
-    ck.add("falsified queries have counterexamples", not falsified_wo,
-           "yes" if not falsified_wo else f"samples {falsified_wo[:5]} are recorded falsified without one")
+    ck.add(
+        "counterexamples replay",
+        n_bad == 0,
+        f"all {len(cert['counterexamples'])} replayed on onnxruntime"
+        if n_bad == 0
+        else f"{n_bad} of {len(cert['counterexamples'])} do not replay",
+    )
+    falsified_wo = [
+        q["i"]
+        for q in queries
+        if q["verdict"] == "falsified"
+        and not any(c["kind"] == "student_local" and c.get("i") == q["i"] for c in cert["counterexamples"])
+    ]
+    ck.add(
+        "falsified queries have counterexamples",
+        not falsified_wo,
+        "yes" if not falsified_wo else f"samples {falsified_wo[:5]} are recorded falsified without one",
+    )
 
     # ---------------------------------------------------------------- re-run local queries
     if recheck > 0 and "student" in nets and "teacher" in nets and queries:
         rng = np.random.default_rng(int(seed))
-        pick = [queries[k] for k in sorted(rng.choice(len(queries), size=min(recheck, len(queries)),
-                                                          replace=False).tolist())]
-        tmodel, smodel = load_model(base / cert["models"]["teacher"]["file"]), load_model(
-            base / cert["models"]["student"]["file"])
+        pick = [
+            queries[k]
+            for k in sorted(rng.choice(len(queries), size=min(recheck, len(queries)), replace=False).tolist())
+        ]
+        tmodel, smodel = (
+            load_model(base / cert["models"]["teacher"]["file"]),
+            load_model(base / cert["models"]["student"]["file"]),
+        )
         ii = np.array([q["i"] for q in pick])
         rho = margin_gradient_ratio(tmodel, smodel, X[ii], np.array([q["label"] for q in pick]), norm)
         bad_rho = []
         for q, r in zip(pick, rho):
             rec = q["rho"]
             same = (rec is None and not np.isfinite(r)) or (
-                rec is not None and np.isfinite(r) and abs(r - rec) <= _RHO_RTOL * max(1.0, abs(rec)))
+                rec is not None and np.isfinite(r) and abs(r - rec) <= _RHO_RTOL * max(1.0, abs(rec))
+            )
             if not same:
                 bad_rho.append(f"sample {q['i']}: rho {r:.6g} vs recorded {rec}")
-        ck.add("rho recomputed", not bad_rho, f"{len(pick)} samples agree" if not bad_rho else "; ".join(bad_rho[:3]))
-        cfg = DispatchConfig(backend=backend or config.backend, timeout=float(timeout or config.local_timeout),
-                             seed=config.seed)
+        ck.add(
+            "rho recomputed",
+            not bad_rho,
+            f"{len(pick)} samples agree" if not bad_rho else "; ".join(bad_rho[:3]),
+        )
+        cfg = DispatchConfig(
+            backend=backend or config.backend,
+            timeout=float(timeout or config.local_timeout),
+            seed=config.seed,
+        )
         contradictions, unconfirmed, confirmed = [], 0, 0
         for q in pick:
             if q["verdict"] != "verified" or q["radius"] is None:
                 continue
             x0 = X[q["i"]]
-            if crown_local(nets["student"], x0[None, :], np.array([q["label"]]), np.array([q["radius"]]), norm,
-                           domain)[0]:
+            if crown_local(
+                nets["student"], x0[None, :], np.array([q["label"]]), np.array([q["radius"]]), norm, domain
+            )[0]:
                 confirmed += 1
                 continue
             prop = LocalRobustness(x0, float(q["radius"]), int(q["label"]), norm, domain[0], domain[1])
@@ -282,13 +361,20 @@ def check_certificate(path: str | Path, recheck: int = 20, seed: int = 0, timeou
             if res.verdict is Verdict.VERIFIED:
                 confirmed += 1
             elif res.verdict is Verdict.FALSIFIED:
-                contradictions.append(f"sample {q['i']} recorded verified ({q['by']}) but falsified on re-run")
+                contradictions.append(
+                    f"sample {q['i']} recorded verified ({q['by']}) but falsified on re-run"
+                )
             else:
                 unconfirmed += 1
         if unconfirmed:
             ck.warnings.append(f"{unconfirmed} re-run local queries were undecided within the time limit")
-        ck.add("local queries re-run", not contradictions,
-               f"{confirmed} of {len(pick)} re-run and confirmed" if not contradictions else "; ".join(contradictions[:3]))
+        ck.add(
+            "local queries re-run",
+            not contradictions,
+            f"{confirmed} of {len(pick)} re-run and confirmed"
+            if not contradictions
+            else "; ".join(contradictions[:3]),
+        )
 
     # ---------------------------------------------------------------- verdict follows from the records
     try:
@@ -297,21 +383,38 @@ def check_certificate(path: str | Path, recheck: int = 20, seed: int = 0, timeou
         for q in queries:
             counts[q["verdict"]] = counts.get(q["verdict"], 0) + 1
         n_adv = sum(1 for c in cert["counterexamples"] if c["kind"] == "teacher_pgd")
-        ok_v = (dec["verdict"] == cert["verdict"] and _same(dec["reasons"], cert["reasons"])
-                and _same(dec["teacher_radius"], cert["guarantee"]["teacher_radius"])
-                and _same(counts, cert["steps"]["local"]["counts"])
-                and n_adv == cert["steps"]["crosscheck"]["adversarial"])
-        ck.add("verdict", ok_v, f"{cert['verdict']} follows from the records" if ok_v else
-               f"records imply {dec['verdict']} (teacher radius {dec['teacher_radius']:.4g}) but the certificate "
-               f"says {cert['verdict']} (teacher radius {cert['guarantee']['teacher_radius']})")
+        ok_v = (
+            dec["verdict"] == cert["verdict"]
+            and _same(dec["reasons"], cert["reasons"])
+            and _same(dec["teacher_radius"], cert["guarantee"]["teacher_radius"])
+            and _same(counts, cert["steps"]["local"]["counts"])
+            and n_adv == cert["steps"]["crosscheck"]["adversarial"]
+        )
+        ck.add(
+            "verdict",
+            ok_v,
+            f"{cert['verdict']} follows from the records"
+            if ok_v
+            else f"records imply {dec['verdict']} (teacher radius {dec['teacher_radius']:.4g}) but the "
+                 f"certificate "
+            f"says {cert['verdict']} (teacher radius {cert['guarantee']['teacher_radius']})",
+        )
     except (KeyError, TypeError, ValueError) as exc:
         ck.add("verdict", False, f"records incomplete: {exc}")
     return _finish(cpath, ck)
 
 
-def _replay_counterexample(ce: dict[str, Any], nets: dict[str, Any], base: Path, cert: dict[str, Any],
-                           X: np.ndarray, ct: np.ndarray | None, by_i: dict[int, dict[str, Any]],
-                           domain: tuple[np.ndarray, np.ndarray], norm: str) -> str:
+def _replay_counterexample(
+    ce: dict[str, Any],
+    nets: dict[str, Any],
+    base: Path,
+    cert: dict[str, Any],
+    X: np.ndarray,
+    ct: np.ndarray | None,
+    by_i: dict[int, dict[str, Any]],
+    domain: tuple[np.ndarray, np.ndarray],
+    norm: str,
+) -> str:
     """Empty string when the counterexample replays, else why not."""
     role = ce.get("network")
     if role not in nets:
@@ -343,8 +446,9 @@ def _replay_counterexample(ce: dict[str, Any], nets: dict[str, Any], base: Path,
             return ""
         if kind == "student_global":
             x2 = np.asarray(ce["x2"], dtype=np.float64)
-            prop = GlobalRobustness(float(ce["radius"]), float(ce["kappa"]), domain[0], domain[1], norm,
-                                    int(ce["label"]))
+            prop = GlobalRobustness(
+                float(ce["radius"]), float(ce["kappa"]), domain[0], domain[1], norm, int(ce["label"])
+            )
             ya = np.asarray(ort_evaluate(path, x), dtype=np.float64).reshape(-1)
             yb = np.asarray(ort_evaluate(path, x2), dtype=np.float64).reshape(-1)
             if not prop.violated({"a": x, "b": x2}, {"a": ya, "b": yb}):
@@ -362,6 +466,11 @@ def _finish(cpath: Path, ck: _Checks) -> dict[str, Any]:
         lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}")
     for w in ck.warnings:
         lines.append(f"  [warn] {w}")
-    return {"ok": not fails, "certificate": str(cpath), "checks": ck.items,
-            "failures": [f"{c['check']}: {c['detail']}" for c in fails], "warnings": ck.warnings,
-            "text": "\n".join(lines)}
+    return {
+        "ok": not fails,
+        "certificate": str(cpath),
+        "checks": ck.items,
+        "failures": [f"{c['check']}: {c['detail']}" for c in fails],
+        "warnings": ck.warnings,
+        "text": "\n".join(lines),
+    }

@@ -131,7 +131,16 @@ LIFTS = ("prop43", "prop43m", "prop42")
 RADIUS_RULES = ("auto", "min", "fixed")
 SAMPLINGS = ("empirical", "heldout")
 DISTILL_ON = ("samples", "pool")
-EQ13_SCOPES = ("confident", "all")
+EQ13_SCOPES = ("confident", "all", "kappa")
+#: Eq. 13 variants: the samples checked and the confidence the student must reach there (``p_T`` = the
+#: teacher's probability of its own class, ``p_S`` the student's probability of that class).
+_EQ13_DEFS = {
+    "confident": "p_S(x)[c_T(x)] >= p_T(x)[c_T(x)] at every teacher-confident sample, and argmax f_S = c_T "
+    "there",
+    "all": "p_S(x)[c_T(x)] >= p_T(x)[c_T(x)] at every sample, and argmax f_S = c_T at the confident ones",
+    "kappa": "p_S(x)[c_T(x)] >= kappa at every teacher-confident sample (the weak reading of Eq. 13: teacher "
+    "kappa-confident implies student kappa-confident), and argmax f_S = c_T there",
+}
 #: ``R = factor · δ``: the seed kind verifies at 3δ to conclude δ (seed 000 Thm. 3.8); the others at δ.
 RADIUS_FACTOR = {"seed": 3.0, "quality": 1.0, "binomial": 1.0}
 
@@ -161,10 +170,11 @@ class CertifyConfig:
     lift, teacher_radius, eq13_scope
         ``"prop43"`` (measured ρ), ``"prop43m"`` (measured ρ and margin ratio, see :func:`lift_factor`) or
         ``"prop42"`` (ρ ≡ 1, assumed); radius rule ``"auto"`` (``"fixed"``
-        for binomial, ``"min"`` otherwise), ``"min"`` or ``"fixed"``; Eq. 13 on the ``"confident"``
-        samples or on ``"all"``.
+        for binomial, ``"min"`` otherwise), ``"min"`` or ``"fixed"``; Eq. 13 (strict) on the
+        ``"confident"`` samples or on ``"all"``, or its weak reading ``"kappa"`` (see ``_EQ13_DEFS``).
     method, distill_params, student_arch, epochs, distill_lr
-        Distillation method, overrides of :class:`distill.losses.DistillConfig` (a TOML table; default
+        (and ``distill_weight_decay``) Distillation method, overrides of
+        :class:`distill.losses.DistillConfig` (a TOML table; default
         ``lambda_ce = 4``: with the CE term on the teacher's hard labels weighted up, the per-sample optimum
         of the KDIGA loss lies above the teacher's confidence, which is what Eq. 13 asks), student widths
         (default ``m-32-32-n``), epochs and learning rate.
@@ -199,8 +209,9 @@ class CertifyConfig:
     method: str = "kdiga"
     distill_params: dict[str, float] = field(default_factory=lambda: {"lambda_ce": 4.0})
     student_arch: str | None = None
-    epochs: int = 40
+    epochs: int = 100
     distill_lr: float = 0.05
+    distill_weight_decay: float = 5e-4
     teacher: str | None = None
     teacher_arch: str | None = None
     teacher_adv_eps: float = 0.1
@@ -225,20 +236,40 @@ class CertifyConfig:
         _check_half(self.epsilon, "epsilon")
         _check_half(self.eta, "eta")
         if not (0.0 <= self.tv_shift <= 1.0):
-            raise ConfigError(f"--tv-shift must be a total-variation distance in [0, 1], got {self.tv_shift!r}")
+            raise ConfigError(
+                f"--tv-shift must be a total-variation distance in [0, 1], got {self.tv_shift!r}"
+            )
         choices = {
-            "norm": pac.NORMS, "guarantee": GUARANTEE_KINDS, "sampling": SAMPLINGS, "distill_on": DISTILL_ON,
-            "lift": LIFTS, "teacher_radius": RADIUS_RULES, "eq13_scope": EQ13_SCOPES, "backend": BACKEND_CHOICES,
+            "norm": pac.NORMS,
+            "guarantee": GUARANTEE_KINDS,
+            "sampling": SAMPLINGS,
+            "distill_on": DISTILL_ON,
+            "lift": LIFTS,
+            "teacher_radius": RADIUS_RULES,
+            "eq13_scope": EQ13_SCOPES,
+            "backend": BACKEND_CHOICES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"--{_opt(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"--{_opt(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
         for name in ("global_timeout", "local_timeout", "local_budget", "distill_lr"):
             _check_pos(getattr(self, name), name)
+        if not (self.distill_weight_decay >= 0 and math.isfinite(self.distill_weight_decay)):
+            raise ConfigError(
+                f"--distill-weight-decay must be a finite number >= 0, got {self.distill_weight_decay!r}"
+            )
         if self.teacher_adv_eps < 0 or not math.isfinite(self.teacher_adv_eps):
             raise ConfigError(f"--teacher-adv-eps must be a finite number >= 0, got {self.teacher_adv_eps!r}")
-        for name, lo in (("epochs", 1), ("teacher_epochs", 1), ("jobs", 1), ("pgd_steps", 1),
-                         ("pgd_restarts", 1), ("samples", 1)):
+        for name, lo in (
+            ("epochs", 1),
+            ("teacher_epochs", 1),
+            ("jobs", 1),
+            ("pgd_steps", 1),
+            ("pgd_restarts", 1),
+            ("samples", 1),
+        ):
             v = getattr(self, name)
             if v is not None and v < lo:
                 raise ConfigError(f"--{_opt(name)} must be >= {lo}, got {v!r}")
@@ -367,9 +398,11 @@ def choose_kind(config: CertifyConfig, m: int) -> dict[str, Any]:
     need = sizes[kind]
     s = need if config.samples is None else int(config.samples)
     if s < need:
-        raise ConfigError(f"--samples {s} is below the {need} samples the {kind} guarantee needs at "
-                          f"epsilon={config.epsilon:g}, eta={config.eta:g}")
-    d = {"seed": int(summ["d"]), "quality": pac.QUALITY_SPACE_VC, "binomial": 0}[kind]
+        raise ConfigError(
+            f"--samples {s} is below the {need} samples the {kind} guarantee needs at "
+            f"epsilon={config.epsilon:g}, eta={config.eta:g}"
+        )
+    d = {"seed": int(summ["d"]), "quality": pac.QUALITY_SPACE_VC, "binomial": None}[kind]  # no VC argument
     return {"kind": kind, "s_required": need, "s": s, "d": d, "pac": summ}
 
 
@@ -433,7 +466,7 @@ def _jacobian(model: Any, X: np.ndarray, chunk: int = 4096) -> np.ndarray:
     m64 = copy.deepcopy(model).double().eval()
     out = []
     for i in range(0, len(X), chunk):
-        x = torch.tensor(np.asarray(X[i:i + chunk], dtype=np.float64), requires_grad=True)
+        x = torch.tensor(np.asarray(X[i : i + chunk], dtype=np.float64), requires_grad=True)
         with torch.enable_grad():
             y = m64(x)
             rows = []
@@ -444,7 +477,9 @@ def _jacobian(model: Any, X: np.ndarray, chunk: int = 4096) -> np.ndarray:
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0, X.shape[1] if X.ndim == 2 else 0))
 
 
-def margin_gradient_ratios(teacher: Any, student: Any, X: np.ndarray, labels: np.ndarray, norm: str) -> np.ndarray:
+def margin_gradient_ratios(
+    teacher: Any, student: Any, X: np.ndarray, labels: np.ndarray, norm: str
+) -> np.ndarray:
     r"""``ρ_j(x) = ‖∇(f_{S,c} − f_{S,j})(x)‖_* / ‖∇(f_{T,c} − f_{T,j})(x)‖_*`` for every class ``j``
     (``(B, n_out)``, ``+inf`` at ``j = c``; ``c`` = ``labels``; dual norm: L1 for ``norm="inf"``, L2 for
     ``norm="2"``).
@@ -469,13 +504,17 @@ def margin_gradient_ratios(teacher: Any, student: Any, X: np.ndarray, labels: np
     return r
 
 
-def margin_gradient_ratio(teacher: Any, student: Any, X: np.ndarray, labels: np.ndarray, norm: str) -> np.ndarray:
+def margin_gradient_ratio(
+    teacher: Any, student: Any, X: np.ndarray, labels: np.ndarray, norm: str
+) -> np.ndarray:
     r"""``ρ(x) = min_{j≠c} ρ_j(x)`` (see :func:`margin_gradient_ratios`), the worst competing class."""
     r = margin_gradient_ratios(teacher, student, X, labels, norm)
     return r.min(axis=1) if r.size else np.zeros(len(X))
 
 
-def lift_factor(lift: str, rho_j: np.ndarray, z_t: np.ndarray, z_s: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def lift_factor(
+    lift: str, rho_j: np.ndarray, z_t: np.ndarray, z_s: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
     r"""The factor ``λ(x)`` with teacher radius ``δ_T(x) = λ(x) · R_i`` at a sample where the student is
     verified ``R_i``-robust (with label ``c = c_T(x)``).
 
@@ -506,8 +545,14 @@ def lift_factor(lift: str, rho_j: np.ndarray, z_t: np.ndarray, z_s: np.ndarray, 
     return np.clip(np.min(prod, axis=1), 0.0, 1.0)
 
 
-def crown_local(net: Network, X: np.ndarray, labels: np.ndarray, radii: np.ndarray, norm: str,
-                domain: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def crown_local(
+    net: Network,
+    X: np.ndarray,
+    labels: np.ndarray,
+    radii: np.ndarray,
+    norm: str,
+    domain: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
     """Batched CROWN: ``True`` where every margin ``f_c − f_j`` has a positive lower bound over
     ``B_{r_i}(x_i) ∩ Dom`` (the local-robustness query is then VERIFIED without a solver)."""
     if len(X) == 0:
@@ -527,9 +572,18 @@ def crown_local(net: Network, X: np.ndarray, labels: np.ndarray, radii: np.ndarr
 # ==================================================================================================
 # teacher cross-check
 # ==================================================================================================
-def teacher_crosscheck(teacher_model: Any, teacher_net: Network, X: np.ndarray, labels: np.ndarray,
-                       radii: np.ndarray, norm: str, domain: tuple[np.ndarray, np.ndarray], steps: int = 50,
-                       restarts: int = 5, seed: int = 0) -> list[dict[str, Any]]:
+def teacher_crosscheck(
+    teacher_model: Any,
+    teacher_net: Network,
+    X: np.ndarray,
+    labels: np.ndarray,
+    radii: np.ndarray,
+    norm: str,
+    domain: tuple[np.ndarray, np.ndarray],
+    steps: int = 50,
+    restarts: int = 5,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     r"""PGD on the teacher at every point ``x_i`` with its own radius ``r_i``; the witnesses that replay.
 
     One batched PGD run in the normalised coordinates ``x' = Π_Dom(x_i + r_i u)``, ``‖u‖ ≤ 1``
@@ -563,9 +617,18 @@ def teacher_crosscheck(teacher_model: Any, teacher_net: Network, X: np.ndarray, 
             x = torch.minimum(torch.maximum(x0t + rt * u, lot), hit)
             return self.inner(x)
 
-    u = pgd(_Scaled(), np.zeros_like(X, dtype=np.float32), 1.0, norm=norm, steps=int(steps),
-            restarts=int(restarts), loss="ce", y=np.asarray(labels, dtype=np.int64), seed=int(seed),
-            batch_size=max(n, 1))
+    u = pgd(
+        _Scaled(),
+        np.zeros_like(X, dtype=np.float32),
+        1.0,
+        norm=norm,
+        steps=int(steps),
+        restarts=int(restarts),
+        loss="ce",
+        y=np.asarray(labels, dtype=np.int64),
+        seed=int(seed),
+        batch_size=max(n, 1),
+    )
     u = np.asarray(u, dtype=np.float64)
     xa = np.clip(X + np.asarray(radii, dtype=np.float64)[:, None] * u, lo_d, hi_d)
     ya = teacher_net.evaluate(xa)
@@ -581,9 +644,17 @@ def teacher_crosscheck(teacher_model: Any, teacher_net: Network, X: np.ndarray, 
         prop = LocalRobustness(X[i], float(radii[i]), int(c[i]), norm, lo_d, hi_d)
         rep = replay(prop, {"net": teacher_net}, {"net": xa[i]})
         if rep.ok and rep.counterexample is not None:
-            out.append({"i": int(i), "x0": X[i].tolist(), "x": rep.counterexample.x.tolist(),
-                        "label": int(c[i]), "radius": float(radii[i]), "norm": norm,
-                        "y": rep.counterexample.y.tolist()})
+            out.append(
+                {
+                    "i": int(i),
+                    "x0": X[i].tolist(),
+                    "x": rep.counterexample.x.tolist(),
+                    "label": int(c[i]),
+                    "radius": float(radii[i]),
+                    "norm": norm,
+                    "y": rep.counterexample.y.tolist(),
+                }
+            )
     return out
 
 
@@ -610,15 +681,30 @@ def decide(cert: Mapping[str, Any]) -> dict[str, Any]:
 
     witnesses = [c for c in cert["counterexamples"] if c["kind"] == "teacher_pgd"]
     if witnesses:
-        reasons.append({"code": "teacher_falsified", "text": (
-            f"teacher not robust: PGD found {len(witnesses)} adversarial example(s) at the lifted radius "
-            f"(first at sample {witnesses[0]['i']}, radius {witnesses[0]['radius']:.4g}), replayed on onnxruntime")})
+        reasons.append(
+            {
+                "code": "teacher_falsified",
+                "text": (
+                    f"teacher not robust: PGD found {len(witnesses)} adversarial example(s) at the "
+                    f"lifted radius "
+                    f"(first at sample {witnesses[0]['i']}, radius {witnesses[0]['radius']:.4g}), "
+                    f"replayed on onnxruntime"
+                ),
+            }
+        )
     eq = steps["eq13"]
     if not eq["holds"]:
-        reasons.append({"code": "distillation_unsuccessful", "text": (
-            f"distillation unsuccessful: seed 000 Eq. 13 fails at {eq['violations']} of {eq['n_checked']} "
-            f"{eq['scope']} samples (worst gap {eq['worst_gap']:.3g}); student/teacher disagree at "
-            f"{eq['disagreements']} confident samples")})
+        reasons.append(
+            {
+                "code": "distillation_unsuccessful",
+                "text": (
+                    f"distillation unsuccessful: seed 000 Eq. 13 fails at {eq['violations']} of "
+                    f"{eq['n_checked']} "
+                    f"{eq['scope']} samples (worst gap {eq['worst_gap']:.3g}); student/teacher disagree at "
+                    f"{eq['disagreements']} confident samples"
+                ),
+            }
+        )
     bad = [q for q in queries if q["verdict"] not in _ESTABLISHED]
     falsified = [q for q in bad if q["verdict"] == "falsified"]
     undecided = [q for q in bad if q["verdict"] != "falsified"]
@@ -632,21 +718,44 @@ def decide(cert: Mapping[str, Any]) -> dict[str, Any]:
     if kind == "binomial":
         eps_ach = pac.clopper_pearson_upper(violations, s, eta)
         if eps_ach > eps:
-            reasons.append({"code": "student_not_robust" if falsified else "student_undecided", "text": (
-                f"{violations} of {s} samples are confident and not established robust "
-                f"({len(falsified)} student counterexamples, {len(undecided)} undecided, {len(witnesses)} teacher "
-                f"attacks): the Clopper-Pearson bound {eps_ach:.4g} exceeds epsilon {eps:g}")})
+            reasons.append(
+                {
+                    "code": "student_not_robust" if falsified else "student_undecided",
+                    "text": (
+                        f"{violations} of {s} samples are confident and not established robust "
+                        f"({len(falsified)} student counterexamples, {len(undecided)} undecided, "
+                        f"{len(witnesses)} teacher "
+                        f"attacks): the Clopper-Pearson bound {eps_ach:.4g} exceeds epsilon {eps:g}"
+                    ),
+                }
+            )
     else:
         if falsified:
-            reasons.append({"code": "student_not_robust", "text": (
-                f"student not robust: falsified at {len(falsified)} of {len(queries)} confident samples "
-                f"(radius {R:.4g})")})
+            reasons.append(
+                {
+                    "code": "student_not_robust",
+                    "text": (
+                        f"student not robust: falsified at {len(falsified)} of {len(queries)} confident "
+                        f"samples "
+                        f"(radius {R:.4g})"
+                    ),
+                }
+            )
         if undecided:
-            reasons.append({"code": "student_undecided", "text": (
-                f"student robustness undecided at {len(undecided)} of {len(queries)} confident samples "
-                "(timeout, budget or unknown)")})
+            reasons.append(
+                {
+                    "code": "student_undecided",
+                    "text": (
+                        f"student robustness undecided at {len(undecided)} of {len(queries)} confident "
+                        f"samples "
+                        "(timeout, budget or unknown)"
+                    ),
+                }
+            )
     if lifted and teacher_r <= 0.0 and rule != "fixed":
-        reasons.append({"code": "lifted_radius_zero", "text": "the lifted teacher radius is zero (rho = 0 somewhere)"})
+        reasons.append(
+            {"code": "lifted_radius_zero", "text": "the lifted teacher radius is zero (rho = 0 somewhere)"}
+        )
     return {
         "verdict": "refused" if reasons else "certified",
         "reasons": reasons,
@@ -657,13 +766,19 @@ def decide(cert: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _LIFT_WORDS = {
-    "prop43": ("the student's verified radius times min(1, rho), rho the measured margin-gradient ratio (seed 000 "
-               "Prop. 4.3; assumes the margins are locally linear and equal for teacher and student)"),
-    "prop43m": ("the student's verified radius times min(1, min_j mu_j rho_j), the measured margin and "
-                "margin-gradient ratios (Prop. 4.3 without the equal-margin assumption; assumes the margins are "
-                "locally linear)"),
-    "prop42": ("the student's verified radius taken as the teacher's (seed 000 Prop. 4.2; assumes a perfect, "
-               "locally linear student)"),
+    "prop43": (
+        "the student's verified radius times min(1, rho), rho the measured margin-gradient ratio (seed 000 "
+        "Prop. 4.3; assumes the margins are locally linear and equal for teacher and student)"
+    ),
+    "prop43m": (
+        "the student's verified radius times min(1, min_j mu_j rho_j), the measured margin and "
+        "margin-gradient ratios (Prop. 4.3 without the equal-margin assumption; assumes the margins are "
+        "locally linear)"
+    ),
+    "prop42": (
+        "the student's verified radius taken as the teacher's (seed 000 Prop. 4.2; assumes a perfect, "
+        "locally linear student)"
+    ),
 }
 
 
@@ -677,21 +792,33 @@ def guarantee_text(cert: Mapping[str, Any], dec: Mapping[str, Any]) -> str:
     r = dec["teacher_radius"]
     dist = dat["distribution"]
     if lam > 0:
-        dist += f", or any distribution within total variation {lam:g} of it (Obs. 4.5; epsilon becomes {eps_s:g})"
+        shift = f"Obs. 4.5; epsilon becomes {eps_s:g}"
+        dist += f", or any distribution within total variation {lam:g} of it ({shift})"
     lift = _LIFT_WORDS[p["lift"]]
     conf = f"teacher confidence >= {p['kappa']:g}"
     if kind == "seed":
-        core = (f"with probability >= {1 - eta:g} over the {dat['sample_size']} samples, the teacher is "
-                f"{r:.4g}-robust ({norm}) at every point x covered by a ball B_{r:.4g}(y) whose points with "
-                f"{conf} carry probability >= {eps_s:g}")
+        core = (
+            f"with probability >= {1 - eta:g} over the {dat['sample_size']} samples, the teacher is "
+            f"{r:.4g}-robust ({norm}) at every point x covered by a ball B_{r:.4g}(y) whose points with "
+            f"{conf} carry probability >= {eps_s:g}"
+        )
     elif kind == "quality":
-        core = (f"with probability >= {1 - eta:g} over the {dat['sample_size']} samples, "
-                f"Pr[{conf} at x and the teacher not {r:.4g}-robust ({norm}) at x] < {eps_s:g}")
+        core = (
+            f"with probability >= {1 - eta:g} over the {dat['sample_size']} samples, "
+            f"Pr[{conf} at x and the teacher not {r:.4g}-robust ({norm}) at x] < {eps_s:g}"
+        )
     else:
-        core = (f"with confidence >= {1 - eta:g}, Pr[{conf} at x and the teacher not {r:.4g}-robust ({norm}) at x] "
-                f"<= {dec['epsilon_achieved']:.4g} (one-sided Clopper-Pearson, {dec['violations']} violations "
-                f"among {dat['sample_size']} samples; target epsilon {eps_s:g})")
-    head = "CERTIFIED: " if dec["verdict"] == "certified" else "REFUSED (the following would have been claimed): "
+        core = (
+            f"with confidence >= {1 - eta:g}, Pr[{conf} at x and the teacher not {r:.4g}-robust "
+            f"({norm}) at x] "
+            f"<= {dec['epsilon_achieved']:.4g} (one-sided Clopper-Pearson, {dec['violations']} violations "
+            f"among {dat['sample_size']} samples; target epsilon {eps_s:g})"
+        )
+    head = (
+        "CERTIFIED: "
+        if dec["verdict"] == "certified"
+        else "REFUSED (the following would have been claimed): "
+    )
     return f"{head}for x drawn from {dist}, {core}. The teacher's radius is {lift}."
 
 
@@ -722,11 +849,21 @@ def _result_from_record(rec: Mapping[str, Any]) -> Result:
     cex = rec.get("counterexample")
     ce = None
     if cex:
-        ce = Counterexample(np.asarray(cex["x"], np.float64), np.asarray(cex["y"], np.float64),
-                            np.asarray(cex["x2"], np.float64) if cex.get("x2") is not None else None,
-                            np.asarray(cex["y2"], np.float64) if cex.get("y2") is not None else None)
-    return Result(Verdict(rec["verdict"]), rec.get("backend", ""), float(rec.get("time_s", 0.0)), ce,
-                  rec.get("message", ""), rec.get("solver_version", ""), dict(rec.get("stats") or {}))
+        ce = Counterexample(
+            np.asarray(cex["x"], np.float64),
+            np.asarray(cex["y"], np.float64),
+            np.asarray(cex["x2"], np.float64) if cex.get("x2") is not None else None,
+            np.asarray(cex["y2"], np.float64) if cex.get("y2") is not None else None,
+        )
+    return Result(
+        Verdict(rec["verdict"]),
+        rec.get("backend", ""),
+        float(rec.get("time_s", 0.0)),
+        ce,
+        rec.get("message", ""),
+        rec.get("solver_version", ""),
+        dict(rec.get("stats") or {}),
+    )
 
 
 def _stage_teacher(teacher_path: Path, out_dir: Path, data: Any) -> Path:
@@ -738,12 +875,12 @@ def _stage_teacher(teacher_path: Path, out_dir: Path, data: Any) -> Path:
         raise ModelFormatError(f"--teacher {teacher_path}: no such file")
     suffix = teacher_path.suffix.lower()
     if suffix == ".onnx":
-        if not dst.exists() or file_sha256(dst) != file_sha256(teacher_path):
-            if dst.resolve() != teacher_path.resolve():
-                shutil.copyfile(teacher_path, dst)
-                side = teacher_path.with_name(teacher_path.name + ".json")
-                if side.is_file():
-                    shutil.copyfile(side, dst.with_name(dst.name + ".json"))
+        stale = not dst.exists() or file_sha256(dst) != file_sha256(teacher_path)
+        if stale and dst.resolve() != teacher_path.resolve():
+            shutil.copyfile(teacher_path, dst)
+            side = teacher_path.with_name(teacher_path.name + ".json")
+            if side.is_file():
+                shutil.copyfile(side, dst.with_name(dst.name + ".json"))
         return dst
     if suffix in (".pt", ".pth"):
         model = load_model(teacher_path)
@@ -766,8 +903,15 @@ def _stage_teacher(teacher_path: Path, out_dir: Path, data: Any) -> Path:
     raise ModelFormatError(f"--teacher {teacher_path}: expected an .onnx or .pt file")
 
 
-def _student(teacher_model: Any, X_distill: np.ndarray, config: CertifyConfig, out_dir: Path, data: Any,
-             key: str, log: _Log) -> tuple[Path, dict[str, Any]]:
+def _student(
+    teacher_model: Any,
+    X_distill: np.ndarray,
+    config: CertifyConfig,
+    out_dir: Path,
+    data: Any,
+    key: str,
+    log: _Log,
+) -> tuple[Path, dict[str, Any]]:
     """Distil (or reuse a student of the same key from ``out_dir``) and export it to ONNX."""
     import json
 
@@ -785,23 +929,47 @@ def _student(teacher_model: Any, X_distill: np.ndarray, config: CertifyConfig, o
             log("student: reusing student.onnx from the output folder (same teacher, sample and settings)")
             return path, dict(meta.get("distill_summary") or {})
     log(f"distilling the student ({config.method}, {len(X_distill)} points, {config.epochs} epochs)")
-    res = distill_student(teacher_model, X_distill, method=config.method, arch=config.student_arch,
-                          epochs=config.epochs, seed=config.seed, labels="teacher", lr=config.distill_lr,
-                          cfg=DistillConfig(**config.distill_params),
-                          domain=(data.domain_lo, data.domain_hi), progress=log.progress)
-    summary = {"method": res.config["method"], "arch": res.config["arch"], "epochs": res.config["epochs"],
-               "points": int(len(X_distill)), "train_agreement": float(res.train_agreement),
-               "seconds_s": round(float(res.seconds), 3)}
-    meta = {"dataset": data.name,
-            "input_domain": {"lo": data.domain_lo.tolist(), "hi": data.domain_hi.tolist()},
-            "class_names": list(data.class_names), "training": res.config,
-            "certify_key": key, "distill_summary": summary}
+    res = distill_student(
+        teacher_model,
+        X_distill,
+        method=config.method,
+        arch=config.student_arch,
+        epochs=config.epochs,
+        seed=config.seed,
+        labels="teacher",
+        lr=config.distill_lr,
+        cfg=DistillConfig(**config.distill_params),
+        weight_decay=config.distill_weight_decay,
+        domain=(data.domain_lo, data.domain_hi),
+        progress=log.progress,
+    )
+    summary = {
+        "method": res.config["method"],
+        "arch": res.config["arch"],
+        "epochs": res.config["epochs"],
+        "points": int(len(X_distill)),
+        "train_agreement": float(res.train_agreement),
+        "seconds_s": round(float(res.seconds), 3),
+    }
+    meta = {
+        "dataset": data.name,
+        "input_domain": {"lo": data.domain_lo.tolist(), "hi": data.domain_hi.tolist()},
+        "class_names": list(data.class_names),
+        "training": res.config,
+        "certify_key": key,
+        "distill_summary": summary,
+    }
     export_onnx(res.model, path, data.n_features, meta, seed=config.seed)
     return path, summary
 
 
-def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path, progress: bool = True,
-            data: Any = None) -> dict[str, Any]:
+def certify(
+    teacher_path: str | Path,
+    config: CertifyConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    data: Any = None,
+) -> dict[str, Any]:
     """Run Algorithm 1 (module docstring) and write ``certificate.json``, ``samples.npz``, ``report.md``
     and the plots into ``out_dir``.  Returns the certificate (a dict).
 
@@ -814,6 +982,8 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
 
     from .certificate import SCHEMA, software_versions, write_certificate
 
+    if not Path(teacher_path).is_file():
+        raise ModelFormatError(f"--teacher {teacher_path}: no such file")
     t_start, started = time.perf_counter(), _now()
     log = _Log(progress)
     durations: dict[str, float] = {}
@@ -828,9 +998,11 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
     teacher_file = _stage_teacher(Path(teacher_path), out, data)
     teacher_net = load_onnx(teacher_file)
     if teacher_net.n_inputs != m or teacher_net.n_outputs != data.n_classes:
-        raise ModelFormatError(f"--teacher {teacher_path}: takes {teacher_net.n_inputs} inputs and gives "
-                               f"{teacher_net.n_outputs} outputs, but {data.name} has {m} features and "
-                               f"{data.n_classes} classes")
+        raise ModelFormatError(
+            f"--teacher {teacher_path}: takes {teacher_net.n_inputs} inputs and gives "
+            f"{teacher_net.n_outputs} outputs, but {data.name} has {m} features and "
+            f"{data.n_classes} classes"
+        )
     teacher_model = load_model(teacher_file)
     t_sha = file_sha256(teacher_file)
 
@@ -849,24 +1021,44 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
     conf_t = p_t[np.arange(s), c_t]
     K = np.flatnonzero(conf_t >= config.kappa)
     if config.sampling == "empirical":
-        dist = (f"the empirical distribution of the {len(pool)} training inputs of {data.name} (uniform over "
-                "them, sampled with replacement); not a statement about unseen data")
+        dist = (
+            f"the empirical distribution of the {len(pool)} training inputs of {data.name} (uniform over "
+            "them, sampled with replacement); not a statement about unseen data"
+        )
     else:
-        dist = (f"the data distribution of {data.name}, assuming its {len(pool)}-point test split is an i.i.d. "
-                "sample from it that the teacher never saw (sampled without replacement)")
-    log(f"guarantee kind {kind}: s = {s} samples (minimum {choice['s_required']}; d = {choice['d']}); "
+        dist = (
+            f"the data distribution of {data.name}, assuming its {len(pool)}-point test split is an i.i.d. "
+            "sample from it that the teacher never saw (sampled without replacement)"
+        )
+    log(
+        f"guarantee kind {kind}: s = {s} samples (minimum {choice['s_required']}; "
+        f"d = {choice['d'] or 'n/a'}); "
         f"delta = {config.delta:g} ({config.norm}), kappa = {config.kappa:g}, epsilon = {config.epsilon:g}, "
-        f"eta = {config.eta:g}; {len(K)} samples teacher-confident")
+        f"eta = {config.eta:g}; {len(K)} samples teacher-confident"
+    )
     durations["sample_s"] = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- 2. distil
     t0 = time.perf_counter()
     X_distill = X if config.distill_on == "samples" else pool
-    skey = query_key("student", t_sha, s_hash, config.distill_on, config.method, config.distill_params,
-                     config.student_arch,
-                     config.epochs, config.distill_lr, config.seed, data.name, config.data_seed)
-    student_file, distill_summary = _student(teacher_model, X_distill.astype(np.float32), config, out, data,
-                                             skey, log)
+    skey = query_key(
+        "student",
+        t_sha,
+        s_hash,
+        config.distill_on,
+        config.method,
+        config.distill_params,
+        config.student_arch,
+        config.epochs,
+        config.distill_lr,
+        config.distill_weight_decay,
+        config.seed,
+        data.name,
+        config.data_seed,
+    )
+    student_file, distill_summary = _student(
+        teacher_model, X_distill.astype(np.float32), config, out, data, skey, log
+    )
     student_net = load_onnx(student_file)
     student_model = load_model(student_file)
     st_sha = file_sha256(student_file)
@@ -877,15 +1069,19 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
 
     # ---------------------------------------------------------------- Eq. 13 and rho
     t0 = time.perf_counter()
-    scope = K if config.eq13_scope == "confident" else np.arange(s)
-    gap = p_s[scope, c_t[scope]] - p_t[scope, c_t[scope]]
+    scope = np.arange(s) if config.eq13_scope == "all" else K
+    target = np.full(len(scope), config.kappa) if config.eq13_scope == "kappa" else p_t[scope, c_t[scope]]
+    gap = p_s[scope, c_t[scope]] - target
     disagree = int(np.sum(c_s[K] != c_t[K]))
     eq13 = {
-        "scope": config.eq13_scope, "n_checked": int(len(scope)), "violations": int(np.sum(gap < 0)),
-        "worst_gap": float(gap.min()) if len(gap) else 0.0, "disagreements": disagree,
+        "scope": config.eq13_scope,
+        "n_checked": int(len(scope)),
+        "violations": int(np.sum(gap < 0)),
+        "worst_gap": float(gap.min()) if len(gap) else 0.0,
+        "disagreements": disagree,
         "holds": bool(np.all(gap >= 0) and disagree == 0),
         "fraction_dominant_all": float(np.mean(p_s[np.arange(s), c_t] >= p_t[np.arange(s), c_t])),
-        "definition": "p_S(x)[c_T(x)] >= p_T(x)[c_T(x)], and argmax f_S = c_T at confident samples",
+        "definition": _EQ13_DEFS[config.eq13_scope],
     }
     rho_j = margin_gradient_ratios(teacher_model, student_model, X[K], c_t[K], config.norm)
     rho = rho_j.min(axis=1) if rho_j.size else np.zeros(len(K))
@@ -908,22 +1104,39 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
     covered = np.zeros(len(K), dtype=bool)
     if config.global_query and len(K) and len(finite):
         r_glob = float(finite.max())
-        gkey = query_key("global", st_sha, r_glob, config.kappa, config.norm, domain[0], domain[1],
-                         config.backend, config.global_timeout)
+        gkey = query_key(
+            "global",
+            st_sha,
+            r_glob,
+            config.kappa,
+            config.norm,
+            domain[0],
+            domain[1],
+            config.backend,
+            config.global_timeout,
+        )
         rec = journal.get(gkey)
         if rec is None:
             from .api import verify_global
 
-            log(f"global two-copy query on the student: radius {r_glob:.4g}, kappa {config.kappa:g}, "
-                f"budget {config.global_timeout:g}s")
+            log(
+                f"global two-copy query on the student: radius {r_glob:.4g}, kappa {config.kappa:g}, "
+                f"budget {config.global_timeout:g}s"
+            )
             res = verify_global(student_net, r_glob, config.kappa, domain, dcfg, config.norm)
             rec = journal.record(gkey, _result_record(res))
         else:
             log("global query: reusing the journaled result")
         gres = _result_from_record(rec)
-        global_rec = {"run": True, "radius": r_glob, "verdict": gres.verdict.value, "backend": gres.backend,
-                      "message": gres.message, "solver_version": gres.solver_version,
-                      "time_s": round(gres.time_s, 3)}
+        global_rec = {
+            "run": True,
+            "radius": r_glob,
+            "verdict": gres.verdict.value,
+            "backend": gres.backend,
+            "message": gres.message,
+            "solver_version": gres.solver_version,
+            "time_s": round(gres.time_s, 3),
+        }
         if gres.solver_version:
             versions[gres.backend] = gres.solver_version
         if gres.verdict is Verdict.VERIFIED:
@@ -952,8 +1165,10 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
         by[todo[ok]] = "crown"
         durations["crown_s"] = time.perf_counter() - tc
         durations["crown_points_per_s"] = len(todo) / max(durations["crown_s"], 1e-9)
-        log(f"batched CROWN: {int(ok.sum())} of {len(todo)} local queries verified "
-            f"({durations['crown_points_per_s']:.0f} points/s)")
+        log(
+            f"batched CROWN: {int(ok.sum())} of {len(todo)} local queries verified "
+            f"({durations['crown_points_per_s']:.0f} points/s)"
+        )
     todo = np.flatnonzero(status == "pending")
     cex_local: dict[int, Counterexample] = {}
     if len(todo):
@@ -962,8 +1177,18 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
         tasks = []
         for j in todo:
             i = int(K[j])
-            k = query_key("local", st_sha, X[i], int(c_t[i]), float(radii[j]), config.norm, domain[0],
-                          domain[1], config.backend, config.local_timeout)
+            k = query_key(
+                "local",
+                st_sha,
+                X[i],
+                int(c_t[i]),
+                float(radii[j]),
+                config.norm,
+                domain[0],
+                domain[1],
+                config.backend,
+                config.local_timeout,
+            )
             if k in keys:  # the same point drawn twice (sampling with replacement): one query
                 keys[k].append(int(j))
                 continue
@@ -977,19 +1202,32 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
             if rec is not None:
                 for j in js:
                     _apply(j, _result_from_record(rec), status, by, qtime, cex_local, versions)
-        log(f"local solver queries: {len(tasks)} to run, {len(keys) - len(tasks)} reused from the journal "
-            f"({len(todo)} samples)")
+        log(
+            f"local solver queries: {len(tasks)} to run, {len(keys) - len(tasks)} reused from the journal "
+            f"({len(todo)} samples)"
+        )
         _run_local(tasks, lcfg, config, journal, keys, status, by, qtime, cex_local, versions, log)
     durations["local_s"] = time.perf_counter() - t0
     journal.close()
 
     # ---------------------------------------------------------------- 5. teacher cross-check
     t0 = time.perf_counter()
-    log(f"teacher cross-check: PGD ({config.pgd_steps} steps, {config.pgd_restarts} restarts) at {len(K)} "
-        "confident samples")
-    witnesses = teacher_crosscheck(teacher_model, teacher_net, X[K], c_t[K], np.where(np.isfinite(lifted),
-                                   lifted, 0.0), config.norm, domain, config.pgd_steps, config.pgd_restarts,
-                                   config.seed)
+    log(
+        f"teacher cross-check: PGD ({config.pgd_steps} steps, {config.pgd_restarts} restarts) at {len(K)} "
+        "confident samples"
+    )
+    witnesses = teacher_crosscheck(
+        teacher_model,
+        teacher_net,
+        X[K],
+        c_t[K],
+        np.where(np.isfinite(lifted), lifted, 0.0),
+        config.norm,
+        domain,
+        config.pgd_steps,
+        config.pgd_restarts,
+        config.seed,
+    )
     for w in witnesses:
         w["i"] = int(K[w["i"]])
     durations["crosscheck_s"] = time.perf_counter() - t0
@@ -997,23 +1235,49 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
     # ---------------------------------------------------------------- certificate
     local_queries = []
     for j, i in enumerate(K):
-        local_queries.append({
-            "i": int(i), "index": int(idx[i]), "label": int(c_t[i]), "radius": float(radii[j]),
-            "rho": float(rho[j]) if np.isfinite(rho[j]) else None,
-            "lifted_radius": float(lifted[j]) if np.isfinite(lifted[j]) else None,
-            "verdict": str(status[j]), "by": str(by[j]), "time_s": round(float(qtime[j]), 4),
-        })
+        local_queries.append(
+            {
+                "i": int(i),
+                "index": int(idx[i]),
+                "label": int(c_t[i]),
+                "radius": float(radii[j]),
+                "rho": float(rho[j]) if np.isfinite(rho[j]) else None,
+                "lifted_radius": float(lifted[j]) if np.isfinite(lifted[j]) else None,
+                "verdict": str(status[j]),
+                "by": str(by[j]),
+                "time_s": round(float(qtime[j]), 4),
+            }
+        )
     counterexamples: list[dict[str, Any]] = []
     for j, ce in sorted(cex_local.items()):
         i = int(K[j])
-        counterexamples.append({"kind": "student_local", "network": "student", "i": i, "x0": X[i].tolist(),
-                                "x": ce.x.tolist(), "label": int(c_t[i]), "radius": float(radii[j]),
-                                "norm": config.norm, "y": ce.y.tolist()})
+        counterexamples.append(
+            {
+                "kind": "student_local",
+                "network": "student",
+                "i": i,
+                "x0": X[i].tolist(),
+                "x": ce.x.tolist(),
+                "label": int(c_t[i]),
+                "radius": float(radii[j]),
+                "norm": config.norm,
+                "y": ce.y.tolist(),
+            }
+        )
     if counter_global is not None and counter_global.x2 is not None:
-        counterexamples.append({"kind": "student_global", "network": "student", "x": counter_global.x.tolist(),
-                                "x2": counter_global.x2.tolist(), "radius": global_rec["radius"],
-                                "kappa": config.kappa, "norm": config.norm, "y": counter_global.y.tolist(),
-                                "label": int(np.argmax(counter_global.y))})
+        counterexamples.append(
+            {
+                "kind": "student_global",
+                "network": "student",
+                "x": counter_global.x.tolist(),
+                "x2": counter_global.x2.tolist(),
+                "radius": global_rec["radius"],
+                "kappa": config.kappa,
+                "norm": config.norm,
+                "y": counter_global.y.tolist(),
+                "label": int(np.argmax(counter_global.y)),
+            }
+        )
     for w in witnesses:
         counterexamples.append({"kind": "teacher_pgd", "network": "teacher", **w})
 
@@ -1024,8 +1288,11 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
     by_counts: dict[str, int] = {}
     for b in by:
         by_counts[str(b)] = by_counts.get(str(b), 0) + 1
-    used = {str(b) for b in by if str(b) and str(b) not in ("crown", "global") and not str(b).startswith(
-        ("not run", "infinite"))}
+    used = {
+        str(b)
+        for b in by
+        if str(b) and str(b) not in ("crown", "global") and not str(b).startswith(("not run", "infinite"))
+    }
     if global_rec.get("backend"):
         used.add(str(global_rec["backend"]))
     cert: dict[str, Any] = {
@@ -1034,46 +1301,96 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
         "reasons": [],
         "guarantee": {},
         "models": {
-            "teacher": {"file": teacher_file.name, "sha256": t_sha, "source": str(teacher_path),
-                        "n_inputs": teacher_net.n_inputs, "n_outputs": teacher_net.n_outputs,
-                        "hidden_sizes": list(teacher_net.hidden_sizes)},
-            "student": {"file": student_file.name, "sha256": st_sha, "n_inputs": student_net.n_inputs,
-                        "n_outputs": student_net.n_outputs, "hidden_sizes": list(student_net.hidden_sizes)},
+            "teacher": {
+                "file": teacher_file.name,
+                "sha256": t_sha,
+                "source": str(teacher_path),
+                "n_inputs": teacher_net.n_inputs,
+                "n_outputs": teacher_net.n_outputs,
+                "hidden_sizes": list(teacher_net.hidden_sizes),
+            },
+            "student": {
+                "file": student_file.name,
+                "sha256": st_sha,
+                "n_inputs": student_net.n_inputs,
+                "n_outputs": student_net.n_outputs,
+                "hidden_sizes": list(student_net.hidden_sizes),
+            },
         },
         "data": {
-            "name": data.name, "split_seed": config.data_seed, "pool": pool_name, "pool_size": int(len(pool)),
-            "sampling": config.sampling, "distribution": dist, "sample_seed": config.seed, "sample_size": int(s),
-            "sample_sha256": s_hash, "indices": idx.tolist(), "n_confident": int(len(K)),
-            "domain_lo": domain[0].tolist(), "domain_hi": domain[1].tolist(),
+            "name": data.name,
+            "split_seed": config.data_seed,
+            "pool": pool_name,
+            "pool_size": int(len(pool)),
+            "sampling": config.sampling,
+            "distribution": dist,
+            "sample_seed": config.seed,
+            "sample_size": int(s),
+            "sample_sha256": s_hash,
+            "indices": idx.tolist(),
+            "n_confident": int(len(K)),
+            "domain_lo": domain[0].tolist(),
+            "domain_hi": domain[1].tolist(),
         },
         "parameters": {
-            "delta": config.delta, "kappa": config.kappa, "epsilon": config.epsilon, "eta": config.eta,
-            "norm": config.norm, "m": m, "d": choice["d"], "guarantee_kind": kind,
-            "guarantee_requested": config.guarantee, "tv_shift": config.tv_shift, "s_required": choice["s_required"],
-            "lift": config.lift, "radius_rule": rule, "base_radius": R, "radius_factor": RADIUS_FACTOR[kind],
+            "delta": config.delta,
+            "kappa": config.kappa,
+            "epsilon": config.epsilon,
+            "eta": config.eta,
+            "norm": config.norm,
+            "m": m,
+            "d": choice["d"],
+            "guarantee_kind": kind,
+            "guarantee_requested": config.guarantee,
+            "tv_shift": config.tv_shift,
+            "s_required": choice["s_required"],
+            "lift": config.lift,
+            "radius_rule": rule,
+            "base_radius": R,
+            "radius_factor": RADIUS_FACTOR[kind],
             "sample_sizes": {k: choice["pac"][v] for k, v in _KIND_PAC_NAME.items()},
         },
         "steps": {
-            "sample": {"s": int(s), "confident": int(len(K)), "teacher_confidence_mean": float(conf_t.mean())},
+            "sample": {
+                "s": int(s),
+                "confident": int(len(K)),
+                "teacher_confidence_mean": float(conf_t.mean()),
+            },
             "distill": distill_summary,
             "global": global_rec,
-            "local": {"n_queries": int(len(K)), "counts": counts, "by": by_counts,
-                      "crown_points_per_s": durations.get("crown_points_per_s")},
-            "lift": {"rule": config.lift, "radius_rule": rule,
-                     "rho_definition": "min_j ||grad(f_c - f_j)_S||_* / ||grad(f_c - f_j)_T||_* at x (c = teacher class)",
-                     "rho_min": float(finite_rho.min()) if len(finite_rho) else None,
-                     "rho_median": float(np.median(finite_rho)) if len(finite_rho) else None,
-                     "rho_max": float(finite_rho.max()) if len(finite_rho) else None,
-                     "rho_below_1": int(np.sum(rho < 1.0))},
+            "local": {
+                "n_queries": int(len(K)),
+                "counts": counts,
+                "by": by_counts,
+                "crown_points_per_s": durations.get("crown_points_per_s"),
+            },
+            "lift": {
+                "rule": config.lift,
+                "radius_rule": rule,
+                "rho_definition": "min_j ||grad(f_c - f_j)_S||_* / ||grad(f_c - f_j)_T||_* at x "
+                "(c = teacher class)",
+                "rho_min": float(finite_rho.min()) if len(finite_rho) else None,
+                "rho_median": float(np.median(finite_rho)) if len(finite_rho) else None,
+                "rho_max": float(finite_rho.max()) if len(finite_rho) else None,
+                "rho_below_1": int(np.sum(rho < 1.0)),
+            },
             "eq13": eq13,
-            "crosscheck": {"attack": "pgd-ce", "steps": config.pgd_steps, "restarts": config.pgd_restarts,
-                           "radius": "per-sample lifted radius", "n_points": int(len(K)),
-                           "adversarial": len(witnesses)},
+            "crosscheck": {
+                "attack": "pgd-ce",
+                "steps": config.pgd_steps,
+                "restarts": config.pgd_restarts,
+                "radius": "per-sample lifted radius",
+                "n_points": int(len(K)),
+                "adversarial": len(witnesses),
+            },
         },
         "local_queries": local_queries,
         "counterexamples": counterexamples,
-        "solvers": {"used": sorted(used), "versions": dict(sorted(versions.items())),
-                    "bounds": "CROWN (encoders.bounds, float64, widened for rounding)"},
+        "solvers": {
+            "used": sorted(used),
+            "versions": dict(sorted(versions.items())),
+            "bounds": "CROWN (encoders.bounds, float64, widened for rounding)",
+        },
         "assumptions": _assumptions(config, kind, rule),
         "config": config.public(),
         "software": software_versions(),
@@ -1083,25 +1400,51 @@ def certify(teacher_path: str | Path, config: CertifyConfig, out_dir: str | Path
     dec = decide(cert)
     cert["verdict"] = dec["verdict"]
     cert["reasons"] = dec["reasons"]
-    cert["guarantee"] = {"kind": kind, "teacher_radius": dec["teacher_radius"], "kappa": config.kappa,
-                         "epsilon": config.epsilon, "epsilon_shifted": config.epsilon + config.tv_shift,
-                         "eta": config.eta, "epsilon_achieved": dec["epsilon_achieved"],
-                         "violations": dec["violations"], "text": guarantee_text(cert, dec)}
+    cert["guarantee"] = {
+        "kind": kind,
+        "teacher_radius": dec["teacher_radius"],
+        "kappa": config.kappa,
+        "epsilon": config.epsilon,
+        "epsilon_shifted": config.epsilon + config.tv_shift,
+        "eta": config.eta,
+        "epsilon_achieved": dec["epsilon_achieved"],
+        "violations": dec["violations"],
+        "text": guarantee_text(cert, dec),
+    }
     durations["total_s"] = time.perf_counter() - t_start
     cert["durations_s"] = {k: round(float(v), 3) for k, v in durations.items()}
     cert["timestamps"]["finished"] = _now()
-    arrays = {"indices": idx, "teacher_conf": conf_t, "student_conf_teacher_class": p_s[np.arange(s), c_t],
-              "student_conf": p_s.max(axis=1), "teacher_label": c_t, "student_label": c_s, "confident": K,
-              "rho": rho, "radius": radii, "lifted_radius": lifted,
-              "status": np.array([str(v) for v in status], dtype="U16"), "X": X}
+    arrays = {
+        "indices": idx,
+        "teacher_conf": conf_t,
+        "student_conf_teacher_class": p_s[np.arange(s), c_t],
+        "student_conf": p_s.max(axis=1),
+        "teacher_label": c_t,
+        "student_label": c_s,
+        "confident": K,
+        "rho": rho,
+        "radius": radii,
+        "lifted_radius": lifted,
+        "status": np.array([str(v) for v in status], dtype="U16"),
+        "X": X,
+    }
     write_certificate(cert, out, arrays)
-    log(f"verdict: {cert['verdict'].upper()}" + (f" ({'; '.join(r['text'] for r in cert['reasons'])})"
-                                                  if cert["reasons"] else ""))
+    log(
+        f"verdict: {cert['verdict'].upper()}"
+        + (f" ({'; '.join(r['text'] for r in cert['reasons'])})" if cert["reasons"] else "")
+    )
     return cert
 
 
-def _apply(j: int, res: Result, status: np.ndarray, by: np.ndarray, qtime: np.ndarray,
-           cex: dict[int, Counterexample], versions: dict[str, str]) -> None:
+def _apply(
+    j: int,
+    res: Result,
+    status: np.ndarray,
+    by: np.ndarray,
+    qtime: np.ndarray,
+    cex: dict[int, Counterexample],
+    versions: dict[str, str],
+) -> None:
     status[j] = res.verdict.value
     by[j] = res.backend
     qtime[j] = res.time_s
@@ -1111,9 +1454,19 @@ def _apply(j: int, res: Result, status: np.ndarray, by: np.ndarray, qtime: np.nd
         cex[j] = res.counterexample
 
 
-def _run_local(tasks: list[Task], lcfg: DispatchConfig, config: CertifyConfig, journal: Journal,
-               keys: Mapping[str, list[int]], status: np.ndarray, by: np.ndarray, qtime: np.ndarray,
-               cex: dict[int, Counterexample], versions: dict[str, str], log: Callable[[str], None]) -> None:
+def _run_local(
+    tasks: list[Task],
+    lcfg: DispatchConfig,
+    config: CertifyConfig,
+    journal: Journal,
+    keys: Mapping[str, list[int]],
+    status: np.ndarray,
+    by: np.ndarray,
+    qtime: np.ndarray,
+    cex: dict[int, Counterexample],
+    versions: dict[str, str],
+    log: Callable[[str], None],
+) -> None:
     """Solve the local queries (journaling each as it finishes) within ``config.local_budget`` seconds.
 
     Queries are started in chunks of ``jobs``; once the budget is spent the rest are marked
@@ -1125,8 +1478,14 @@ def _run_local(tasks: list[Task], lcfg: DispatchConfig, config: CertifyConfig, j
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    bar = tqdm(total=len(tasks), desc="local queries", file=sys.stderr, disable=not getattr(log, "progress", True),
-               leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(tasks),
+        desc="local queries",
+        file=sys.stderr,
+        disable=not getattr(log, "progress", True),
+        leave=False,
+        dynamic_ncols=True,
+    )
 
     def on_result(key: str, res: Result) -> None:
         journal.record(key, _result_record(res))
@@ -1140,7 +1499,7 @@ def _run_local(tasks: list[Task], lcfg: DispatchConfig, config: CertifyConfig, j
         left = config.local_budget - (time.perf_counter() - t0)
         if left <= 0:
             break
-        chunk = tasks[a:a + step]
+        chunk = tasks[a : a + step]
         cfg = dataclasses.replace(lcfg, timeout=max(0.5, min(lcfg.timeout, left)))
         verify_many(chunk, cfg, jobs=config.jobs, on_result=on_result)
         done = a + len(chunk)
@@ -1150,21 +1509,29 @@ def _run_local(tasks: list[Task], lcfg: DispatchConfig, config: CertifyConfig, j
             status[j] = "unknown"
             by[j] = "not run: local_budget exhausted"
     if done < len(tasks):
-        log(f"local solver budget of {config.local_budget:g}s exhausted: {len(tasks) - done} queries not run "
-            "(reported undecided)")
+        log(
+            f"local solver budget of {config.local_budget:g}s exhausted: {len(tasks) - done} queries not run "
+            "(reported undecided)"
+        )
 
 
 _LIFT_ASSUMPTION = {
-    "prop43": ("Prop. 4.3 lift (measured): around each confident sample the logit margins of teacher and student "
-               "are locally linear and equal (perfect student), so the teacher's radius is the student's times "
-               "min(1, rho(x)), rho = the measured margin-gradient ratio (dual norm). This is an assumption, not "
-               "a proof; the PGD cross-check can refute it but not confirm it."),
-    "prop43m": ("Margin-corrected Prop. 4.3 lift (measured): around each confident sample the logit margins of "
-                "teacher and student are locally linear on the ball, so the teacher's radius is at least the "
-                "student's times min_j (m_T,j / m_S,j) * rho_j. An assumption, not a proof; the PGD cross-check "
-                "can refute it but not confirm it."),
-    "prop42": ("Prop. 4.2 lift: the student is perfect (teacher and student agree with equal margins) and locally "
-               "linear near the samples, so the teacher inherits the student's radius. Not measured."),
+    "prop43": (
+        "Prop. 4.3 lift (measured): around each confident sample the logit margins of teacher and student "
+        "are locally linear and equal (perfect student), so the teacher's radius is the student's times "
+        "min(1, rho(x)), rho = the measured margin-gradient ratio (dual norm). This is an assumption, not "
+        "a proof; the PGD cross-check can refute it but not confirm it."
+    ),
+    "prop43m": (
+        "Margin-corrected Prop. 4.3 lift (measured): around each confident sample the logit margins of "
+        "teacher and student are locally linear on the ball, so the teacher's radius is at least the "
+        "student's times min_j (m_T,j / m_S,j) * rho_j. An assumption, not a proof; the PGD cross-check "
+        "can refute it but not confirm it."
+    ),
+    "prop42": (
+        "Prop. 4.2 lift: the student is perfect (teacher and student agree with equal margins) and locally "
+        "linear near the samples, so the teacher inherits the student's radius. Not measured."
+    ),
 }
 
 
@@ -1181,20 +1548,30 @@ def _assumptions(config: CertifyConfig, kind: str, rule: str) -> list[str]:
     a.append(_LIFT_ASSUMPTION[config.lift])
     a.append("Distillation success (seed 000 Eq. 13) was checked on the samples only.")
     if kind == "seed":
-        a.append("Seed kind (seed 000 Thm. 3.8 / 4.4): 0 < epsilon, eta <= 1/2; VC dimension d = m+1 (L2) or "
-                 "2m (L-inf boxes bound cubes); the ranges are balls intersected with the fixed teacher-confident "
-                 "set, whose VC dimension is at most d.")
+        a.append(
+            "Seed kind (seed 000 Thm. 3.8 / 4.4): 0 < epsilon, eta <= 1/2; VC dimension d = m+1 (L2) or "
+            "2m (L-inf boxes bound cubes); the ranges are balls intersected with the fixed teacher-confident "
+            "set, whose VC dimension is at most d."
+        )
     elif kind == "quality":
-        a.append("Quality-space kind (Blohm et al., ICML 2025): VC dimension 2 of quadrants in the "
-                 "(radius, confidence) plane; holds simultaneously for every radius and kappa.")
+        a.append(
+            "Quality-space kind (Blohm et al., ICML 2025): VC dimension 2 of quadrants in the "
+            "(radius, confidence) plane; holds simultaneously for every radius and kappa."
+        )
     else:
-        a.append("Binomial kind: the property (delta, kappa) was fixed before sampling (radius rule 'fixed'); "
-                 "one-sided Clopper-Pearson bound.")
+        a.append(
+            "Binomial kind: the property (delta, kappa) was fixed before sampling (radius rule 'fixed'); "
+            "one-sided Clopper-Pearson bound."
+        )
     if config.tv_shift > 0:
-        a.append(f"Deployment distribution within total variation {config.tv_shift:g} of D (Obs. 4.5), as "
-                 "stated by the user (not checked). Note an empirical distribution is at TV distance 1 from "
-                 "any continuous one.")
+        a.append(
+            f"Deployment distribution within total variation {config.tv_shift:g} of D (Obs. 4.5), as "
+            "stated by the user (not checked). Note an empirical distribution is at TV distance 1 from "
+            "any continuous one."
+        )
     if rule == "min" and config.lift != "prop42":
-        a.append("Radius rule 'min': the teacher radius is read off the sample, which the uniform "
-                 "(all-balls / all-radii) statements of the seed and quality-space kinds allow.")
+        a.append(
+            "Radius rule 'min': the teacher radius is read off the sample, which the uniform "
+            "(all-balls / all-radii) statements of the seed and quality-space kinds allow."
+        )
     return a

@@ -114,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         threadpool_limits(1, user_api="blas")
     except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
         pass
+    if "torch" in sys.modules:  # the MLPs here are small: one intra-op thread is fastest on 2 cores
+        sys.modules["torch"].set_num_threads(1)
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2

@@ -72,8 +72,18 @@ class DispatchConfig:
     bounds: str = "crown"
     seed: int = 0
     in_process: bool = False  # solve in this process (no hard kill); for daemonic workers
+    # --- branch and bound over input splitting (verifier.bab) ---
+    # BaB before any solver when the network has few inputs: None = only with backend "auto" (a named
+    # backend or a portfolio then answers the query itself, as solver comparisons need); True/False force
+    bab: bool | None = None
+    bab_max_inputs: int = 10  # ... at most this many
+    bab_fraction: float = 0.85  # share of the time left that BaB may use
+    bab_max_leaves: int = 64  # undecided BaB with at most this many open boxes: solve each box exactly
+    # --- end branch and bound ---
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.bab_fraction <= 1.0:
+            raise ConfigError(f"bab_fraction: must lie in (0, 1], got {self.bab_fraction}")
         if self.backend not in BACKEND_CHOICES:
             raise ConfigError(f"--backend: unknown backend {self.backend!r} (choose from {', '.join(BACKEND_CHOICES)})")
         if not self.timeout > 0:
@@ -265,6 +275,17 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
         if rep.ok:
             return done(Verdict.FALSIFIED, "attack", "counterexample found by sampling/PGD; replayed on onnxruntime",
                         counterexample=rep.counterexample)
+    # --- branch and bound over input splitting (verifier.bab): decides, or returns None to go on ---
+    # BaB is part of the automatic strategy; a named backend (or portfolio) answers the query itself
+    # (solver comparison studies depend on that).
+    use_bab = config.bab if config.bab is not None else config.backend == "auto"
+    if use_bab and (options is None or options.target is None):
+        from .bab import bab_stage
+
+        staged = bab_stage(prop, nets, config, t0, verify)
+        if staged is not None:
+            return staged
+    # --- end branch and bound ---
     opts = options or EncodeOptions(bounds=config.bounds)
     names = list(config.portfolio) if config.backend == "portfolio" else None
     probe = prop.encode(nets, replace(opts, quadratic=False))

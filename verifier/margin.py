@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -68,7 +68,7 @@ from encoders.properties import LocalRobustness, OutputDNFProperty
 
 from .replay import ReplayResult, _ascend, polish, replay
 from .results import Outcome, Result, SolveStatus, Verdict
-from .tighten import AlphaConfig, alpha_crown_lower, tighten_bounds
+from .tighten import AlphaConfig, alpha_crown_lower, beta_crown_lower, tighten_bounds
 
 __all__ = [
     "MarginConfig",
@@ -79,6 +79,7 @@ __all__ = [
 ]
 
 Alternative = tuple[np.ndarray, np.ndarray]  # (A (k, n_out), b (k,)) meaning A y <= b
+_NO_OPT = AlphaConfig(iterations=0)
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,13 @@ class MarginConfig:
     alpha, output_alpha
         α-CROWN settings for the intermediate layers and for the alternatives' rows.
     attack_restarts, attack_steps
-        Per possible alternative: starts (centre + random) and sign-gradient steps.
+        Per possible alternative: random starts (besides the box centre and the α-CROWN corners) and
+        sign-gradient steps per start.
     monotone
         Relax last-layer neurons that only lower the margin (module docstring); no binary for them.
     objective
-        Gurobi: maximise the margin (else: pure feasibility).
+        Gurobi: also maximise the margin, stopping at the first incumbent (``BestObjStop = 0``); the
+        default pure feasibility search was faster on mnistfc.
     gurobi_params
         Extra Gurobi parameters for the MILPs (e.g. ``{"MIPFocus": 1}``).
     """
@@ -104,10 +107,10 @@ class MarginConfig:
     tighten: bool = True
     alpha: AlphaConfig = AlphaConfig(iterations=20)
     output_alpha: AlphaConfig = AlphaConfig(iterations=40)
-    attack_restarts: int = 6
+    attack_restarts: int = 2
     attack_steps: int = 60
     monotone: bool = True
-    objective: bool = True
+    objective: bool = False
     gurobi_params: tuple[tuple[str, Any], ...] = ()
 
 
@@ -287,37 +290,207 @@ class _Run:
                       solver_version=self.version, stats=self.stats)
 
 
-def _alternative_lower(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, A: np.ndarray,
-                       alpha: AlphaConfig | None, deadline: float) -> np.ndarray:
-    """Sound lower bounds of ``A f(x)`` (rows) over the box: CROWN, improved by α-CROWN if asked."""
+def _alternative_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, A: np.ndarray,
+                        alpha: AlphaConfig | None, deadline: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sound lower bounds of ``A f(x)`` (rows) over the box — CROWN, improved by α-CROWN if asked —
+    and, with α-CROWN, the box corners where each row's linear lower bound is smallest."""
     lb, _ = crown_linear(net, lo, hi, A, bounds=bounds)
     lb = np.asarray(lb, dtype=np.float64)
+    corners = None
     if alpha is not None and alpha.iterations > 0 and len(net.affines) > 1:
         res = alpha_crown_lower(net, lo, hi, bounds.lower, bounds.upper, len(net.affines) - 1, A, alpha,
                                 deadline)
         lb = np.maximum(lb, res.lb)
-    return lb
+        corners = np.where(res.coef >= 0, lo, hi)
+    return lb, corners
 
 
-def _attack(prop: Any, net: Network, alts: list[Alternative], order: list[int], lo: np.ndarray,
-            hi: np.ndarray, cfg: MarginConfig, seed: int, deadline: float) -> tuple[ReplayResult | None, dict]:
-    """Margin-targeted PGD on each alternative; returns a replayed violation (or None) and best scores."""
-    rng = np.random.default_rng(seed)
-    best: dict[int, float] = {}
-    ns = getattr(prop, "ns", "net")
-    for k in order:
-        sub = OutputDNFProperty(lo, hi, (alts[k],))
-        starts = [0.5 * (lo + hi)] + [rng.uniform(lo, hi) for _ in range(max(0, cfg.attack_restarts - 1))]
-        for x0 in starts:
-            if time.perf_counter() > deadline:
-                return None, best
-            xa, sc = _ascend(sub, net, x0, cfg.attack_steps, 0.25)
-            best[k] = max(best.get(k, -np.inf), sc)
-            if sc >= 0:
-                rep = replay(prop, {ns: net}, {ns: xa})
-                if rep.ok:
-                    return rep, best
+def _pgd(prop: Any, net: Network, alt: Alternative, starts: Sequence[np.ndarray], lo: np.ndarray,
+         hi: np.ndarray, steps: int, deadline: float) -> tuple[ReplayResult | None, float]:
+    """Sign-gradient ascent on one alternative's margin from each start; a violation must replay."""
+    sub = OutputDNFProperty(lo, hi, (alt,))
+    best = -np.inf
+    for x0 in starts:
+        if time.perf_counter() > deadline:
+            break
+        xa, sc = _ascend(sub, net, np.asarray(x0, dtype=np.float64), steps, 0.25)
+        best = max(best, sc)
+        if sc >= 0:
+            rep = replay(prop, {"net": net}, {"net": xa})
+            if rep.ok:
+                return rep, best
     return None, best
+
+
+@dataclass(frozen=True)
+class BabConfig:
+    """β-CROWN branch and bound over ReLU splits (:func:`bab_alternative`).
+
+    Attributes
+    ----------
+    batch
+        Sub-domains split per round (their ``2·batch`` children are bounded in one batched call).
+    root_alpha, alpha
+        Optimisation of (α, β) at the root and for children (warm-started from the parent).
+    max_domains
+        Open sub-domains kept at most; beyond it the search gives up (``None``: undecided).
+    candidates
+        Filtered smart branching: the top candidates (by score) whose split is tried; 1 = the
+        top-scored neuron.
+    """
+
+    batch: int = 64
+    root_alpha: AlphaConfig = AlphaConfig(iterations=60, lr=0.25)
+    alpha: AlphaConfig = AlphaConfig(iterations=12, lr=0.1, decay=0.9, patience=4)
+    max_domains: int = 40_000
+    candidates: int = 4
+    trace: bool = False
+
+
+@dataclass
+class BabOutcome:
+    """What :func:`bab_alternative` concluded: ``verdict`` is VERIFIED, FALSIFIED or None (undecided)."""
+
+    verdict: Verdict | None
+    replay: ReplayResult | None
+    stats: dict[str, Any]
+
+
+def bab_alternative(prop: Any, net: Network, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds,
+                    alt: Alternative, deadline: float, cfg: BabConfig = BabConfig()) -> BabOutcome:
+    r"""Decide one single-row alternative ``a·y ≤ b`` by branch and bound over ReLU phases.
+
+    Sub-domain = the box with some root-unstable neurons fixed active (``z ≥ 0``) or inactive
+    (``z ≤ 0``).  Bound: :func:`verifier.tighten.beta_crown_lower` gives a sound ``lb ≤ min a·f(x)``
+    over the sub-domain; ``lb > b`` closes it (no violation there: the margin ``b − a·f(x) < 0``).
+    Branch: the open sub-domains with the smallest ``lb`` first, each split on its neuron with the
+    largest score (coefficient × triangle height).  The two children cover the parent (a point with
+    ``z = 0`` lies in both), so VERIFIED when no open sub-domain is left is sound.  Attack: at every
+    bounding, the box corner minimising each child's linear bound is evaluated; a violating point
+    must replay on onnxruntime (:func:`verifier.replay.replay`) to make FALSIFIED.  A sub-domain with
+    nothing left to split, too many open sub-domains or the deadline end the search undecided.
+    """
+    A, b = alt
+    if A.shape[0] != 1:
+        return BabOutcome(None, None, {"bab": "multi-row alternative"})
+    L = len(net.affines) - 1
+    U = [np.flatnonzero((bounds.lower[j] < 0) & (bounds.upper[j] > 0)) for j in range(L)]
+    sizes = [bounds.lower[j].size for j in range(L)]
+    thr = float(b[0])
+    st: dict[str, Any] = {"bab_domains": 0, "bab_rounds": 0}
+
+    def full(comp: list[np.ndarray], fill_dtype=np.float64) -> list[np.ndarray]:
+        out = []
+        for j in range(L):
+            a = np.zeros((comp[j].shape[0], sizes[j]), dtype=fill_dtype)
+            a[:, U[j]] = comp[j]
+            out.append(a)
+        return out
+
+    def bound(S: list[np.ndarray], al: list[np.ndarray] | None, be: list[np.ndarray] | None,
+              conf: AlphaConfig):
+        m = S[0].shape[0]
+        res = beta_crown_lower(net, lo, hi, bounds.lower, bounds.upper, L, np.repeat(A, m, axis=0), full(S),
+                               conf, deadline, None if al is None else full(al), None if be is None else full(be))
+        st["bab_domains"] += m
+        comp_a = [res.alpha[j][:, U[j]] for j in range(L)]
+        comp_b = [res.beta[j][:, U[j]] for j in range(L)]
+        sc = np.concatenate([res.scores[j][:, U[j]] for j in range(L)], axis=1)  # flat over (layer, neuron)
+        choice = np.where(sc.max(axis=1) > 0, sc.argmax(axis=1), -1)
+        if cfg.candidates > 1:
+            choice = fsb(S, comp_a, comp_b, sc, choice, res.lb <= thr)
+        return res.lb, comp_a, comp_b, choice, np.where(res.coef >= 0, lo, hi)
+
+    def fsb(S: list[np.ndarray], al: list[np.ndarray], be: list[np.ndarray], sc: np.ndarray,
+            choice: np.ndarray, open_: np.ndarray) -> np.ndarray:
+        """Filtered smart branching: among each open row's top candidates (by score), the split whose
+        worse child has the best bound (one pass at the inherited multipliers, no optimisation)."""
+        rows = np.flatnonzero(open_ & (choice >= 0))
+        if rows.size == 0:
+            return choice
+        K = min(cfg.candidates, sc.shape[1])
+        cand = np.argsort(-sc[rows], axis=1)[:, :K]  # (r, K)
+        valid = np.take_along_axis(sc[rows], cand, axis=1) > 0
+        rep = np.repeat(rows, 2 * K)
+        flat = np.repeat(cand.reshape(-1), 2)
+        sign = np.tile(np.array([1, -1], dtype=np.int8), rows.size * K)
+        lay = np.searchsorted(offsets, flat, side="right") - 1
+        gS, ga, gb = [], [], []
+        for j in range(L):
+            Sj = S[j][rep].copy()
+            sel = np.flatnonzero(lay == j)
+            Sj[sel, flat[sel] - offsets[j]] = sign[sel]
+            gS.append(Sj)
+            ga.append(al[j][rep])
+            gb.append(be[j][rep])
+        m = rep.size
+        res = beta_crown_lower(net, lo, hi, bounds.lower, bounds.upper, L, np.repeat(A, m, axis=0), full(gS),
+                               _NO_OPT, None, full(ga), full(gb))
+        worse = np.minimum(res.lb[0::2], res.lb[1::2]).reshape(rows.size, K)
+        worse = np.where(valid, worse, -np.inf)
+        out = choice.copy()
+        out[rows] = cand[np.arange(rows.size), np.argmax(worse, axis=1)]
+        return out
+
+    def attack(xs: np.ndarray) -> ReplayResult | None:
+        y = net.evaluate(xs)
+        marg = thr - y @ A[0]
+        for q in np.argsort(-marg)[:3]:
+            if marg[q] >= 0:
+                rep = replay(prop, {"net": net}, {"net": xs[q]})
+                if rep.ok:
+                    return rep
+        return None
+
+    offsets = np.cumsum([0] + [u.size for u in U])
+    S0 = [np.zeros((1, u.size), dtype=np.int8) for u in U]
+    lb, al, be, choice, xs = bound(S0, None, None, cfg.root_alpha)
+    rep = attack(xs)
+    if rep is not None:
+        return BabOutcome(Verdict.FALSIFIED, rep, st)
+    pool = {"S": S0, "a": al, "b": be, "lb": lb, "choice": choice}
+    while True:
+        keep = pool["lb"] <= thr
+        if not keep.any():
+            st["bab_open"] = 0
+            return BabOutcome(Verdict.VERIFIED, None, st)
+        pool = {key: ([v[keep] for v in val] if isinstance(val, list) else val[keep]) for key, val in pool.items()}
+        n_open = int(keep.sum())
+        st["bab_open"] = n_open
+        if n_open > cfg.max_domains or time.perf_counter() > deadline:
+            st["bab_stop"] = "domain limit" if n_open > cfg.max_domains else "deadline"
+            return BabOutcome(None, None, st)
+        take = np.argsort(pool["lb"])[: cfg.batch]
+        if np.any(pool["choice"][take] < 0):
+            st["bab_stop"] = "a sub-domain with nothing left to split"
+            return BabOutcome(None, None, st)
+        st["bab_rounds"] += 1
+        if cfg.trace and st["bab_rounds"] % 20 == 1:
+            depth = sum((pool["S"][j] != 0).sum(axis=1) for j in range(L))
+            print(f"round {st['bab_rounds']} open {n_open} worst lb-b {pool['lb'].min() - thr:.4f} "
+                  f"median {np.median(pool['lb']) - thr:.4f} depth mean {depth.mean():.1f} max {depth.max()}",
+                  flush=True)
+        rest = np.setdiff1d(np.arange(n_open), take)
+        ch = pool["choice"][take]
+        layer = np.searchsorted(offsets, ch, side="right") - 1
+        col = ch - offsets[layer]
+        kids_S, kids_a, kids_b = [], [], []
+        for j in range(L):
+            Sj = np.repeat(pool["S"][j][take], 2, axis=0)
+            rows = np.flatnonzero(np.repeat(layer == j, 2))
+            Sj[rows, np.repeat(col, 2)[rows]] = np.tile(np.array([1, -1], dtype=np.int8), take.size)[rows]
+            kids_S.append(Sj)
+            kids_a.append(np.repeat(pool["a"][j][take], 2, axis=0))
+            kids_b.append(np.repeat(pool["b"][j][take], 2, axis=0))
+        lb, al, be, choice, xs = bound(kids_S, kids_a, kids_b, cfg.alpha)
+        rep = attack(xs)
+        if rep is not None:
+            return BabOutcome(Verdict.FALSIFIED, rep, st)
+        pool = {"S": [np.concatenate([pool["S"][j][rest], kids_S[j]]) for j in range(L)],
+                "a": [np.concatenate([pool["a"][j][rest], al[j]]) for j in range(L)],
+                "b": [np.concatenate([pool["b"][j][rest], be[j]]) for j in range(L)],
+                "lb": np.concatenate([pool["lb"][rest], lb]),
+                "choice": np.concatenate([pool["choice"][rest], choice])}
 
 
 def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
@@ -331,7 +504,7 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
         :class:`~encoders.properties.LocalRobustness`; anything else returns ``None``.
     config
         A :class:`~verifier.dispatch.DispatchConfig` (``backend``, ``threads``, ``seed``, ``samples``
-        are read; ``samples = 0`` disables the attack).  Backends other than ``auto``, ``gurobi``,
+        are read; ``samples = 0`` disables the attacks).  Backends other than ``auto``, ``gurobi``,
         ``highs`` and ``portfolio`` return ``None``.
     deadline
         ``time.perf_counter()`` value by which to answer (TIMEOUT after it).
@@ -352,43 +525,71 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
         return None
     run = _Run(time.perf_counter())
     st = run.stats
-    ns = "net"
-    # 1. CROWN
+    attack = getattr(config, "samples", 1) > 0
+    rng = np.random.default_rng(getattr(config, "seed", 0))
+
+    def falsified(rep: ReplayResult, how: str) -> Result:
+        return run.result(Verdict.FALSIFIED, "attack", f"counterexample found by {how}; replayed on onnxruntime",
+                          rep.counterexample)
+
+    # 1. CROWN: rule out alternatives
     t = time.perf_counter()
     base = crown_bounds(net, lo, hi)
     possible = [k for k, (A, b) in enumerate(alts)
-                if A.shape[0] == 0 or not np.any(_alternative_lower(net, lo, hi, base, A, None, deadline) > b)]
+                if A.shape[0] == 0 or not np.any(_alternative_bounds(net, lo, hi, base, A, None, deadline)[0] > b)]
     st.update(crown_s=time.perf_counter() - t, unstable_crown=base.unstable_counts(),
               alternatives=len(alts), possible_crown=len(possible))
     if not possible:
         return run.result(Verdict.VERIFIED, "crown", "every alternative ruled out by CROWN bounds")
-    # 2. attack
-    scores: dict[int, float] = {}
-    if getattr(config, "samples", 1) > 0:
+    # 2. cheap attack from the box centre
+    if attack:
         t = time.perf_counter()
-        rep, scores = _attack(prop, net, alts, possible, lo, hi, cfg, getattr(config, "seed", 0), deadline)
+        for k in possible:
+            rep, _ = _pgd(prop, net, alts[k], [0.5 * (lo + hi)], lo, hi, cfg.attack_steps, deadline)
+            if rep is not None:
+                st["attack_s"] = time.perf_counter() - t
+                return falsified(rep, "PGD on the alternative's margin")
         st["attack_s"] = time.perf_counter() - t
-        if rep is not None:
-            return run.result(Verdict.FALSIFIED, "attack", "counterexample found by margin-targeted PGD; "
-                              "replayed on onnxruntime", rep.counterexample)
-    # 3. α-CROWN
+    # 3. α-CROWN: tighter intermediate bounds, then per-alternative bounds and attack corners
     bounds = base
+    ub_margin: dict[int, float] = {}
+    corners: dict[int, np.ndarray] = {}
     if cfg.tighten and len(net.affines) > 1:
         t = time.perf_counter()
         bounds = tighten_bounds(net, lo, hi, base, cfg.alpha, deadline)
         keep = []
         for k in possible:
             A, b = alts[k]
-            if A.shape[0] and np.any(_alternative_lower(net, lo, hi, bounds, A, cfg.output_alpha, deadline) > b):
+            if A.shape[0] == 0:
+                keep.append(k)
+                continue
+            lb, cor = _alternative_bounds(net, lo, hi, bounds, A, cfg.output_alpha, deadline)
+            if np.any(lb > b):
                 continue
             keep.append(k)
+            ub_margin[k] = float(np.min(b - lb))  # t_k = min_r (b − A y)_r ≤ min_r (b_r − lb_r)
+            if cor is not None:
+                corners[k] = cor
         possible = keep
         st.update(tighten_s=time.perf_counter() - t, unstable_alpha=bounds.unstable_counts(),
                   possible_alpha=len(possible))
         if not possible:
             return run.result(Verdict.VERIFIED, "alpha-crown", "every alternative ruled out by α-CROWN bounds")
-    # 4. MILPs, likeliest violation first
-    possible.sort(key=lambda k: -scores.get(k, -np.inf))
+    # likeliest violation first: the largest upper bound of the margin
+    possible.sort(key=lambda k: -ub_margin.get(k, np.inf))
+    st["order"] = [(k, round(ub_margin.get(k, np.inf), 4)) for k in possible]
+    # 4. attack from the corners where the relaxation is tightest, then from random points
+    if attack:
+        t = time.perf_counter()
+        for k in possible:
+            starts = list(corners.get(k, []))
+            starts += [rng.uniform(lo, hi) for _ in range(cfg.attack_restarts)]
+            rep, _ = _pgd(prop, net, alts[k], starts, lo, hi, cfg.attack_steps, deadline)
+            if rep is not None:
+                st["attack2_s"] = time.perf_counter() - t
+                return falsified(rep, "PGD from α-CROWN corners")
+        st["attack2_s"] = time.perf_counter() - t
+    # 5. one MILP per alternative
     per_alt: list[dict[str, Any]] = []
     st["per_alt"] = per_alt
     undecided: Result | None = None
@@ -400,14 +601,14 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
                               f"time limit reached with {len(possible) - len(per_alt)} alternatives left")
         t = time.perf_counter()
         prog, info = encode_alternative(net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone,
-                                        cfg.objective, ns)
+                                        cfg.objective, "net")
         backend = _choose(config, prog)
         if backend is None:
             return None
         out = _solve(backend, prog, left, getattr(config, "threads", 1), cfg)
         backends_used.add(backend)
         run.version = out.solver_version or run.version
-        rec = {"alt": k, "backend": backend, "status": out.status.value, "time_s": time.perf_counter() - t,
+        rec = {"alt": k, "backend": backend, "status": out.status.value, "time_s": round(time.perf_counter() - t, 3),
                "binaries": info.binaries_hidden + info.exact_last, "relaxed_last": info.relaxed_last,
                "nodes": out.stats.get("nodes"), "variables": out.stats.get("variables"),
                "constraints": out.stats.get("constraints")}
@@ -416,10 +617,10 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
             continue
         if out.assignment is not None and out.status in (SolveStatus.SAT, SolveStatus.OPTIMAL,
                                                          SolveStatus.UNKNOWN, SolveStatus.TIMEOUT):
-            xs = {ns: np.asarray(out.assignment)[prog.blocks[ns]["input"]]}
-            rep = replay(prop, {ns: net}, xs)
+            xs = {"net": np.asarray(out.assignment)[prog.blocks["net"]["input"]]}
+            rep = replay(prop, {"net": net}, xs)
             if not rep.ok:
-                pol = polish(prop, {ns: net}, xs)
+                pol = polish(prop, {"net": net}, xs)
                 rep = pol if pol.ok else rep
             rec["replay"] = rep.reason
             if rep.ok:
@@ -436,16 +637,10 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
         if undecided is None:
             undecided = run.result(verdict, backend, f"alternative {k}: {out.message or out.status.value}")
     if undecided is not None:
-        return replace_time(undecided, run)
+        return replace(undecided, time_s=time.perf_counter() - run.t0)
     return run.result(Verdict.VERIFIED, "+".join(sorted(backends_used)),
                       f"all {len(alts)} alternatives infeasible ({len(alts) - len(possible)} by bounds, "
                       f"{len(possible)} by MILP)")
-
-
-def replace_time(res: Result, run: _Run) -> Result:
-    from dataclasses import replace
-
-    return replace(res, time_s=time.perf_counter() - run.t0)
 
 
 def _solve(backend: str, prog: Program, timeout: float, threads: int, cfg: MarginConfig) -> Outcome:

@@ -21,7 +21,12 @@ from .atomic import atomic_write_text
 
 __all__ = ["write_report", "render_markdown"]
 
-_COLORS = {"verified": "tab:green", "falsified": "tab:red", "undecided": "tab:orange", "not confident": "lightgray"}
+_COLORS = {
+    "verified": "tab:green",
+    "falsified": "tab:red",
+    "undecided": "tab:orange",
+    "not confident": "lightgray",
+}
 
 
 def _plots(cert: dict[str, Any], out: Path, arrays: dict[str, np.ndarray]) -> list[tuple[str, str]]:
@@ -84,8 +89,14 @@ def _plots(cert: dict[str, Any], out: Path, arrays: dict[str, np.ndarray]) -> li
             ax.scatter(P[sel, 0], P[sel, 1], s=10, c=col, label=f"{name} ({int(sel.sum())})", alpha=0.8)
     wit = [c["i"] for c in cert["counterexamples"] if c["kind"] == "teacher_pgd"]
     if wit:
-        ax.scatter(P[wit, 0], P[wit, 1], s=80, facecolors="none", edgecolors="k",
-                   label=f"teacher PGD witness ({len(wit)})")
+        ax.scatter(
+            P[wit, 0],
+            P[wit, 1],
+            s=80,
+            facecolors="none",
+            edgecolors="k",
+            label=f"teacher PGD witness ({len(wit)})",
+        )
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
     ax.legend(fontsize=8)
@@ -105,18 +116,24 @@ def render_markdown(cert: dict[str, Any], plots: list[tuple[str, str]]) -> str:
     if cert["reasons"]:
         lines += ["Refused because:", ""] + [f"- {r['text']}" for r in cert["reasons"]] + [""]
     lines += ["## Guarantee", "", g["text"], ""]
-    lines += [
-        f"- kind: **{g['kind']}** (requested: {p['guarantee_requested']}), s = {dat['sample_size']} "
-        f"(minimum {p['s_required']}; sizes of all kinds: {p['sample_sizes']})",
-        f"- delta = {p['delta']:g} ({'L-inf' if p['norm'] == 'inf' else 'L2'}), kappa = {p['kappa']:g}, "
-        f"epsilon = {p['epsilon']:g}, eta = {p['eta']:g}, TV shift = {p['tv_shift']:g}, m = {p['m']}, d = {p['d']}",
-        f"- teacher radius: {g['teacher_radius']:.5g} (radius rule '{p['radius_rule']}', lift {p['lift']}, "
-        f"student base radius {p['base_radius']:.5g})",
-        f"- data: {dat['distribution']}",
-        "",
-        "### Assumptions",
-        "",
-    ] + [f"- {a}" for a in cert["assumptions"]] + [""]
+    lines += (
+        [
+            f"- kind: **{g['kind']}** (requested: {p['guarantee_requested']}), s = {dat['sample_size']} "
+            f"(minimum {p['s_required']}; sizes of all kinds: {p['sample_sizes']})",
+            f"- delta = {p['delta']:g} ({'L-inf' if p['norm'] == 'inf' else 'L2'}), kappa = {p['kappa']:g}, "
+            f"epsilon = {p['epsilon']:g}, eta = {p['eta']:g}, TV shift = {p['tv_shift']:g}, m = "
+            f"{p['m']}, d = {p['d'] or 'n/a'}",
+            f"- teacher radius: {g['teacher_radius']:.5g} (radius rule '{p['radius_rule']}', lift "
+            f"{p['lift']}, "
+            f"student base radius {p['base_radius']:.5g})",
+            f"- data: {dat['distribution']}",
+            "",
+            "### Assumptions",
+            "",
+        ]
+        + [f"- {a}" for a in cert["assumptions"]]
+        + [""]
+    )
     glob = st["global"]
     loc = st["local"]
     eq = st["eq13"]
@@ -128,20 +145,43 @@ def render_markdown(cert: dict[str, Any], plots: list[tuple[str, str]]) -> str:
         return "—" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
     rows = [
-        ("1. sample", f"{dat['sample_size']} points ({dat['sampling']}, seed {dat['sample_seed']}), "
-                      f"{dat['n_confident']} teacher-confident", dur.get("sample_s")),
-        ("2. distil", f"{st['distill'].get('method')} student {st['distill'].get('arch')}, train agreement "
-                      f"{fmt(st['distill'].get('train_agreement'))}", dur.get("distill_s")),
-        ("3a. global query", f"{glob.get('verdict')} at radius {fmt(glob.get('radius'))} "
-                             f"({glob.get('backend', '—')})", dur.get("global_s")),
+        (
+            "1. sample",
+            f"{dat['sample_size']} points ({dat['sampling']}, seed {dat['sample_seed']}), "
+            f"{dat['n_confident']} teacher-confident",
+            dur.get("sample_s"),
+        ),
+        (
+            "2. distil",
+            f"{st['distill'].get('method')} student {st['distill'].get('arch')}, train agreement "
+            f"{fmt(st['distill'].get('train_agreement'))}",
+            dur.get("distill_s"),
+        ),
+        (
+            "3a. global query",
+            f"{glob.get('verdict')} at radius {fmt(glob.get('radius'))} ({glob.get('backend', '—')})",
+            dur.get("global_s"),
+        ),
         ("3b. local queries", f"{loc['counts']} by {loc['by']}", dur.get("local_s")),
-        ("4. lift", f"{lift['rule']}: rho min {fmt(lift['rho_min'])}, median {fmt(lift['rho_median'])}, "
-                    f"{lift['rho_below_1']} below 1", dur.get("lift_s")),
-        ("4. Eq. 13", f"{'holds' if eq['holds'] else 'FAILS'} on {eq['n_checked']} {eq['scope']} samples "
-                      f"({eq['violations']} violations, worst gap {fmt(eq['worst_gap'])}, "
-                      f"{eq['disagreements']} disagreements)", None),
-        ("5. teacher PGD", f"{cc['adversarial']} adversarial of {cc['n_points']} ({cc['steps']} steps, "
-                           f"{cc['restarts']} restarts, lifted radius)", dur.get("crosscheck_s")),
+        (
+            "4. lift",
+            f"{lift['rule']}: rho min {fmt(lift['rho_min'])}, median {fmt(lift['rho_median'])}, "
+            f"{lift['rho_below_1']} below 1",
+            dur.get("lift_s"),
+        ),
+        (
+            "4. Eq. 13",
+            f"{'holds' if eq['holds'] else 'FAILS'} on {eq['n_checked']} {eq['scope']} samples "
+            f"({eq['violations']} violations, worst gap {fmt(eq['worst_gap'])}, "
+            f"{eq['disagreements']} disagreements)",
+            None,
+        ),
+        (
+            "5. teacher PGD",
+            f"{cc['adversarial']} adversarial of {cc['n_points']} ({cc['steps']} steps, "
+            f"{cc['restarts']} restarts, lifted radius)",
+            dur.get("crosscheck_s"),
+        ),
         ("6. verdict", verdict, dur.get("total_s")),
     ]
     lines += ["## Steps", "", "| step | result | seconds |", "| --- | --- | --- |"]
@@ -156,7 +196,10 @@ def render_markdown(cert: dict[str, Any], plots: list[tuple[str, str]]) -> str:
         kinds: dict[str, int] = {}
         for c in cert["counterexamples"]:
             kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
-        lines += [f"Counterexamples recorded in the certificate: {kinds} (replayed by `distillcert check`).", ""]
+        lines += [
+            f"Counterexamples recorded in the certificate: {kinds} (replayed by `distillcert check`).",
+            "",
+        ]
     if plots:
         lines += ["## Plots", ""]
         for f, cap in plots:
@@ -165,7 +208,9 @@ def render_markdown(cert: dict[str, Any], plots: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(cert: dict[str, Any], out_dir: str | Path, arrays: dict[str, np.ndarray] | None = None) -> Path:
+def write_report(
+    cert: dict[str, Any], out_dir: str | Path, arrays: dict[str, np.ndarray] | None = None
+) -> Path:
     """Write ``report.md`` and the PNG plots into ``out_dir``; arrays default to ``samples.npz`` there."""
     out = Path(out_dir)
     if arrays is None:

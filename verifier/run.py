@@ -40,7 +40,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         try:
             import tomli as tomllib  # type: ignore[no-redef]
         except ModuleNotFoundError:
-            raise ConfigError(f"--config {p}: reading TOML needs Python >= 3.11 or the 'tomli' package") from None
+            raise ConfigError(
+                f"--config {p}: reading TOML needs Python >= 3.11 or the 'tomli' package"
+            ) from None
     try:
         with open(p, "rb") as fh:
             return tomllib.load(fh)
@@ -73,8 +75,15 @@ def train_or_reuse_teacher(config: CertifyConfig, data: Any, out: Path, progress
     from distill.train import model_meta, train_teacher
 
     arch = config.teacher_arch or f"{data.n_features}-128-128-{data.n_classes}"
-    key = query_key("teacher", data.name, config.data_seed, arch, config.teacher_adv_eps, config.teacher_epochs,
-                    config.seed)
+    key = query_key(
+        "teacher",
+        data.name,
+        config.data_seed,
+        arch,
+        config.teacher_adv_eps,
+        config.teacher_epochs,
+        config.seed,
+    )
     path = out / "teacher.pt"
     if path.is_file():
         try:
@@ -86,10 +95,18 @@ def train_or_reuse_teacher(config: CertifyConfig, data: Any, out: Path, progress
                 sys.stderr.write("[distillcert] teacher: reusing teacher.pt from the output folder\n")
             return path
     if progress:
-        sys.stderr.write(f"[distillcert] training the teacher {arch} on {data.name} "
-                         f"(PGD-AT eps {config.teacher_adv_eps:g}, {config.teacher_epochs} epochs)\n")
-    res = train_teacher(data, arch=arch, adv_eps=config.teacher_adv_eps, epochs=config.teacher_epochs,
-                        seed=config.seed, progress=progress)
+        sys.stderr.write(
+            f"[distillcert] training the teacher {arch} on {data.name} "
+            f"(PGD-AT eps {config.teacher_adv_eps:g}, {config.teacher_epochs} epochs)\n"
+        )
+    res = train_teacher(
+        data,
+        arch=arch,
+        adv_eps=config.teacher_adv_eps,
+        epochs=config.teacher_epochs,
+        seed=config.seed,
+        progress=progress,
+    )
     meta = model_meta(data, res.config)
     meta["run_key"] = key
     meta["accuracy"] = {"train": res.train_accuracy, "test": res.test_accuracy}
@@ -109,10 +126,14 @@ def run(config: CertifyConfig, out_dir: str | Path, progress: bool = True) -> di
     if progress:
         sys.stderr.write(
             f"[distillcert] run: data {data.name} ({data.n_features} features, {data.n_classes} classes); "
-            f"delta = {config.delta:g} ({'L-inf' if config.norm == 'inf' else 'L2'}), kappa = {config.kappa:g}, "
-            f"epsilon = {config.epsilon:g}, eta = {config.eta:g}; guarantee {choice['kind']} with s = {choice['s']} "
-            f"(seed kind would need {choice['pac']['seed_vc']}, quality-space {choice['pac']['quality_space']}, "
-            f"binomial {choice['pac']['binomial']}); output {out}\n")
+            f"delta = {config.delta:g} ({'L-inf' if config.norm == 'inf' else 'L2'}), kappa = "
+            f"{config.kappa:g}, "
+            f"epsilon = {config.epsilon:g}, eta = {config.eta:g}; guarantee {choice['kind']} with s = "
+            f"{choice['s']} "
+            f"(seed kind would need {choice['pac']['seed_vc']}, quality-space "
+            f"{choice['pac']['quality_space']}, "
+            f"binomial {choice['pac']['binomial']}); output {out}\n"
+        )
     teacher = Path(config.teacher) if config.teacher else train_or_reuse_teacher(config, data, out, progress)
     cert = certify(teacher, config, out, progress=progress, data=data)
     cert.setdefault("durations_s", {})["run_total_s"] = round(time.perf_counter() - t0, 3)
@@ -126,11 +147,15 @@ def summary_text(cert: dict[str, Any], out_dir: str | Path) -> str:
     for r in cert["reasons"]:
         lines.append(f"  reason: {r['text']}")
     lines.append(f"guarantee: {g['text']}")
-    lines.append(f"parameters: delta={p['delta']:g} norm={p['norm']} kappa={p['kappa']:g} epsilon={p['epsilon']:g} "
-                 f"eta={p['eta']:g} kind={p['guarantee_kind']} s={cert['data']['sample_size']} "
-                 f"teacher_radius={g['teacher_radius']:.4g}")
+    lines.append(
+        f"parameters: delta={p['delta']:g} norm={p['norm']} kappa={p['kappa']:g} epsilon={p['epsilon']:g} "
+        f"eta={p['eta']:g} kind={p['guarantee_kind']} s={cert['data']['sample_size']} "
+        f"teacher_radius={g['teacher_radius']:.4g}"
+    )
     dur = cert.get("durations_s", {})
     total = dur.get("run_total_s", dur.get("total_s"))
-    lines.append(f"files: {Path(out_dir) / 'certificate.json'}, {Path(out_dir) / 'report.md'}"
-                 + (f" ({total:.1f} s)" if total is not None else ""))
+    lines.append(
+        f"files: {Path(out_dir) / 'certificate.json'}, {Path(out_dir) / 'report.md'}"
+        + (f" ({total:.1f} s)" if total is not None else "")
+    )
     return "\n".join(lines)

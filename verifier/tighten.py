@@ -70,6 +70,8 @@ __all__ = [
     "alpha_crown_lower",
     "tighten_bounds",
     "lp_layer_bounds",
+    "SplitBoundResult",
+    "beta_crown_lower",
     "bound_magnitudes",
 ]
 
@@ -112,11 +114,17 @@ class AlphaConfig:
 
 @dataclass(frozen=True, eq=False)
 class AlphaResult:
-    """Sound lower bounds ``lb ≤ min_x Λ z_k`` and the slopes that gave them (per relaxed layer)."""
+    """Sound lower bounds ``lb ≤ min_x Λ z_k`` and the slopes that gave them (per relaxed layer).
+
+    ``coef`` (``(m, n_in)``) are the input coefficients of the linear lower bound at those slopes
+    (``Λ z_k(x) ≥ coef x + κ``); the box corner minimising ``coef_q x`` (``lo`` where ``coef ≥ 0``,
+    else ``hi``) is where row ``q``'s relaxation is tightest — a good attack start.
+    """
 
     lb: np.ndarray
     alpha: tuple[np.ndarray, ...]
     iterations: int
+    coef: np.ndarray
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,6 +185,7 @@ class _Pass:
                  Lam: np.ndarray) -> None:
         aff = net.affines
         self.aff, self.lo, self.hi, self.relax, self.k = aff, lo, hi, relax, k
+        self.c, self.r = 0.5 * (lo + hi), 0.5 * (hi - lo)
         self.A_top = Lam @ aff[k].W
         self.kappa0 = Lam @ aff[k].b
         if k > 0:
@@ -191,6 +200,9 @@ class _Pass:
             self.A_U, self.neg_U = A[:, self.U], neg[:, self.U]
             self.sU, self.tU = r.s[self.U], r.t[self.U]
             self.WU, self.bU = W.W[self.U], W.b[self.U]
+            if k == 1:  # ∂B/∂G on U = (c − sign(A) ⊙ r) W_Uᵀ + b_U: precompute both products
+                self.cWU = self.WU @ self.c + self.bU
+                self.rWU = np.ascontiguousarray((self.WU * self.r).T)
 
     def alpha_init(self) -> list[np.ndarray]:
         m = self.A_top.shape[0]
@@ -199,10 +211,16 @@ class _Pass:
 
     def run(self, alpha: list[np.ndarray], grad: bool) -> tuple[np.ndarray, list[np.ndarray] | None]:
         """Bound ``B(α)`` for every row and (optionally) ``∂B/∂α`` per relaxed layer."""
+        val, grads, _ = self.run_full(alpha, grad)
+        return val, grads
+
+    def run_full(self, alpha: list[np.ndarray], grad: bool) -> tuple[np.ndarray, list[np.ndarray] | None,
+                                                                     np.ndarray]:
+        """:meth:`run` plus the input coefficients ``A^{(−1)}`` (rows: ``Λ z_k ≥ A^{(−1)} x + κ``)."""
         k, aff = self.k, self.aff
         if k == 0:
             A = self.A_top
-            return self.kappa0 + _box_min(A, self.lo, self.hi), ([] if grad else None)
+            return self.kappa0 + A @ self.c - np.abs(A) @ self.r, ([] if grad else None), A
         # top relaxed layer j = k−1: only the unstable columns vary with α
         aU = alpha[k - 1][:, self.U]
         DU = np.where(self.neg_U, self.sU, aU)
@@ -219,26 +237,24 @@ class _Pass:
             kappa = kappa + G @ aff[j].b
             store.append((j, A, neg, D))
             A = G @ aff[j].W
-        val = kappa + _box_min(A, self.lo, self.hi)
+        # min over the box of A x = A c − |A| r;  its subgradient in A is c − sign(A) r
+        val = kappa + A @ self.c - np.abs(A) @ self.r
         if not grad:
-            return val, None
+            return val, None, A
         grads = [np.zeros_like(a) for a in alpha]
-        gA = np.where(A >= 0, self.lo, self.hi)
-        for j, Aj, negj, Dj in reversed(store):
-            gG = gA @ aff[j].W.T + aff[j].b
-            grads[j] = np.where(self.relax[j].unstable & ~negj, gG * Aj, 0.0)
-            gA = gG * Dj + np.where(negj, self.relax[j].t, 0.0)
-        gGU = gA @ self.WU.T + self.bU
+        if k == 1:
+            gGU = self.cWU - np.sign(A) @ self.rWU
+        else:
+            gA = self.c - np.sign(A) * self.r
+            for j, Aj, negj, Dj in reversed(store):
+                gG = gA @ aff[j].W.T + aff[j].b
+                grads[j] = np.where(self.relax[j].unstable & ~negj, gG * Aj, 0.0)
+                gA = gG * Dj + np.where(negj, self.relax[j].t, 0.0)
+            gGU = gA @ self.WU.T + self.bU
         gk = np.zeros_like(alpha[k - 1])
         gk[:, self.U] = np.where(~self.neg_U, gGU * self.A_U, 0.0)
         grads[k - 1] = gk
-        return val, grads
-
-
-def _box_min(A: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """``min_{lo ≤ x ≤ hi} A x`` row-wise (exact up to rounding): ``A⁺ lo + A⁻ hi``."""
-    pos = np.maximum(A, 0.0)
-    return pos @ lo + (A - pos) @ hi
+        return val, grads, A
 
 
 def _margin(net: Network, lo: np.ndarray, hi: np.ndarray, k: int, Lam: np.ndarray) -> np.ndarray:
@@ -308,7 +324,189 @@ def alpha_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper
         if len(history) > p and history[-1] - history[-1 - p] <= config.tol * (1.0 + float(np.sum(np.abs(best)))):
             break
     lb = best - _margin(net, lo, hi, k, Lam)
-    return AlphaResult(lb, tuple(best_alpha), it)
+    _, _, coef = pas.run_full(best_alpha, grad=False)
+    return AlphaResult(lb, tuple(best_alpha), it, coef)
+
+
+# --------------------------------------------------------------------------------------------------
+# β-CROWN: bounds on sub-domains defined by ReLU splits
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class SplitBoundResult:
+    """Sound lower bounds of ``λ_q · z_k`` over sub-domains ``q`` (one row per sub-domain).
+
+    ``alpha``/``beta`` per relaxed layer (``(m, n_j)``) are the best multipliers found (warm starts for
+    children); ``coef`` (``(m, n_in)``) the input coefficients of the linear bound at them; ``scores``
+    per layer (``(m, n_j)``) a branching score for every neuron still unstable and unsplit in the row's
+    sub-domain (``|A_i| · u_i (−l_i)/(u_i − l_i)``, the coefficient times the triangle's height; 0 for
+    the others).
+    """
+
+    lb: np.ndarray
+    alpha: tuple[np.ndarray, ...]
+    beta: tuple[np.ndarray, ...]
+    coef: np.ndarray
+    scores: tuple[np.ndarray, ...]
+
+
+class _SplitPass:
+    """The backward pass of the module docstring on sub-domains with split ReLUs (β-CROWN).
+
+    Sub-domain ``q`` fixes the phase of some neurons: ``S^{(j)}_{q,i} = +1`` adds the constraint
+    ``z_{j,i} ≥ 0``, ``−1`` adds ``z_{j,i} ≤ 0``; 0 leaves the neuron as in the root bounds.  On the
+    sub-domain a split neuron is linear (``h = z`` or ``h = 0``), so its relaxation is exact there,
+    and the split constraints ``S z_j ≥ 0`` enter by Lagrangian relaxation with ``β ≥ 0``::
+
+        min_{x ∈ box ∩ splits} λ·z_k(x)  ≥  min_{x ∈ box ∩ splits} [λ·z_k(x) − Σ_j β_j ⊙ S_j · z_j(x)]
+                                         ≥  B(α, β)
+
+    (the subtracted term is ``≤ 0`` on the sub-domain), where ``B`` is the backward pass of the
+    combined function with the split neurons' relaxation ``D = 1`` (``S = +1``) or ``0`` (``S = −1``)
+    and the term ``−β_j ⊙ S_j`` added to the coefficients ``G^{(j)}`` on ``z_j``.  ``B`` is a valid
+    bound for every ``α ∈ [0,1]``, ``β ≥ 0`` (Wang et al., *Beta-CROWN*, NeurIPS 2021); the root
+    bounds of unsplit neurons stay valid because every sub-domain lies in the box.  The gradient in
+    ``β_j`` is ``−S_j ⊙ ∂B/∂G^{(j)}``.
+    """
+
+    def __init__(self, net: Network, lo: np.ndarray, hi: np.ndarray, relax: list[_Relax], k: int,
+                 Lam: np.ndarray, splits: list[np.ndarray]) -> None:
+        aff = net.affines
+        self.k = k
+        self.c, self.r = 0.5 * (lo + hi), 0.5 * (hi - lo)
+        # Neurons inactive at the root have h = 0 in every sub-domain: only the *live* ones (active or
+        # unstable at the root) enter the pass, which shrinks every product to the live columns.
+        self.live = [np.flatnonzero(r.active | r.unstable) for r in relax]
+        live_prev = [np.arange(net.n_inputs)] + self.live[:-1] if k else []
+        self.W = [aff[j].W[np.ix_(self.live[j], live_prev[j])] for j in range(k)]
+        self.b = [aff[j].b[self.live[j]] for j in range(k)]
+        self.s = [r.s[lv] for r, lv in zip(relax, self.live)]
+        self.t = [r.t[lv] for r, lv in zip(relax, self.live)]
+        self.alpha0 = [r.alpha0[lv] for r, lv in zip(relax, self.live)]
+        self.S = [np.asarray(sj, dtype=np.float64)[:, lv] for sj, lv in zip(splits, self.live)]
+        # per row and live neuron: still relaxed (unstable at the root and unsplit), or linear with slope 1
+        self.unst = [r.unstable[lv] & (sj == 0) for r, lv, sj in zip(relax, self.live, self.S)]
+        self.act = [((r.active[lv] & (sj == 0)) | (sj > 0)).astype(np.float64)
+                    for r, lv, sj in zip(relax, self.live, self.S)]
+        top = self.live[k - 1] if k else np.arange(net.n_inputs)
+        self.A_top = Lam @ aff[k].W[:, top]
+        self.kappa0 = Lam @ aff[k].b
+
+    def run(self, alpha: list[np.ndarray], beta: list[np.ndarray], grad: bool):
+        """``B(α, β)`` per row (α, β, splits restricted to the live columns) and its gradients."""
+        k = self.k
+        A = self.A_top
+        kappa = self.kappa0
+        store = []
+        for j in range(k - 1, -1, -1):
+            unst = self.unst[j]
+            neg = A < 0
+            D = np.where(unst, np.where(neg, self.s[j], alpha[j]), self.act[j])
+            kappa = kappa + np.sum(np.where(neg & unst, A * self.t[j], 0.0), axis=1)
+            G = A * D - beta[j] * self.S[j]
+            kappa = kappa + G @ self.b[j]
+            store.append((j, A, neg, D))
+            A = G @ self.W[j]
+        val = kappa + A @ self.c - np.abs(A) @ self.r
+        if not grad:
+            return val, None, None, A, store
+        ga = [np.zeros_like(a) for a in alpha]
+        gb = [np.zeros_like(b) for b in beta]
+        gA = self.c - np.sign(A) * self.r
+        for j, Aj, negj, Dj in reversed(store):
+            gG = gA @ self.W[j].T + self.b[j]
+            ga[j] = np.where(self.unst[j] & ~negj, gG * Aj, 0.0)
+            gb[j] = -self.S[j] * gG
+            gA = gG * Dj + np.where(negj & self.unst[j], self.t[j], 0.0)
+        return val, ga, gb, A, store
+
+
+def beta_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper, k: int, Lam: np.ndarray,
+                     splits: list[np.ndarray], config: AlphaConfig = AlphaConfig(),
+                     deadline: float | None = None, alpha_init: list[np.ndarray] | None = None,
+                     beta_init: list[np.ndarray] | None = None) -> SplitBoundResult:
+    """Sound lower bounds of ``Λ_q z_k`` over the sub-domains ``q`` given by ``splits`` (β-CROWN).
+
+    Parameters
+    ----------
+    lower, upper
+        Root pre-activation bounds of layers ``0 … k−1`` (sound over the whole box).
+    Lam
+        ``(m, n_k)``: one objective row per sub-domain.
+    splits
+        Per relaxed layer ``j < k``, an ``(m, n_j)`` array in ``{−1, 0, +1}`` (see :class:`_SplitPass`);
+        only neurons unstable under the root bounds may be split.
+    alpha_init, beta_init
+        Warm starts (``(m, n_j)`` per layer), e.g. the parent's multipliers.
+
+    Returns
+    -------
+    SplitBoundResult
+        ``lb`` widened for rounding: ``rtol · (|λ| M_k + Σ_j β_j·M_j) + atol`` (the β terms add
+        summands bounded by ``β M_j``).
+    """
+    lo = np.asarray(lo, dtype=np.float64).reshape(-1)
+    hi = np.asarray(hi, dtype=np.float64).reshape(-1)
+    Lam = np.atleast_2d(np.asarray(Lam, dtype=np.float64))
+    _check(net, lo, hi, lower, upper, k)
+    relax = [_Relax.of(lower[j], upper[j]) for j in range(k)]
+    m = Lam.shape[0]
+    if len(splits) != k or any(np.shape(splits[j]) != (m, relax[j].s.size) for j in range(k)):
+        raise SpecError(f"splits: expected {k} arrays of shape (m, n_j) with m = {m}")
+    if any(np.any((np.asarray(splits[j]) != 0) & ~relax[j].unstable) for j in range(k)):
+        raise SpecError("splits: only neurons unstable under the root bounds may be split")
+    pas = _SplitPass(net, lo, hi, relax, k, Lam, splits)
+    lv = pas.live
+    alpha = ([np.broadcast_to(a0, (m, a0.size)).copy() for a0 in pas.alpha0] if alpha_init is None
+             else [np.clip(np.asarray(a, dtype=np.float64)[:, lv[j]], 0.0, 1.0) for j, a in enumerate(alpha_init)])
+    beta = ([np.zeros((m, x.size)) for x in lv] if beta_init is None
+            else [np.maximum(np.asarray(b, dtype=np.float64)[:, lv[j]], 0.0) * (pas.S[j] != 0)
+                  for j, b in enumerate(beta_init)])
+    params = alpha + beta
+    best, ga, gb, _, _ = pas.run(alpha, beta, grad=config.iterations > 0)
+    best_params = [p.copy() for p in params]
+    mom = [np.zeros_like(p) for p in params]
+    vel = [np.zeros_like(p) for p in params]
+    b1, b2, eps = 0.9, 0.999, 1e-12
+    history = [float(np.sum(best))]
+    it = 0
+    while it < config.iterations and ga is not None:
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        it += 1
+        lr = config.lr * config.decay ** (it - 1)
+        for q, g in enumerate(ga + gb):
+            mom[q] = b1 * mom[q] + (1 - b1) * g
+            vel[q] = b2 * vel[q] + (1 - b2) * g * g
+            step = lr * (mom[q] / (1 - b1**it)) / (np.sqrt(vel[q] / (1 - b2**it)) + eps)
+            params[q] = params[q] + step
+            params[q] = np.clip(params[q], 0.0, 1.0) if q < k else np.maximum(params[q], 0.0)
+        val, ga, gb, _, _ = pas.run(params[:k], params[k:], grad=True)
+        better = val > best
+        if better.any():
+            best = np.where(better, val, best)
+            for q in range(2 * k):
+                best_params[q][better] = params[q][better]
+        history.append(float(np.sum(best)))
+        p = config.patience
+        if len(history) > p and history[-1] - history[-1 - p] <= config.tol * (1.0 + float(np.sum(np.abs(best)))):
+            break
+    val, _, _, coef, store = pas.run(best_params[:k], best_params[k:], grad=False)
+    mags = bound_magnitudes(net, lo, hi)
+    mag = np.abs(Lam) @ mags[k] + sum(best_params[k + j] @ mags[j][lv[j]] for j in range(k))
+    lb = val - (rounding_tolerance(net) * mag + _ATOL)
+
+    def expand(arrs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        out = []
+        for j, a in enumerate(arrs):
+            f = np.zeros((m, relax[j].s.size))
+            f[:, lv[j]] = a
+            out.append(f)
+        return tuple(out)
+
+    scores = [np.zeros((m, x.size)) for x in lv]
+    for j, Aj, _negj, _Dj in store:  # the triangle's height u(−l)/(u − l) is the chord intercept t
+        scores[j] = np.where(pas.unst[j], np.abs(Aj) * pas.t[j], 0.0)
+    return SplitBoundResult(lb, expand(best_params[:k]), expand(best_params[k:]), coef, expand(scores))
 
 
 def tighten_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, base: LayerBounds | None = None,
