@@ -85,8 +85,10 @@ def encode_network(
             layer_no += 1
             continue
         assert isinstance(lay, Relu)
-        lo, hi = _widen(np.asarray(lower[layer_no - 1], float).reshape(-1),
-                        np.asarray(upper[layer_no - 1], float).reshape(-1))
+        lo, hi = _widen(
+            np.asarray(lower[layer_no - 1], float).reshape(-1),
+            np.asarray(upper[layer_no - 1], float).reshape(-1),
+        )
         active = lo >= 0.0
         inactive = hi <= 0.0
         unstable = ~(active | inactive)
@@ -95,8 +97,14 @@ def encode_network(
         h = prog.add_vars(f"{ns}.h{layer_no}", np.zeros(uidx.size), np.maximum(hi[uidx], 0.0))
         for k, i in enumerate(uidx):
             nz = np.flatnonzero(P[i])
-            prog.add_row(np.concatenate([basis[nz], [z[k]]]), np.concatenate([P[i, nz], [-1.0]]),
-                         Sense.EQ, -p0[i], Tag.NETWORK, f"{ns}.def_z{layer_no}[{i}]")
+            prog.add_row(
+                np.concatenate([basis[nz], [z[k]]]),
+                np.concatenate([P[i, nz], [-1.0]]),
+                Sense.EQ,
+                -p0[i],
+                Tag.NETWORK,
+                f"{ns}.def_z{layer_no}[{i}]",
+            )
             prog.add_relu(h[k], z[k], Tag.NETWORK)
         # new basis: old basis (for substituted active neurons) + new h vars
         keep = np.flatnonzero(np.any(P[active] != 0.0, axis=0)) if active.any() else np.array([], int)
@@ -114,7 +122,13 @@ def encode_network(
     y = prog.add_vars(f"{ns}.y", lo, hi)
     for i in range(y.size):
         nz = np.flatnonzero(P[i])
-        prog.add_row(np.concatenate([basis[nz], [y[i]]]), np.concatenate([P[i, nz], [-1.0]]),
-                     Sense.EQ, -p0[i], Tag.NETWORK, f"{ns}.def_y[{i}]")
+        prog.add_row(
+            np.concatenate([basis[nz], [y[i]]]),
+            np.concatenate([P[i, nz], [-1.0]]),
+            Sense.EQ,
+            -p0[i],
+            Tag.NETWORK,
+            f"{ns}.def_y[{i}]",
+        )
     prog.blocks[ns] = {"input": inputs, "output": y}
     return NetworkEncoding(ns, inputs, y, tuple(counts_u), tuple(counts_a), tuple(counts_i))

@@ -190,7 +190,9 @@ def network_from_layers(weights: list[tuple[np.ndarray, np.ndarray]], **kwargs: 
         if W.shape[0] != b.shape[0]:
             raise ValueError(f"layer {i}: W has {W.shape[0]} rows but b has {b.shape[0]} entries")
         if layers and W.shape[1] != layers[-1].size:  # type: ignore[union-attr]
-            raise ValueError(f"layer {i}: expects {W.shape[1]} inputs, previous layer gives {layers[-1].size}")
+            raise ValueError(
+                f"layer {i}: expects {W.shape[1]} inputs, previous layer gives {layers[-1].size}"
+            )
         layers.append(Affine(W, b))
         if i < len(weights) - 1:
             layers.append(Relu(W.shape[0]))
@@ -647,7 +649,9 @@ def load_onnx(path: str | Path) -> Network:
     real_inputs = [i for i in g.input if i.name not in inits]
     if len(real_inputs) != 1:
         names = [i.name for i in real_inputs]
-        raise UnsupportedModelError(f"{path}: expected exactly one network input, found {len(names)}: {names}")
+        raise UnsupportedModelError(
+            f"{path}: expected exactly one network input, found {len(names)}: {names}"
+        )
     if len(g.output) != 1:
         raise UnsupportedModelError(f"{path}: expected exactly one network output, found {len(g.output)}")
     inp = real_inputs[0]
@@ -683,7 +687,8 @@ def load_onnx(path: str | Path) -> Network:
     if unknown:
         listing = ", ".join(f"{op} (node {name!r})" for op, name in unknown)
         raise UnsupportedModelError(
-            f"{path}: {len(unknown)} unsupported node(s): {listing}; supported ops: {', '.join(SUPPORTED_OPS)}",
+            f"{path}: {len(unknown)} unsupported node(s): {listing}; "
+            f"supported ops: {', '.join(SUPPORTED_OPS)}",
             unknown,
         )
     for i, node in enumerate(g.node):
@@ -715,7 +720,9 @@ def load_onnx(path: str | Path) -> Network:
     if not isinstance(out, _Sym):
         raise UnsupportedModelError(f"{path}: output {out_name!r} does not depend on the input")
     if out.basis != ctx.basis_id:
-        raise UnsupportedModelError(f"{path}: output depends on a tensor before the last ReLU (skip connection)")
+        raise UnsupportedModelError(
+            f"{path}: output depends on a tensor before the last ReLU (skip connection)"
+        )
     layers = list(ctx.layers)
     layers.append(Affine(out.M.copy(), out.c.copy()))
     for lay in layers:
@@ -796,9 +803,6 @@ def _isclose_outputs(a: np.ndarray, b: np.ndarray, tol: float = 1e-5) -> bool:
     return bool(np.all(np.abs(a - b) <= tol * np.maximum(1.0, np.abs(b))))
 
 
-
-
-
 def save_onnx(net: Network | list[tuple[np.ndarray, np.ndarray]], path: str | Path, opset: int = 13) -> Path:
     """Write a sequential ReLU network as an ONNX file (Gemm/Relu, dynamic batch, float32).
 
@@ -828,12 +832,15 @@ def save_onnx(net: Network | list[tuple[np.ndarray, np.ndarray]], path: str | Pa
             nodes.append(helper.make_node("Relu", [cur], [f"h{k}"], name=f"relu{k}"))
             cur = f"h{k}"
     graph = helper.make_graph(
-        nodes, "distillcert_net",
+        nodes,
+        "distillcert_net",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", net.n_inputs])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", net.n_outputs])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="distillcert")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="distillcert"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     path = Path(path)

@@ -179,7 +179,9 @@ class Program:
         self.names.append(name)
         return len(self.lb) - 1
 
-    def add_vars(self, prefix: str, lb: Sequence[float] | np.ndarray, ub: Sequence[float] | np.ndarray) -> np.ndarray:
+    def add_vars(
+        self, prefix: str, lb: Sequence[float] | np.ndarray, ub: Sequence[float] | np.ndarray
+    ) -> np.ndarray:
         lb = np.asarray(lb, dtype=np.float64).reshape(-1)
         ub = np.asarray(ub, dtype=np.float64).reshape(-1)
         if lb.shape != ub.shape:
@@ -204,12 +206,19 @@ class Program:
 
     # ---- constraints ------------------------------------------------------------------------
     @staticmethod
-    def row(idx: Iterable[int], coef: Iterable[float], sense: Sense | str, rhs: float,
-            tag: Tag = Tag.PROPERTY, name: str = "") -> LinearRow:
+    def row(
+        idx: Iterable[int],
+        coef: Iterable[float],
+        sense: Sense | str,
+        rhs: float,
+        tag: Tag = Tag.PROPERTY,
+        name: str = "",
+    ) -> LinearRow:
         """Make a row (merging duplicate indices, dropping zero coefficients)."""
         idx_a = np.asarray(list(idx) if not isinstance(idx, np.ndarray) else idx, dtype=np.int64).reshape(-1)
-        coef_a = np.asarray(list(coef) if not isinstance(coef, np.ndarray) else coef,
-                            dtype=np.float64).reshape(-1)
+        coef_a = np.asarray(
+            list(coef) if not isinstance(coef, np.ndarray) else coef, dtype=np.float64
+        ).reshape(-1)
         if idx_a.size != coef_a.size:
             raise ValueError("row: idx and coef differ in length")
         if idx_a.size and np.unique(idx_a).size != idx_a.size:
@@ -220,8 +229,15 @@ class Program:
         keep = coef_a != 0.0
         return LinearRow(idx_a[keep], coef_a[keep], Sense(sense), float(rhs), tag, name)
 
-    def add_row(self, idx: Iterable[int], coef: Iterable[float], sense: Sense | str, rhs: float,
-                tag: Tag = Tag.PROPERTY, name: str = "") -> LinearRow:
+    def add_row(
+        self,
+        idx: Iterable[int],
+        coef: Iterable[float],
+        sense: Sense | str,
+        rhs: float,
+        tag: Tag = Tag.PROPERTY,
+        name: str = "",
+    ) -> LinearRow:
         r = self.row(idx, coef, sense, rhs, tag, name)
         self.rows.append(r)
         return r
@@ -241,11 +257,15 @@ class Program:
             self.disjunctions.append(Disjunction(alts, tag))
 
     def add_ball(self, idx: np.ndarray, center: np.ndarray, radius: float, tag: Tag = Tag.PROPERTY) -> None:
-        self.balls.append(NormBall(np.asarray(idx, dtype=np.int64), np.asarray(center, dtype=np.float64),
-                                   float(radius), tag))
+        self.balls.append(
+            NormBall(
+                np.asarray(idx, dtype=np.int64), np.asarray(center, dtype=np.float64), float(radius), tag
+            )
+        )
 
-    def set_objective(self, idx: Iterable[int], coef: Iterable[float], maximize: bool = False,
-                      constant: float = 0.0) -> None:
+    def set_objective(
+        self, idx: Iterable[int], coef: Iterable[float], maximize: bool = False, constant: float = 0.0
+    ) -> None:
         r = self.row(idx, coef, Sense.LE, 0.0)
         self.objective = Objective(r.idx, r.coef, float(constant), maximize)
 
@@ -283,8 +303,11 @@ class Program:
             "binaries": n_unstable + n_disj_bins,
             "milp_variables": self.n_vars + n_unstable + n_disj_bins,
             # big-M: 3 rows per unstable ReLU (y >= z, y <= z - l(1-a), y <= u a), 1 per stable-active
-            "milp_constraints": n_rows + 3 * n_unstable + sum(1 for r in self.relus if self.lb[r.inp] >= 0)
-            + disj_rows + len(self.disjunctions),
+            "milp_constraints": n_rows
+            + 3 * n_unstable
+            + sum(1 for r in self.relus if self.lb[r.inp] >= 0)
+            + disj_rows
+            + len(self.disjunctions),
         }
 
     def violation(self, x: np.ndarray, include_bounds: bool = True) -> dict[str, float]:
@@ -293,7 +316,8 @@ class Program:
         lb, ub = self.bounds()
         out = {
             "bounds": float(max(0.0, np.max(lb - x, initial=0.0), np.max(x - ub, initial=0.0)))
-            if include_bounds else 0.0,
+            if include_bounds
+            else 0.0,
             "linear": max((r.violation(x) for r in self.rows), default=0.0),
             "relu": max((abs(x[r.out] - max(0.0, x[r.inp])) for r in self.relus), default=0.0),
             "disjunction": max((d.violation(x) for d in self.disjunctions), default=0.0),
@@ -314,6 +338,15 @@ class Program:
 
     def copy(self) -> Program:
         """A copy whose lists can be extended without touching this one (rows are immutable)."""
-        return Program(list(self.lb), list(self.ub), list(self.names), list(self.rows), list(self.relus),
-                       list(self.disjunctions), list(self.balls), self.objective,
-                       {k: dict(v) for k, v in self.blocks.items()}, dict(self.meta))
+        return Program(
+            list(self.lb),
+            list(self.ub),
+            list(self.names),
+            list(self.rows),
+            list(self.relus),
+            list(self.disjunctions),
+            list(self.balls),
+            self.objective,
+            {k: dict(v) for k, v in self.blocks.items()},
+            dict(self.meta),
+        )

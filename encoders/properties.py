@@ -161,12 +161,17 @@ class LocalRobustness:
         enc = encode_network(prog, net, x, lower, upper, self.ns)
         y = enc.outputs
         targets = [options.target] if options.target is not None else self.targets(net.n_outputs)
-        alts = [[Program.row([y[j], y[self.label]], [1.0, -1.0], Sense.GE, 0.0, Tag.PROPERTY,
-                             f"y{j}>=y{self.label}")] for j in targets]
+        alts = [
+            [
+                Program.row(
+                    [y[j], y[self.label]], [1.0, -1.0], Sense.GE, 0.0, Tag.PROPERTY, f"y{j}>=y{self.label}"
+                )
+            ]
+            for j in targets
+        ]
         prog.add_disjunction(alts)
-        if self.norm == "2":
-            if options.quadratic:
-                prog.add_ball(x, self.x0, self.eps)
+        if self.norm == "2" and options.quadratic:
+            prog.add_ball(x, self.x0, self.eps)
         prog.meta.update(property="local", norm=self.norm, eps=self.eps, label=self.label)
         return prog
 
@@ -186,7 +191,9 @@ class LocalRobustness:
             return False
         return self.norm == "inf" or float(np.linalg.norm(x - self.x0)) <= self.eps
 
-    def violated(self, xs: Mapping[str, np.ndarray], ys: Mapping[str, np.ndarray], target: int | None = None) -> bool:
+    def violated(
+        self, xs: Mapping[str, np.ndarray], ys: Mapping[str, np.ndarray], target: int | None = None
+    ) -> bool:
         x, y = np.asarray(xs[self.ns]), np.asarray(ys[self.ns]).reshape(-1)
         if not self.in_region(x):
             return False
@@ -244,8 +251,9 @@ class OutputDNFProperty:
         object.__setattr__(self, "hi", np.asarray(self.hi, dtype=np.float64).reshape(-1))
         _check_domain(self.lo, self.hi, self.source or "VNN-LIB input box")
 
-    def possible_alternatives(self, net: Network, lo: np.ndarray | None = None,
-                              hi: np.ndarray | None = None) -> list[int]:
+    def possible_alternatives(
+        self, net: Network, lo: np.ndarray | None = None, hi: np.ndarray | None = None
+    ) -> list[int]:
         """Indices of alternatives CROWN cannot rule out over the box (or a sub-box)."""
         lo = self.lo if lo is None else lo
         hi = self.hi if hi is None else hi
@@ -259,11 +267,17 @@ class OutputDNFProperty:
     def quick_check(self, nets: Mapping[str, Network]) -> bool:
         return not self.possible_alternatives(nets[self.ns])
 
-    def encode(self, nets: Mapping[str, Network], options: EncodeOptions = EncodeOptions(),
-               alternatives: Sequence[int] | None = None) -> Program:
+    def encode(
+        self,
+        nets: Mapping[str, Network],
+        options: EncodeOptions = EncodeOptions(),
+        alternatives: Sequence[int] | None = None,
+    ) -> Program:
         net = nets[self.ns]
         if self.lo.size != net.n_inputs:
-            raise SpecError(f"{self.source}: declares {self.lo.size} inputs but the network takes {net.n_inputs}")
+            raise SpecError(
+                f"{self.source}: declares {self.lo.size} inputs but the network takes {net.n_inputs}"
+            )
         n_out = self.alternatives[0][0].shape[1] if self.alternatives else net.n_outputs
         if n_out != net.n_outputs:
             raise SpecError(f"{self.source}: declares {n_out} outputs but the network has {net.n_outputs}")
@@ -275,8 +289,12 @@ class OutputDNFProperty:
         alts = []
         for k in ks:
             A, b = self.alternatives[k]
-            alts.append([Program.row(y, A[r], Sense.LE, float(b[r]), Tag.PROPERTY, f"alt{k}.{r}")
-                         for r in range(A.shape[0])])
+            alts.append(
+                [
+                    Program.row(y, A[r], Sense.LE, float(b[r]), Tag.PROPERTY, f"alt{k}.{r}")
+                    for r in range(A.shape[0])
+                ]
+            )
         if not alts:  # every alternative ruled out: an infeasible program
             alts = [[Program.row([], [], Sense.GE, 1.0, Tag.PROPERTY, "false")]]
         prog.add_disjunction(alts)
@@ -373,7 +391,9 @@ class GlobalRobustness:
         net = nets["a"]
         n, c = net.n_outputs, self.label
         if self.domain_lo.size != net.n_inputs:
-            raise SpecError(f"--domain: {self.domain_lo.size} values but the network takes {net.n_inputs} inputs")
+            raise SpecError(
+                f"--domain: {self.domain_lo.size} values but the network takes {net.n_inputs} inputs"
+            )
         prog = Program()
         lo, hi = self.domain_lo, self.domain_hi
         lower, upper = _layer_bounds(net, lo, hi, options.bounds)
@@ -400,8 +420,12 @@ class GlobalRobustness:
             for dhat in rx.initial_tangent_points(n - 1, self.kappa):
                 prog.rows.append(self._cut(za, c, others, np.asarray(dhat)))
         # misclassification at copy b
-        prog.add_disjunction([[Program.row([zb[j], zb[c]], [1.0, -1.0], Sense.GE, 0.0, Tag.PROPERTY,
-                                           f"b.y{j}>=y{c}")] for j in others])
+        prog.add_disjunction(
+            [
+                [Program.row([zb[j], zb[c]], [1.0, -1.0], Sense.GE, 0.0, Tag.PROPERTY, f"b.y{j}>=y{c}")]
+                for j in others
+            ]
+        )
         prog.meta.update(property="global", delta=self.delta, kappa=self.kappa, label=c, norm=self.norm)
         return prog
 
@@ -527,8 +551,11 @@ class Disagreement:
         n = t.n_outputs
         alts = []
         for i, k in self._pairs(nets):
-            rows = [Program.row([yt[i], yt[j]], [1.0, -1.0], Sense.GE, 0.0, Tag.PROPERTY, f"t{i}>=t{j}")
-                    for j in range(n) if j != i]
+            rows = [
+                Program.row([yt[i], yt[j]], [1.0, -1.0], Sense.GE, 0.0, Tag.PROPERTY, f"t{i}>=t{j}")
+                for j in range(n)
+                if j != i
+            ]
             rows.append(Program.row([ys[k], ys[i]], [1.0, -1.0], Sense.GE, 0.0, Tag.PROPERTY, f"s{k}>=s{i}"))
             alts.append(rows)
         if not alts:
@@ -548,10 +575,8 @@ class Disagreement:
         if np.any(x < lo) or np.any(x > hi):
             return False
         t, s = np.asarray(ys["teacher"]).reshape(-1), np.asarray(ys["student"]).reshape(-1)
-        for i in np.flatnonzero(t >= t.max()):
-            if any(s[k] >= s[i] for k in range(s.size) if k != i):
-                return True
-        return False
+        # some teacher top class i (ties included) that the student does not rank strictly first
+        return any(any(s[k] >= s[i] for k in range(s.size) if k != i) for i in np.flatnonzero(t >= t.max()))
 
     def refine(self, prog: Program, assignment: np.ndarray) -> list[LinearRow]:
         return []
@@ -566,7 +591,9 @@ class FaithubResult:
     per_class: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def logit_difference_bounds_crown(net: Network, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def logit_difference_bounds_crown(
+    net: Network, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Bounds on ``d_ij = z_j − z_i`` for all pairs over the box, by CROWN (diagonal 0)."""
     n = net.n_outputs
     rows = [(i, j) for i in range(n) for j in range(n) if i != j]
@@ -587,8 +614,9 @@ def faithub_crown(teacher: Network, student: Network, lo: np.ndarray, hi: np.nda
     return float(rx.faithub(tl, tu, sl, su))
 
 
-def faithub_split(teacher: Network, student: Network, lo: np.ndarray, hi: np.ndarray,
-                  splits: int = 16) -> float:
+def faithub_split(
+    teacher: Network, student: Network, lo: np.ndarray, hi: np.ndarray, splits: int = 16
+) -> float:
     """Joint variant: split the input box into sub-boxes and take the max of per-box FAITHUB.
 
     Both networks are bounded on the *same* sub-box, so the correlation through the shared input is

@@ -196,7 +196,8 @@ def test_dispatch_uses_bab_and_hands_leaves_to_solver(tmp_path: Path) -> None:
     res = verify(prop, {"net": net}, DispatchConfig(backend="highs", timeout=60.0, bab=True))
     assert res.verdict is Verdict.VERIFIED and res.backend == "bab"
     # a vanishing BaB budget leaves the root box open: HiGHS must settle it
-    res = verify(prop, {"net": net}, DispatchConfig(backend="highs", timeout=60.0, bab=True, bab_fraction=1e-9))
+    cfg = DispatchConfig(backend="highs", timeout=60.0, bab=True, bab_fraction=1e-9)
+    res = verify(prop, {"net": net}, cfg)
     assert res.verdict is Verdict.VERIFIED and res.backend == "bab+highs"
     assert res.stats["bab_leaves_to_solver"] >= 1
     # BaB off: the solver alone

@@ -45,8 +45,16 @@ def _export(model, path: Path, n_in: int, shape=None) -> Path:
     dummy = torch.zeros(shape or (1, n_in))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, dummy, str(path), dynamo=False, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}}, opset_version=13)
+        torch.onnx.export(
+            model,
+            dummy,
+            str(path),
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}},
+            opset_version=13,
+        )
     return path
 
 
@@ -93,7 +101,9 @@ def test_torch_mlp_with_batchnorm(tmp_path: Path) -> None:
     import torch
 
     torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.BatchNorm1d(7), torch.nn.ReLU(), torch.nn.Linear(7, 2))
+    m = torch.nn.Sequential(
+        torch.nn.Linear(5, 7), torch.nn.BatchNorm1d(7), torch.nn.ReLU(), torch.nn.Linear(7, 2)
+    )
     with torch.no_grad():  # non-trivial running statistics
         m[1].running_mean.uniform_(-1, 1)
         m[1].running_var.uniform_(0.5, 2)
@@ -104,9 +114,16 @@ def test_torch_mlp_with_batchnorm(tmp_path: Path) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(m, torch.zeros(1, 5), str(p), dynamo=False, input_names=["input"],
-                          opset_version=13, training=torch.onnx.TrainingMode.PRESERVE,
-                          do_constant_folding=False)
+        torch.onnx.export(
+            m,
+            torch.zeros(1, 5),
+            str(p),
+            dynamo=False,
+            input_names=["input"],
+            opset_version=13,
+            training=torch.onnx.TrainingMode.PRESERVE,
+            do_constant_folding=False,
+        )
     assert "BatchNormalization" in {n.op_type for n in onnx.load(p).graph.node}
     _check_torch(m, p, (5,))
 
@@ -115,8 +132,12 @@ def test_torch_small_conv(tmp_path: Path) -> None:
     import torch
 
     torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-                            torch.nn.Linear(3 * 4 * 4, 4))
+    m = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(3 * 4 * 4, 4),
+    )
     p = _export(m, tmp_path / "conv.onnx", 64, shape=(1, 1, 8, 8))
     assert "Conv" in {n.op_type for n in onnx.load(p).graph.node}
     _check_torch(m, p, (1, 8, 8))
@@ -124,8 +145,12 @@ def test_torch_small_conv(tmp_path: Path) -> None:
 
 
 def test_hand_built_roundtrip(tmp_path: Path) -> None:
-    net = network_from_layers([(np.array([[1.0, -1.0], [2.0, 1.0]]), np.array([0.5, -1.0])),
-                               (np.array([[1.0, 1.0]]), np.array([0.0]))])
+    net = network_from_layers(
+        [
+            (np.array([[1.0, -1.0], [2.0, 1.0]]), np.array([0.5, -1.0])),
+            (np.array([[1.0, 1.0]]), np.array([0.0])),
+        ]
+    )
     p = save_onnx(net, tmp_path / "h.onnx")
     back = load_onnx(p)
     # hand check: x = (1, 0): z = (1.5, 1.0) -> relu -> 2.5
@@ -135,8 +160,13 @@ def test_hand_built_roundtrip(tmp_path: Path) -> None:
 
 
 def _model(nodes, inits, in_shape, out_shape=("N", 2)) -> onnx.ModelProto:
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape))], inits)
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape))],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m

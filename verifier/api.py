@@ -45,10 +45,20 @@ def combine(results: Sequence[Result], backend: str, t0: float) -> Result:
     if undecided:
         return replace(undecided[0], time_s=elapsed)
     backends = sorted({r.backend for r in results})
-    msg = f"all {len(results)} sub-queries verified" if len(results) > 1 else (results[0].message if results else "")
+    msg = (
+        f"all {len(results)} sub-queries verified"
+        if len(results) > 1
+        else (results[0].message if results else "")
+    )
     stats: dict[str, Any] = {"subqueries": len(results)}
-    return Result(Verdict.VERIFIED, "+".join(backends) or backend, elapsed, message=msg,
-                  solver_version=next((r.solver_version for r in results if r.solver_version), ""), stats=stats)
+    return Result(
+        Verdict.VERIFIED,
+        "+".join(backends) or backend,
+        elapsed,
+        message=msg,
+        solver_version=next((r.solver_version for r in results if r.solver_version), ""),
+        stats=stats,
+    )
 
 
 def vnnlib_properties(spec_path: str | Path, net: Network) -> list[OutputDNFProperty]:
@@ -75,8 +85,14 @@ def verify_vnnlib(onnx_path: str | Path, spec_path: str | Path, config: Dispatch
     return combine(results, config.backend, t0)
 
 
-def local_property(net: Network, x0: np.ndarray, eps: float, norm: str = "inf",
-                   domain: tuple[np.ndarray, np.ndarray] | None = None, label: int | None = None) -> LocalRobustness:
+def local_property(
+    net: Network,
+    x0: np.ndarray,
+    eps: float,
+    norm: str = "inf",
+    domain: tuple[np.ndarray, np.ndarray] | None = None,
+    label: int | None = None,
+) -> LocalRobustness:
     x0 = np.asarray(x0, dtype=np.float64).reshape(-1)
     if x0.size != net.n_inputs:
         raise SpecError(f"--point: has {x0.size} values but the network takes {net.n_inputs} inputs")
@@ -85,8 +101,15 @@ def local_property(net: Network, x0: np.ndarray, eps: float, norm: str = "inf",
     return LocalRobustness(x0, eps, c, norm, lo, hi)
 
 
-def verify_local(net: Network, x0: np.ndarray, eps: float, config: DispatchConfig, norm: str = "inf",
-                 domain: tuple[np.ndarray, np.ndarray] | None = None, per_target: bool = False) -> Result:
+def verify_local(
+    net: Network,
+    x0: np.ndarray,
+    eps: float,
+    config: DispatchConfig,
+    norm: str = "inf",
+    domain: tuple[np.ndarray, np.ndarray] | None = None,
+    per_target: bool = False,
+) -> Result:
     """Local robustness at ``x0`` (label = the network's prediction at ``x0``).
 
     ``per_target`` asks one query per competing class, likeliest violation (smallest CROWN margin)
@@ -105,15 +128,27 @@ def verify_local(net: Network, x0: np.ndarray, eps: float, config: DispatchConfi
         if left <= 0:
             results.append(Result(Verdict.TIMEOUT, config.backend, 0.0, message="time limit"))
             break
-        r = verify(prop, nets, replace(config, timeout=left, quick_check=False), EncodeOptions(config.bounds, target=j))
+        r = verify(
+            prop,
+            nets,
+            replace(config, timeout=left, quick_check=False),
+            EncodeOptions(config.bounds, target=j),
+        )
         results.append(r)
         if r.verdict is not Verdict.VERIFIED:
             break
     return combine(results, config.backend, t0)
 
 
-def verify_global(net: Network, delta: float, kappa: float, domain: tuple[np.ndarray, np.ndarray],
-                  config: DispatchConfig, norm: str = "inf", classes: Sequence[int] | None = None) -> Result:
+def verify_global(
+    net: Network,
+    delta: float,
+    kappa: float,
+    domain: tuple[np.ndarray, np.ndarray],
+    config: DispatchConfig,
+    norm: str = "inf",
+    classes: Sequence[int] | None = None,
+) -> Result:
     """Global two-copy κ-confidence δ-robustness over the domain box, one query per class."""
     t0 = time.perf_counter()
     lo, hi = (np.asarray(d, dtype=np.float64).reshape(-1) for d in domain)
@@ -134,9 +169,17 @@ def verify_global(net: Network, delta: float, kappa: float, domain: tuple[np.nda
     return combine(results, config.backend, t0)
 
 
-def faithfulness(teacher: Network, student: Network, x0: np.ndarray, eps: float, config: DispatchConfig,
-                 domain: tuple[np.ndarray, np.ndarray] | None = None, method: str = "crown",
-                 emplb_restarts: int = 5, seed: int = 0) -> dict[str, Any]:
+def faithfulness(
+    teacher: Network,
+    student: Network,
+    x0: np.ndarray,
+    eps: float,
+    config: DispatchConfig,
+    domain: tuple[np.ndarray, np.ndarray] | None = None,
+    method: str = "crown",
+    emplb_restarts: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
     """FAITHUB (sound upper bound), EMPLB (PGD lower bound) and the disagreement verdict at ``x0``."""
     from distill.attacks import emplb as pgd_emplb
     from distill.export import load_model
@@ -144,14 +187,28 @@ def faithfulness(teacher: Network, student: Network, x0: np.ndarray, eps: float,
     t0 = time.perf_counter()
     dis = Disagreement(x0, eps, *(domain if domain is not None else (None, None)))
     lo, hi = dis.box()
-    fu = faithub_split(teacher, student, lo, hi) if method == "split" else faithub_crown(teacher, student, lo, hi)
+    fu = (
+        faithub_split(teacher, student, lo, hi)
+        if method == "split"
+        else faithub_crown(teacher, student, lo, hi)
+    )
     t_fu = time.perf_counter() - t0
     tm, sm = load_model(teacher.path), load_model(student.path)
     import torch
 
-    dom = (torch.tensor(lo if domain is None else domain[0]), torch.tensor(hi if domain is None else domain[1]))
-    lower = pgd_emplb(tm, sm, torch.tensor(np.asarray(x0, np.float32)).reshape(1, -1), eps,
-                      restarts=emplb_restarts, domain=dom, seed=seed)
+    dom = (
+        torch.tensor(lo if domain is None else domain[0]),
+        torch.tensor(hi if domain is None else domain[1]),
+    )
+    lower = pgd_emplb(
+        tm,
+        sm,
+        torch.tensor(np.asarray(x0, np.float32)).reshape(1, -1),
+        eps,
+        restarts=emplb_restarts,
+        domain=dom,
+        seed=seed,
+    )
     el = float(np.asarray(lower).reshape(-1)[0])
     res = verify(dis, {"teacher": teacher, "student": student}, config)
     return {

@@ -34,10 +34,6 @@ _REGISTRARS: tuple[str, ...] = (
     "verifier.commands",  # run, verify, pac, certify, check, vnncomp, info
     "distill.commands",  # train-teacher, distill, export, diagnose
 )
-SUBCOMMANDS = (
-    "run", "train-teacher", "distill", "export", "diagnose", "verify", "pac", "certify", "check",
-    "bench", "vnncomp", "info",
-)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distillcert`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:  # small batched matrix products (bounds, replay) are fastest single-threaded; torch keeps its own pool
+    # small batched matrix products (bounds, replay) are fastest single-threaded; torch keeps its own pool
+    try:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1, user_api="blas")
@@ -127,7 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"distillcert {args.command}: error: {msg}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write(f"distillcert {args.command}: interrupted; finished work is journaled, rerun to resume\n")
+        sys.stderr.write(
+            f"distillcert {args.command}: interrupted; finished work is journaled, rerun to resume\n"
+        )
         return 130
     except DistillCertError as exc:
         sys.stderr.write(f"distillcert {args.command}: internal error: {exc}\n")

@@ -13,7 +13,9 @@ from typing import Any
 from encoders.errors import BackendUnavailableError, ConfigError
 
 
-def run_on_dask(tasks: Sequence[Any], config: Any, address: str, fn: Callable[[Any, Any], Any]) -> Iterator[Any]:
+def run_on_dask(
+    tasks: Sequence[Any], config: Any, address: str, fn: Callable[[Any, Any], Any]
+) -> Iterator[Any]:
     """Yield ``fn(task, config)`` for every task, computed on the Dask cluster at ``address``."""
     try:
         from dask.distributed import Client, as_completed

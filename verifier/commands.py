@@ -15,13 +15,17 @@ from encoders.errors import ConfigError, DataError, SpecError
 from encoders.network import load_onnx
 
 from .dispatch import BACKEND_CHOICES, DispatchConfig
-from .results import Result, Verdict
+from .results import Result
 
 
 def _config(args: argparse.Namespace, default_timeout: float = 60.0) -> DispatchConfig:
     timeout = getattr(args, "timeout", None)
-    return DispatchConfig(backend=args.backend, timeout=float(timeout) if timeout is not None else default_timeout,
-                          threads=getattr(args, "threads", 1), seed=getattr(args, "seed", 0))
+    return DispatchConfig(
+        backend=args.backend,
+        timeout=float(timeout) if timeout is not None else default_timeout,
+        threads=getattr(args, "threads", 1),
+        seed=getattr(args, "seed", 0),
+    )
 
 
 def _add_solver_flags(p: argparse.ArgumentParser, timeout: float | None = 60.0) -> None:
@@ -33,17 +37,23 @@ def _add_solver_flags(p: argparse.ArgumentParser, timeout: float | None = 60.0) 
 
 def _validate_backend(args: argparse.Namespace) -> None:
     if args.backend not in BACKEND_CHOICES:
-        raise ConfigError(f"--backend: unknown backend {args.backend!r} (choose from {', '.join(BACKEND_CHOICES)})")
+        raise ConfigError(
+            f"--backend: unknown backend {args.backend!r} (choose from {', '.join(BACKEND_CHOICES)})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- info
 def cmd_info(args: argparse.Namespace) -> dict[str, Any]:
     net = load_onnx(args.model)
     s = net.summary()
-    lines = [f"{args.model}", f"  sha256  {s['sha256']}",
-             f"  input   {s['input']['name']} {s['input']['shape']} ({s['input']['size']} values)",
-             f"  output  {s['output']['name']} {s['output']['shape']} ({s['output']['size']} values)",
-             f"  params  {s['n_params']}   ReLUs {s['n_relus']}   ONNX nodes {s['onnx_nodes']}", "  layers:"]
+    lines = [
+        f"{args.model}",
+        f"  sha256  {s['sha256']}",
+        f"  input   {s['input']['name']} {s['input']['shape']} ({s['input']['size']} values)",
+        f"  output  {s['output']['name']} {s['output']['shape']} ({s['output']['size']} values)",
+        f"  params  {s['n_params']}   ReLUs {s['n_relus']}   ONNX nodes {s['onnx_nodes']}",
+        "  layers:",
+    ]
     for i, lay in enumerate(s["layers"]):
         desc = f"Affine {lay['in']} -> {lay['out']}" if lay["type"] == "Affine" else f"Relu {lay['size']}"
         lines.append(f"    {i:2d}  {desc}")
@@ -63,7 +73,9 @@ def _domain(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarray] |
 
         data = load_dataset(args.domain_from)
         if data.n_features != n:
-            raise DataError(f"--domain-from {args.domain_from}: {data.n_features} features, network takes {n}")
+            raise DataError(
+                f"--domain-from {args.domain_from}: {data.n_features} features, network takes {n}"
+            )
         return np.asarray(data.domain_lo, float), np.asarray(data.domain_hi, float)
     return None
 
@@ -153,8 +165,10 @@ def _check_kappa(kappa: float, n_classes: int) -> None:
     if not 0.0 < kappa < 1.0:
         raise SpecError(f"--kappa: must lie in (0, 1), got {kappa}")
     if kappa <= 1.0 / n_classes:
-        sys.stderr.write(f"distillcert: warning: --kappa {kappa} <= 1/{n_classes}: every prediction is "
-                         "kappa-confident, so the confidence condition is vacuous\n")
+        sys.stderr.write(
+            f"distillcert: warning: --kappa {kappa} <= 1/{n_classes}: every prediction is "
+            "kappa-confident, so the confidence condition is vacuous\n"
+        )
 
 
 def cmd_verify_global(args: argparse.Namespace) -> dict[str, Any]:
@@ -168,7 +182,9 @@ def cmd_verify_global(args: argparse.Namespace) -> dict[str, Any]:
     if args.save_query:
         from encoders.properties import GlobalRobustness
 
-        _save_query(args, GlobalRobustness(args.delta, args.kappa, dom[0], dom[1], args.norm, 0), {"a": net, "b": net})
+        _save_query(
+            args, GlobalRobustness(args.delta, args.kappa, dom[0], dom[1], args.norm, 0), {"a": net, "b": net}
+        )
     return _result_json(verify_global(net, args.delta, args.kappa, dom, _config(args), args.norm))
 
 
@@ -183,8 +199,9 @@ def cmd_verify_faithfulness(args: argparse.Namespace) -> dict[str, Any]:
     x0 = _point(args, teacher.n_inputs)
     dom = _domain(args, teacher.n_inputs) or (np.zeros(teacher.n_inputs), np.ones(teacher.n_inputs))
     out = faithfulness(teacher, student, x0, args.eps, _config(args), dom, args.method)
-    out["text"] = (f"FAITHUB {out['faithub']:.4f}  EMPLB {out['emplb']:.4f}  "
-                   f"disagreement {out['disagreement'].upper()}")
+    out["text"] = (
+        f"FAITHUB {out['faithub']:.4f}  EMPLB {out['emplb']:.4f}  disagreement {out['disagreement'].upper()}"
+    )
     return out
 
 
@@ -225,8 +242,16 @@ def cmd_vnncomp(args: argparse.Namespace) -> dict[str, Any]:
     from .vnncomp import run_vnncomp
 
     _validate_backend(args)
-    return run_vnncomp(Path(args.instances), Path(args.root) if args.root else None, Path(args.out), args.backend,
-                       args.jobs, Path(args.expected) if args.expected else None, args.timeout, args.cluster)
+    return run_vnncomp(
+        Path(args.instances),
+        Path(args.root) if args.root else None,
+        Path(args.out),
+        args.backend,
+        args.jobs,
+        Path(args.expected) if args.expected else None,
+        args.timeout,
+        args.cluster,
+    )
 
 
 # -------------------------------------------------------------------------------------------- parser
@@ -237,8 +262,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     v = sub.add_parser("verify", help="verify one property (vnnlib, local, global, faithfulness)")
     vsub = v.add_subparsers(dest="kind", metavar="KIND", parser_class=type(v))
-    v.set_defaults(func=lambda a: (_ for _ in ()).throw(ConfigError("verify: give a KIND: vnnlib, local, global, "
-                                                                    "faithfulness")))
+    v.set_defaults(
+        func=lambda a: (_ for _ in ()).throw(
+            ConfigError("verify: give a KIND: vnnlib, local, global, faithfulness")
+        )
+    )
     pv = vsub.add_parser("vnnlib", help="a VNN-LIB property")
     pv.add_argument("--onnx", required=True)
     pv.add_argument("--vnnlib", required=True)
@@ -253,7 +281,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--eps", type=float, required=True)
     pl.add_argument("--norm", choices=["inf", "2"], default="inf")
     pl.add_argument("--domain", nargs=2, type=float, metavar=("LO", "HI"), help="input domain (default 0 1)")
-    pl.add_argument("--per-target", action="store_true", help="one query per competing class, by CROWN margin")
+    pl.add_argument(
+        "--per-target", action="store_true", help="one query per competing class, by CROWN margin"
+    )
     pl.add_argument("--save-vnnlib", help="also write the property as a VNN-LIB file (L-inf only)")
     _add_solver_flags(pl)
     pl.set_defaults(func=cmd_verify_local)
@@ -281,7 +311,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_solver_flags(pf)
     pf.set_defaults(func=cmd_verify_faithfulness)
     for q in (pv, pl, pg):
-        q.add_argument("--save-query", help="also write the violation encoding as .mps or .lp (class 0 for global)")
+        q.add_argument(
+            "--save-query", help="also write the violation encoding as .mps or .lp (class 0 for global)"
+        )
     for q in (pv, pl, pg, pf):
         q.set_defaults(command="verify")
 
@@ -299,7 +331,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .pac import register_pac
 
     register_pac(sub)
-
 
     from .certify_cmd import register_certify
 

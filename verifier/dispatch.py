@@ -85,7 +85,9 @@ class DispatchConfig:
         if not 0.0 < self.bab_fraction <= 1.0:
             raise ConfigError(f"bab_fraction: must lie in (0, 1], got {self.bab_fraction}")
         if self.backend not in BACKEND_CHOICES:
-            raise ConfigError(f"--backend: unknown backend {self.backend!r} (choose from {', '.join(BACKEND_CHOICES)})")
+            raise ConfigError(
+                f"--backend: unknown backend {self.backend!r} (choose from {', '.join(BACKEND_CHOICES)})"
+            )
         if not self.timeout > 0:
             raise ConfigError(f"--timeout: must be positive, got {self.timeout}")
         for b in self.portfolio:
@@ -144,8 +146,12 @@ def _finish(proc: Any, recv: Any, backend_name: str, started: float) -> Outcome:
         proc.join(1.0)
         code = proc.exitcode
         why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        return Outcome(SolveStatus.ERROR, backend_name, time.perf_counter() - started,
-                       message=f"solver process died ({why})")
+        return Outcome(
+            SolveStatus.ERROR,
+            backend_name,
+            time.perf_counter() - started,
+            message=f"solver process died ({why})",
+        )
     proc.join(5.0)
     return replace(out, time_s=time.perf_counter() - started)
 
@@ -157,20 +163,26 @@ def _kill(proc: Any) -> None:
     proc.join(2.0)
 
 
-def solve_isolated(backend_name: str, program: Program, timeout: float, threads: int = 1,
-                   grace: float = 3.0) -> Outcome:
+def solve_isolated(
+    backend_name: str, program: Program, timeout: float, threads: int = 1, grace: float = 3.0
+) -> Outcome:
     """Solve in a child process; a hang past ``timeout + grace`` is killed → TIMEOUT."""
     started = time.perf_counter()
     proc, recv = _start(backend_name, program, timeout, threads)
     if recv.poll(timeout + grace):
         return _finish(proc, recv, backend_name, started)
     _kill(proc)
-    return Outcome(SolveStatus.TIMEOUT, backend_name, time.perf_counter() - started,
-                   message=f"hard time limit of {timeout:.1f}s reached")
+    return Outcome(
+        SolveStatus.TIMEOUT,
+        backend_name,
+        time.perf_counter() - started,
+        message=f"hard time limit of {timeout:.1f}s reached",
+    )
 
 
-def solve_portfolio(backends: Sequence[str], program: Program, timeout: float, threads: int = 1,
-                    grace: float = 3.0) -> Outcome:
+def solve_portfolio(
+    backends: Sequence[str], program: Program, timeout: float, threads: int = 1, grace: float = 3.0
+) -> Outcome:
     """Race ``backends``; the first SAT/UNSAT/OPTIMAL answer wins and the others are killed."""
     started = time.perf_counter()
     running = {}
@@ -188,15 +200,21 @@ def solve_portfolio(backends: Sequence[str], program: Program, timeout: float, t
                 proc, b = running.pop(r)
                 out = _finish(proc, r, b, started)
                 if out.status in (SolveStatus.SAT, SolveStatus.UNSAT, SolveStatus.OPTIMAL):
-                    return replace(out, message=(out.message + f" (portfolio winner of {', '.join(backends)})").strip())
+                    return replace(
+                        out, message=(out.message + f" (portfolio winner of {', '.join(backends)})").strip()
+                    )
                 last = out
     finally:
         for proc, _ in running.values():
             _kill(proc)
     if last is not None and last.status is SolveStatus.ERROR and not running:
         return last
-    return Outcome(SolveStatus.TIMEOUT, "portfolio", time.perf_counter() - started,
-                   message="no backend answered in time" if last is None else last.message)
+    return Outcome(
+        SolveStatus.TIMEOUT,
+        "portfolio",
+        time.perf_counter() - started,
+        message="no backend answered in time" if last is None else last.message,
+    )
 
 
 def _solve_here(backend_name: str, program: Program, timeout: float, threads: int) -> Outcome:
@@ -204,7 +222,9 @@ def _solve_here(backend_name: str, program: Program, timeout: float, threads: in
     try:
         return get_backend(backend_name).solve(program, timeout, threads)
     except LicenseLimitError as exc:
-        return Outcome(SolveStatus.ERROR, backend_name, time.perf_counter() - started, message=f"licence: {exc}")
+        return Outcome(
+            SolveStatus.ERROR, backend_name, time.perf_counter() - started, message=f"licence: {exc}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,8 +279,12 @@ def _sample_region(prop: Any, nets: Mapping[str, Network], n: int, rng: np.rando
     return None
 
 
-def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = DispatchConfig(),
-           options: EncodeOptions | None = None) -> Result:
+def verify(
+    prop: Any,
+    nets: Mapping[str, Network],
+    config: DispatchConfig = DispatchConfig(),
+    options: EncodeOptions | None = None,
+) -> Result:
     """Answer one property query; see the module docstring for the steps."""
     t0 = time.perf_counter()
 
@@ -273,8 +297,12 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
         cand = _sample_region(prop, nets, config.samples, np.random.default_rng(config.seed))
         rep = replay(prop, nets, cand) if cand is not None else attack(prop, nets, seed=config.seed)
         if rep.ok:
-            return done(Verdict.FALSIFIED, "attack", "counterexample found by sampling/PGD; replayed on onnxruntime",
-                        counterexample=rep.counterexample)
+            return done(
+                Verdict.FALSIFIED,
+                "attack",
+                "counterexample found by sampling/PGD; replayed on onnxruntime",
+                counterexample=rep.counterexample,
+            )
     # --- branch and bound over input splitting (verifier.bab): decides, or returns None to go on ---
     # BaB is part of the automatic strategy; a named backend (or portfolio) answers the query itself
     # (solver comparison studies depend on that).
@@ -293,7 +321,9 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
     quadratic = names is None and Kind.QUADRATIC in _capabilities(backend)
     program = prop.encode(nets, replace(opts, quadratic=True)) if quadratic else probe
     if names is not None:
-        names = [b for b in names if _available(b) and not (b == "gurobi" and not fits_gurobi_licence(program))]
+        names = [
+            b for b in names if _available(b) and not (b == "gurobi" and not fits_gurobi_licence(program))
+        ]
         names = [b for b in names if not (program.kinds() - _capabilities(b))]
         if not names:
             return done(Verdict.ERROR, "portfolio", "no portfolio backend can take this query")
@@ -301,13 +331,17 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
         if config.backend == "gurobi" and not fits_gurobi_licence(program):
             st = program.stats()
             raise LicenseLimitError(
-                f"--backend gurobi: the installed Gurobi licence is size-limited (2000 variables/constraints, 200 "
-                f"variables with quadratic constraints) and this query needs about {st['milp_variables']} variables "
-                f"and {st['milp_constraints']} constraints; use --backend highs (or auto)")
+                "--backend gurobi: the installed Gurobi licence is size-limited (2000 variables/constraints, "
+                f"200 variables with quadratic constraints) and this query needs {st['milp_variables']} "
+                f"variables and {st['milp_constraints']} constraints; use --backend highs (or auto)"
+            )
         missing = program.kinds() - _capabilities(backend)
         if missing:
-            return done(Verdict.ERROR, backend,
-                        f"backend {backend} cannot encode {', '.join(sorted(k.value for k in missing))}")
+            return done(
+                Verdict.ERROR,
+                backend,
+                f"backend {backend} cannot encode {', '.join(sorted(k.value for k in missing))}",
+            )
     label = "portfolio" if names else backend
     stats = dict(program.stats())
     version = ""
@@ -329,29 +363,55 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
         used = out.backend if names else backend
         if out.status is SolveStatus.UNSAT:
             if strict:  # only the tightened (under-approximate) query is infeasible: undecided
-                return done(Verdict.UNKNOWN, used, f"solver candidate rejected ({last_reason}) and no violation "
-                            f"with margin {STRICT_MARGIN:g} exists", solver_version=version, stats=stats)
-            return done(Verdict.VERIFIED, used, "violation encoding infeasible", solver_version=version, stats=stats)
+                return done(
+                    Verdict.UNKNOWN,
+                    used,
+                    f"solver candidate rejected ({last_reason}) and no violation "
+                    f"with margin {STRICT_MARGIN:g} exists",
+                    solver_version=version,
+                    stats=stats,
+                )
+            return done(
+                Verdict.VERIFIED, used, "violation encoding infeasible", solver_version=version, stats=stats
+            )
         if out.status is SolveStatus.TIMEOUT:
-            return done(Verdict.TIMEOUT, used, out.message or "solver time limit", solver_version=version,
-                        stats=stats)
+            return done(
+                Verdict.TIMEOUT, used, out.message or "solver time limit", solver_version=version, stats=stats
+            )
         if out.status is SolveStatus.ERROR:
             return done(Verdict.ERROR, used, out.message, solver_version=version, stats=stats)
         if out.status not in (SolveStatus.SAT, SolveStatus.OPTIMAL) or out.assignment is None:
-            return done(Verdict.UNKNOWN, used, out.message or f"solver said {out.status.value}",
-                        solver_version=version, stats=stats)
+            return done(
+                Verdict.UNKNOWN,
+                used,
+                out.message or f"solver said {out.status.value}",
+                solver_version=version,
+                stats=stats,
+            )
         assignment = np.asarray(out.assignment, dtype=np.float64)
         if assignment.shape != (program.n_vars,):
-            return done(Verdict.ERROR, used, f"backend returned a malformed assignment (shape {assignment.shape}, "
-                        f"expected ({program.n_vars},))", solver_version=version, stats=stats)
+            return done(
+                Verdict.ERROR,
+                used,
+                f"backend returned a malformed assignment (shape {assignment.shape}, "
+                f"expected ({program.n_vars},))",
+                solver_version=version,
+                stats=stats,
+            )
         xs = {ns: assignment[program.blocks[ns]["input"]] for ns in _input_names(program, nets)}
         rep = replay(prop, nets, xs)
         if not rep.ok:
             polished = polish(prop, nets, xs)
             rep = polished if polished.ok else rep
         if rep.ok:
-            return done(Verdict.FALSIFIED, used, "counterexample replayed on onnxruntime",
-                        counterexample=rep.counterexample, solver_version=version, stats=stats)
+            return done(
+                Verdict.FALSIFIED,
+                used,
+                "counterexample replayed on onnxruntime",
+                counterexample=rep.counterexample,
+                solver_version=version,
+                stats=stats,
+            )
         cuts = prop.refine(program, out.assignment)
         if not cuts and not strict:
             # a candidate on the boundary of the violation region that float32 onnxruntime puts on the
@@ -362,12 +422,22 @@ def verify(prop: Any, nets: Mapping[str, Network], config: DispatchConfig = Disp
             last_reason = rep.reason
             continue
         if not cuts:
-            return done(Verdict.UNKNOWN, used, f"solver candidate rejected: {rep.reason}", solver_version=version,
-                        stats=stats)
+            return done(
+                Verdict.UNKNOWN,
+                used,
+                f"solver candidate rejected: {rep.reason}",
+                solver_version=version,
+                stats=stats,
+            )
         program.rows.extend(cuts)
         last_reason = rep.reason
-    return done(Verdict.UNKNOWN, label, f"refinement limit reached ({last_reason})", solver_version=version,
-                stats=stats)
+    return done(
+        Verdict.UNKNOWN,
+        label,
+        f"refinement limit reached ({last_reason})",
+        solver_version=version,
+        stats=stats,
+    )
 
 
 STRICT_MARGIN = 1e-5
@@ -392,8 +462,10 @@ def tighten_property_rows(program: Program, margin: float) -> Program:
 
     p = program.copy()
     p.rows = [tight(r) for r in p.rows]
-    p.disjunctions = [Disjunction(tuple(tuple(tight(r) for r in alt) for alt in d.alternatives), d.tag)
-                      for d in p.disjunctions]
+    p.disjunctions = [
+        Disjunction(tuple(tuple(tight(r) for r in alt) for alt in d.alternatives), d.tag)
+        for d in p.disjunctions
+    ]
     return p
 
 
@@ -421,8 +493,13 @@ def _run_task(task: Task, config: DispatchConfig) -> tuple[str, Result]:
         return task.key, Result(Verdict.ERROR, config.backend, 0.0, message=f"{type(exc).__name__}: {exc}")
 
 
-def verify_many(tasks: Iterable[Task], config: DispatchConfig, jobs: int = 1, cluster: str | None = None,
-                on_result: Callable[[str, Result], None] | None = None) -> dict[str, Result]:
+def verify_many(
+    tasks: Iterable[Task],
+    config: DispatchConfig,
+    jobs: int = 1,
+    cluster: str | None = None,
+    on_result: Callable[[str, Result], None] | None = None,
+) -> dict[str, Result]:
     """Run many queries: sequentially, on a local process pool (``jobs``), or on a Dask cluster.
 
     ``on_result`` is called in the parent as each query finishes (journaling, progress bars).

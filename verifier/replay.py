@@ -25,8 +25,9 @@ class ReplayResult:
     reason: str
 
 
-def inputs_from_assignment(prog_blocks: Mapping[str, Mapping[str, np.ndarray]], assignment: np.ndarray,
-                           names: list[str]) -> dict[str, np.ndarray]:
+def inputs_from_assignment(
+    prog_blocks: Mapping[str, Mapping[str, np.ndarray]], assignment: np.ndarray, names: list[str]
+) -> dict[str, np.ndarray]:
     """Input vectors of each name space in ``names`` read off a full assignment."""
     a = np.asarray(assignment, dtype=np.float64)
     return {ns: a[prog_blocks[ns]["input"]].copy() for ns in names}
@@ -53,7 +54,9 @@ def replay(prop, nets: Mapping[str, Network], xs: Mapping[str, np.ndarray]) -> R
         return ReplayResult(False, None, "candidate does not violate the property on onnxruntime's outputs")
     names = list(xs)
     if set(names) == {"teacher", "student"}:
-        cex = Counterexample(xs["teacher"], ys["teacher"], None, ys["student"], {"y_student": ys["student"].tolist()})
+        cex = Counterexample(
+            xs["teacher"], ys["teacher"], None, ys["student"], {"y_student": ys["student"].tolist()}
+        )
     elif len(names) == 2:
         a, b = names
         cex = Counterexample(xs[a], ys[a], xs[b], ys[b])
@@ -102,8 +105,9 @@ def _ascend(prop, net: Network, x: np.ndarray, steps: int, step: float) -> tuple
     return x, best
 
 
-def attack(prop, nets: Mapping[str, Network], restarts: int = 4, steps: int = 40,
-           seed: int = 0) -> ReplayResult:
+def attack(
+    prop, nets: Mapping[str, Network], restarts: int = 4, steps: int = 40, seed: int = 0
+) -> ReplayResult:
     """Cheap falsification: projected gradient ascent on the violation score from the box centre and
     random starts (single-network properties).  A point counts only if it replays."""
     if set(nets) != {"net"} or not hasattr(prop, "score"):

@@ -8,8 +8,10 @@ instance, in instances-file order.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,9 +48,20 @@ def _task(args: tuple[Instance, DispatchConfig]) -> tuple[Instance, Result]:
     return inst, _solve_instance(inst, config)
 
 
-def run_vnncomp(instances: Path, root: Path | None, out: Path, backend: str, jobs: int = 1,
-                expected: Path | None = None, timeout: float | None = None,
-                cluster: str | None = None) -> dict[str, Any]:
+def _task_pair(inst: Instance, config: DispatchConfig) -> tuple[Instance, Result]:
+    return inst, _solve_instance(inst, config)
+
+
+def run_vnncomp(
+    instances: Path,
+    root: Path | None,
+    out: Path,
+    backend: str,
+    jobs: int = 1,
+    expected: Path | None = None,
+    timeout: float | None = None,
+    cluster: str | None = None,
+) -> dict[str, Any]:
     from .commands import read_expected, read_instances
 
     rows = read_instances(instances)
@@ -90,13 +103,18 @@ def run_vnncomp(instances: Path, root: Path | None, out: Path, backend: str, job
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(insts), initial=resumed, desc="vnncomp", unit="inst", file=sys.stderr,
-               disable=not sys.stderr.isatty() and jobs > 0 and False)
+    bar = tqdm(total=len(insts), initial=resumed, desc="vnncomp", unit="inst", file=sys.stderr, disable=None)
 
     def finish(i: int, res: Result) -> None:
         inst = insts[i]
-        rec = {"onnx": inst.onnx, "vnnlib": inst.vnnlib, "result": res.verdict.vnncomp,
-               "time_s": float(res.time_s), "backend": res.backend, "message": res.message[:300]}
+        rec = {
+            "onnx": inst.onnx,
+            "vnnlib": inst.vnnlib,
+            "result": res.verdict.vnncomp,
+            "time_s": float(res.time_s),
+            "backend": res.backend,
+            "message": res.message[:300],
+        }
         journal.record(key(inst), rec)
         done[i] = rec
         write_csv()
@@ -105,24 +123,17 @@ def run_vnncomp(instances: Path, root: Path | None, out: Path, backend: str, job
 
     t0 = time.perf_counter()
     try:
-        if cluster or jobs > 1:
-            from .dispatch import Task, verify_many  # noqa: F401  (pool path below)
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+        if cluster:
+            from .cluster import run_on_dask
 
-            if cluster:
-                from .cluster import run_on_dask
-
-                index = {id(insts[i]): i for i in todo}
-                for inst, res in run_on_dask([insts[i] for i in todo], config, cluster,
-                                             lambda inst, cfg: _task((inst, cfg))):
-                    finish(next(i for i in todo if insts[i] == inst), res)
-                _ = index
-            else:
-                with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
-                    futs = {ex.submit(_task, (insts[i], config)): i for i in todo}
-                    for f in as_completed(futs):
-                        finish(futs[f], f.result()[1])
+            where = {(insts[i].onnx, insts[i].vnnlib): i for i in todo}
+            for inst, res in run_on_dask([insts[i] for i in todo], config, cluster, _task_pair):
+                finish(where[(inst.onnx, inst.vnnlib)], res)
+        elif jobs > 1:
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
+                futs = {ex.submit(_task, (insts[i], config)): i for i in todo}
+                for f in as_completed(futs):
+                    finish(futs[f], f.result()[1])
         else:
             for i in todo:
                 finish(i, _solve_instance(insts[i], config))
@@ -152,8 +163,12 @@ def run_vnncomp(instances: Path, root: Path | None, out: Path, backend: str, job
         "out": str(out),
         "backend": backend,
     }
-    summary["text"] = (f"{solved}/{len(insts)} solved ({counts}); {len(wrong)} wrong"
-                       + (f" vs {expected}" if expected else "") + f"; total solver time {total_time:.1f}s; "
-                       f"results in {out}" + (f" ({resumed} resumed from the journal)" if resumed else "")
-                       + "".join(f"\n  WRONG {w}" for w in wrong))
+    summary["text"] = (
+        f"{solved}/{len(insts)} solved ({counts}); {len(wrong)} wrong"
+        + (f" vs {expected}" if expected else "")
+        + f"; total solver time {total_time:.1f}s; "
+        f"results in {out}"
+        + (f" ({resumed} resumed from the journal)" if resumed else "")
+        + "".join(f"\n  WRONG {w}" for w in wrong)
+    )
     return summary

@@ -65,7 +65,9 @@ def get_backend(name: str) -> Backend:
     try:
         mod = importlib.import_module(modname)
     except ImportError as exc:
-        raise BackendUnavailableError(f"--backend {name}: its solver package is not installed ({exc})") from None
+        raise BackendUnavailableError(
+            f"--backend {name}: its solver package is not installed ({exc})"
+        ) from None
     backend = getattr(mod, cls)()
     backend.version()  # raises BackendUnavailableError when the package is missing
     return backend
