@@ -83,11 +83,17 @@ def conjunction_net() -> Network:
     ])
 
 
+def linear_conjunction_net() -> Network:
+    """The same outputs without a hidden layer: ``y1 = x1 − x2``, ``y2 = x2 − x1 + 0.1``."""
+    return network_from_layers([(np.array([[1.0, -1.0], [-1.0, 1.0]]), np.array([0.0, 0.1]))])
+
+
 @pytest.mark.parametrize("combine", [True, False])
-def test_conjunction_closed_by_row_combination(tmp_path: Path, combine: bool) -> None:
+@pytest.mark.parametrize("make", [conjunction_net, linear_conjunction_net])
+def test_conjunction_closed_by_row_combination(tmp_path: Path, combine: bool, make) -> None:
     # unsafe: y1 ≤ −0.05 ∧ y2 ≤ −0.05.  Each row alone is satisfiable on [−1, 1]², but y1 + y2 = 0.1,
     # so the conjunction never holds; λ = (½, ½) proves it at the root.
-    net = saved(conjunction_net(), tmp_path)
+    net = saved(make(), tmp_path)
     alt = (np.eye(2), np.array([-0.05, -0.05]))
     prop = OutputDNFProperty(-np.ones(2), np.ones(2), (alt,))
     out = bab_verify(prop, net, 60.0, BabConfig(combine=combine))
@@ -119,6 +125,10 @@ def test_local_robustness_l2_witness_in_ball(tmp_path: Path) -> None:
 def test_unsupported_and_bad_config() -> None:
     with pytest.raises(ConfigError):
         BabConfig(split="nope")
+    with pytest.raises(ConfigError):
+        BabConfig(batch_size=0)
+    with pytest.raises(ConfigError):
+        BabConfig(attack_eta=0.0)
     with pytest.raises(UnsupportedQueryError):
         bab_verify(GlobalRobustness(0.1, 0.9, np.zeros(1), np.ones(1)), kink_net(), 1.0)
 
@@ -200,9 +210,11 @@ def test_dispatch_uses_bab_and_hands_leaves_to_solver(tmp_path: Path) -> None:
     res = verify(prop, {"net": net}, cfg)
     assert res.verdict is Verdict.VERIFIED and res.backend == "bab+highs"
     assert res.stats["bab_leaves_to_solver"] >= 1
-    # BaB off: the solver alone
-    res = verify(prop, {"net": net}, DispatchConfig(backend="highs", timeout=60.0, bab=False))
-    assert res.verdict is Verdict.VERIFIED and not res.backend.startswith("bab")
+    # BaB off (explicitly, and by default with a named backend): the solver alone
+    for bab in (False, None):
+        cfg = DispatchConfig(backend="highs", timeout=60.0, bab=bab)
+        res = verify(prop, {"net": net}, cfg)
+        assert res.verdict is Verdict.VERIFIED and not res.backend.startswith("bab")
 
 
 def test_dispatch_bab_falsifies(tmp_path: Path) -> None:

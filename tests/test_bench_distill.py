@@ -265,15 +265,17 @@ def test_faithfulness_quick_outputs(faith_quick):
         assert 0.0 <= float(r["agreement"]) <= 1.0
         assert float(r["emplb_mean"]) <= float(r["faithub_mean"]) <= 1.0
     pts = _read_csv(out / "points.csv")
-    assert pts and all(float(p["emplb"]) <= float(p["faithub"]) + 1e-9 for p in pts)
+    tol = 1e-6  # PGD's float32 projection (see faithfulness.VIOLATION_TOL)
+    assert pts and all(float(p["emplb"]) <= float(p["faithub"]) + tol for p in pts)
     for p in pts:
         if p["floor"]:
-            assert float(p["emplb"]) <= float(p["floor"]) + 1e-9 <= float(p["faithub"]) + 2e-9
+            assert float(p["emplb"]) <= float(p["floor"]) <= float(p["faithub"]) + tol
         if p["faithub_split"]:
-            assert float(p["emplb"]) <= float(p["faithub_split"]) + 1e-9
+            assert float(p["emplb"]) <= float(p["faithub_split"]) + tol
     h = res["headline"]
     assert h["available"] and h["ratio_pooled"] >= 1.0 and h["bound_violations"] == 0
-    assert h["floor_ratio_min"] >= 1.0 - 1e-9
+    d = h["decomposition"]
+    assert d["floor_over_emplb"] >= 1.0 and d["faithub_over_floor"] >= 1.0 - 1e-6
     assert "FAITHUB/EMPLB mean ratio" in (out / "summary.md").read_text()
 
 

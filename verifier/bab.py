@@ -48,8 +48,8 @@ Split rules (``BabConfig.split``), with ``w_i = u_i − l_i``:
 * ``"smear"`` — argmax_i |g_i| w_i with ``g`` the gradient of the node's deciding row at the centre
   (ReluVal's smear with a point gradient);
 * ``"widest"`` — argmax_i w_i / W_i (``W`` the root widths);
-* ``"hybrid"``, ``"hybrid3"`` — bound the children for the ``relu`` and ``smear`` (and ``widest``)
-  choices and keep the dimension whose worse child has the higher score.
+* ``"hybrid"`` — bound the children for both the ``relu`` and the ``smear`` choice and keep the
+  dimension whose worse child has the higher score (twice the bounding work per node).
 
 Measured on the 180 VNN-COMP 2021 ACAS Xu instances (see the report in ``tests/test_bab.py``'s
 slow test): ``relu`` needed the fewest nodes; ``smear`` fails on property 1 (the output is nearly
@@ -132,7 +132,7 @@ class BabConfig:
     attack_eta: float = 0.05
     attack_boxes: int = 32
     attack_box_steps: int = 15
-    max_open: int = 2_000_000
+    max_open: int = 500_000
     combine: bool = True
     min_width: float = 1e-9
     seed: int = 0
@@ -143,6 +143,13 @@ class BabConfig:
                 f"bab split: unknown rule {self.split!r} (choose from {', '.join(SPLIT_RULES)})")
         if self.batch_size < 1:
             raise ConfigError(f"bab batch_size: must be at least 1, got {self.batch_size}")
+        if self.max_open < 1 or self.min_width < 0:
+            raise ConfigError(
+                f"bab: max_open must be ≥ 1 and min_width ≥ 0 (got {self.max_open}, {self.min_width})")
+        counts = (self.attack_samples, self.attack_starts, self.attack_steps, self.attack_boxes,
+                  self.attack_box_steps)
+        if min(counts) < 0 or not self.attack_eta > 0:
+            raise ConfigError("bab attack settings: counts must be ≥ 0 and attack_eta > 0")
 
 
 @dataclass(frozen=True, eq=False)
@@ -335,23 +342,24 @@ def _row_gradient(net: Network, masks: list[np.ndarray], c: np.ndarray) -> np.nd
 
 
 def _relu_jacobians(net: Network, x: np.ndarray) -> list[np.ndarray]:
-    r"""Jacobians ``∂z_k/∂x`` of every ReLU layer's pre-activation at points ``x (P, n)``: ``(P, n_k, n)``.
+    r"""Transposed Jacobians ``(∂z_k/∂x)ᵀ`` of every ReLU layer's pre-activation at points ``x (P, n)``.
 
-    Forward mode through the activation pattern of ``x``: ``J_0 = W_0``, ``J_k = W_k D_{k−1} J_{k−1}``.
+    Forward mode through the activation pattern of ``x``: ``J_0 = W_0``, ``J_k = W_k D_{k−1} J_{k−1}``,
+    kept as ``(P, n, n_k)`` so that each step is one matrix product.
     """
     affines = net.affines
     P = x.shape[0]
     h = x
-    J = np.broadcast_to(affines[0].W, (P, *affines[0].W.shape))
+    Jt = np.broadcast_to(affines[0].W.T, (P, *affines[0].W.T.shape))
     out = []
     for k in range(len(affines) - 1):
         z = h @ affines[k].W.T + affines[k].b
         if k > 0:
-            J = np.einsum("ij,pjn->pin", affines[k].W, J)
-        out.append(J)
+            Jt = Jt @ affines[k].W.T
+        out.append(Jt)
         m = z > 0
         h = z * m
-        J = J * m[:, :, None]
+        Jt = Jt * m[:, None, :]
     return out
 
 
@@ -413,14 +421,14 @@ def _instability_preference(net: Network, lo: np.ndarray, hi: np.ndarray, layers
     x = 0.5 * (lo + hi)
     w = hi - lo
     pref = np.zeros_like(lo)
-    for J, zl, zu in zip(_relu_jacobians(net, x), layers.lower[:-1], layers.upper[:-1]):
+    for Jt, zl, zu in zip(_relu_jacobians(net, x), layers.lower[:-1], layers.upper[:-1]):
         unstable = (zl < 0) & (zu > 0)
         if not unstable.any():
             continue
         gamma = np.where(unstable, -zl * zu / np.where(unstable, (zu - zl) ** 2, 1.0), 0.0)  # (P, n_k)
-        contrib = np.abs(J) * w[:, None, :]  # (P, n_k, n)
-        share = contrib / np.maximum(contrib.sum(axis=2, keepdims=True), 1e-300)
-        pref += np.einsum("pj,pjn->pn", gamma, share)
+        contrib = np.abs(Jt) * w[:, :, None]  # (P, n, n_k)
+        share = contrib / np.maximum(contrib.sum(axis=1, keepdims=True), 1e-300)
+        pref += np.matmul(share, gamma[:, :, None])[:, :, 0]
     return pref
 
 
@@ -445,9 +453,8 @@ class _Search:
         """Bound boxes ``(B, n)``: prune alternatives soundly, score the boxes, compute split preferences."""
         t = time.perf_counter()
         spec = self.spec
-        layers = crown_bounds(self.net, lo, hi)
-        lb, _ = crown_linear(self.net, lo, hi, spec.C, bounds=layers)
-        lb = np.asarray(lb).reshape(lo.shape[0], -1)
+        layers = crown_bounds(self.net, lo, hi, C=spec.C)  # intermediate bounds; last entry: C f(x)
+        lb = np.asarray(layers.lower[-1]).reshape(lo.shape[0], -1)
         slack = spec.alt_slack(lb)  # (B, K)
         possible = possible & (slack <= 0.0) & spec.meets_region(lo, hi)[:, None]
         if self.cfg.combine:
@@ -478,8 +485,10 @@ class _Search:
         Rounding: with ``c' = fl(Σ λ_r c_r)``, ``d' = fl(Σ λ_r d_r)`` and ``m`` rows,
         ``|c' − Σ λ_r c_r| ≤ γ_m Σ_r λ_r |c_r|`` element-wise and ``|d' − Σλ_r d_r| ≤ γ_m Σ λ_r |d_r|``, so a
         violating x would give ``c'·f(x) ≤ d' + τ`` with
-        ``τ = γ_m (Σ_i (Σ_r λ_r |c_ri|) F_i + Σ_r λ_r |d_r|)``, ``F_i ≥ |f_i(x)|`` taken from the output
-        bounds of ``layers``.  The test is therefore ``lb(c'·f) > d' + 8 m u (…)`` (``8mu ≥ γ_m``).
+        ``τ = γ_m (Σ_i (Σ_r λ_r |c_ri|) F_i + Σ_r λ_r |d_r|)`` and
+        ``F = |W_L| max(u_{L−1}, 0) + |b_L| ≥ |f(x)|`` from the last hidden layer's bounds (``F`` only
+        enters multiplied by ``8mu``, so the rounding of its own computation is immaterial).  The test
+        is therefore ``lb(c'·f) > d' + 8 m u (…)`` (``8mu ≥ γ_m``).
 
         The weights ``λ`` solve (approximately) the Lagrangian dual of the box LP for a surrogate of
         the rows' CROWN linear bounds: ``g_r(x) = ∇_r·(x − x_c) + e_r`` with ``∇_r`` the gradient of
@@ -499,7 +508,12 @@ class _Search:
         dc = lam @ dk
         sub = _take_bounds(layers, idx)
         lbc, _ = crown_linear(self.net, lo, hi, Cc[:, None, :], bounds=sub)
-        F = np.maximum(np.abs(sub.lower[-1]), np.abs(sub.upper[-1]))
+        last = self.net.affines[-1]
+        if len(sub.upper) >= 2:  # |relu(z_{L−1})| ≤ max(u_{L−1}, 0)
+            hmax = np.maximum(sub.upper[-2], 0.0)
+        else:  # no hidden layer: the input itself
+            hmax = np.maximum(np.abs(lo), np.abs(hi))
+        F = hmax @ np.abs(last.W).T + np.abs(last.b)  # ≥ |f(x)| on the box
         m = rows.size
         tau = 8.0 * m * _U * (np.einsum("bi,bi->b", lam @ np.abs(Ck), F) + lam @ np.abs(dk))
         return np.asarray(lbc)[:, 0] > dc + tau
@@ -734,28 +748,12 @@ def _split_hybrid(search: _Search, nodes: _Nodes) -> tuple[np.ndarray, _Nodes]:
     return _pick_best(search, nodes, [_dims_relu(search, nodes), _dims_smear(search, nodes)])
 
 
-def _split_relu2(search: _Search, nodes: _Nodes) -> tuple[np.ndarray, _Nodes]:
-    rel = (nodes.hi - nodes.lo) / np.where(search.root_w > 0, search.root_w, 1.0)
-    p = search.splittable(nodes, np.where(nodes.pref.max(axis=1, keepdims=True) > 0, nodes.pref, rel))
-    order = np.argsort(-p, axis=1)
-    first, second = order[:, 0], order[:, min(1, p.shape[1] - 1)]
-    second = np.where(np.isfinite(np.take_along_axis(p, second[:, None], 1)[:, 0]), second, first)
-    return _pick_best(search, nodes, [first, second])
-
-
-def _split_hybrid3(search: _Search, nodes: _Nodes) -> tuple[np.ndarray, _Nodes]:
-    return _pick_best(search, nodes, [_dims_relu(search, nodes), _dims_smear(search, nodes),
-                                      _dims_widest(search, nodes)])
-
-
 #: Split rules: ``rule(search, nodes) -> (dims (B,), bounded children or None)``.
 SPLIT_RULES: dict[str, Callable[[_Search, _Nodes], tuple[np.ndarray, _Nodes | None]]] = {
     "widest": _split_widest,
     "smear": _split_smear,
     "relu": _split_relu,
     "hybrid": _split_hybrid,
-    "relu2": _split_relu2,
-    "hybrid3": _split_hybrid3,
 }
 
 
@@ -838,14 +836,15 @@ def bab_stage(prop: Any, nets: Mapping[str, Network], config: Any, t0: float,
               solve: Callable[[Any, Mapping[str, Network], Any], Any]) -> Any:
     """Branch and bound as a stage of :func:`verifier.dispatch.verify`.
 
-    Applies when ``config.bab`` is set, the property type is supported and the network has at most
-    ``config.bab_max_inputs`` inputs; runs :func:`bab_verify` with ``config.bab_fraction`` of the time
-    left.  VERIFIED / FALSIFIED become the query's :class:`~verifier.results.Result`.  UNDECIDED with at
-    most ``config.bab_max_leaves`` leaves: each leaf (worst score first) is solved exactly by ``solve``
-    (the dispatcher's own :func:`verify`, with BaB off) on the leaf box and its possible alternatives;
-    a leaf counterexample is replayed once more against the *original* property; all leaves
-    infeasible ⇒ VERIFIED; the first undecided leaf ends the query undecided.  Returns ``None``
-    (the caller goes on with the whole box) when BaB does not apply or left too many leaves.
+    The caller decides whether BaB is wanted (``config.bab``); this stage applies when the property
+    type is supported and the network has at most ``config.bab_max_inputs`` inputs, and runs
+    :func:`bab_verify` with ``config.bab_fraction`` of the time left.  VERIFIED / FALSIFIED become the
+    query's :class:`~verifier.results.Result`.  UNDECIDED with at most ``config.bab_max_leaves``
+    leaves: each leaf (worst score first) is solved exactly by ``solve`` (the dispatcher's own
+    :func:`verify`, with BaB off) on the leaf box and its possible alternatives; a leaf
+    counterexample is replayed once more against the *original* property; all leaves infeasible ⇒
+    VERIFIED; the first undecided leaf ends the query undecided.  Returns ``None`` (the caller goes
+    on with the whole box) when BaB does not apply or left too many leaves.
     """
     from dataclasses import replace as dc_replace
 
@@ -853,7 +852,7 @@ def bab_stage(prop: Any, nets: Mapping[str, Network], config: Any, t0: float,
 
     ns = getattr(prop, "ns", "net")
     net = nets.get(ns)
-    if not config.bab or net is None or not bab_supported(prop) or net.n_inputs > config.bab_max_inputs:
+    if net is None or not bab_supported(prop) or net.n_inputs > config.bab_max_inputs:
         return None
     left = config.timeout - (time.perf_counter() - t0)
     if left <= 0:

@@ -1,4 +1,5 @@
-r"""Output properties of one network, decided alternative by alternative (MIPVerify-style margin MILPs).
+r"""Output properties of one network, decided alternative by alternative: bounds, attacks, β-CROWN
+branch and bound, and margin MILPs.
 
 Query.  An input box ``lo ≤ x ≤ hi`` and an unsafe output region given as a DNF
 
@@ -8,46 +9,53 @@ which covers :class:`~encoders.properties.OutputDNFProperty` as is and L∞
 :class:`~encoders.properties.LocalRobustness` as ``OR_{j≠c} ((e_c − e_j)·y ≤ 0)`` (ties count as
 violations, exactly as in the property).  Alternative ``k`` is violated at ``x`` iff its *margin*
 
-    t_k(x) = min_r (b_k − A_k f(x))_r   ≥ 0.
+    t_k(x) = min_r (b_k − A_k f(x))_r   ≥ 0,
+
+and the property holds iff no alternative is violated anywhere in the box.
 
 Pipeline of :func:`solve_output_property`
 -----------------------------------------
 1. CROWN bounds of every layer over the box; alternative ``k`` is impossible when some row has a
    CROWN lower bound ``min_x (A_k f(x))_r > b_{k,r}``.  No possible alternative ⇒ VERIFIED.
-2. Falsification: projected sign-gradient ascent (:func:`verifier.replay._ascend`) on each possible
-   alternative's own margin, from the box centre and random starts.  Any point with ``t_k ≥ 0`` goes
-   through :func:`verifier.replay.replay` (onnxruntime on the ONNX file, exact check); only a
-   replayed point makes FALSIFIED.
+2. Falsification, cheap: projected sign-gradient ascent (:func:`verifier.replay._ascend`) on each
+   possible alternative's own margin from the box centre.
 3. Tighter intermediate bounds by α-CROWN (:func:`verifier.tighten.tighten_bounds`), then α-CROWN on
-   each alternative's rows (all relaxed layers optimised) prunes more alternatives.
-4. One MILP per remaining alternative, ordered by the attack's best margin (likeliest violation
-   first).  Program (exact network encoding up to the last hidden layer by
-   :func:`encoders.encode.encode_network`, then)::
+   each alternative's rows: prunes more alternatives, gives an upper bound ``t̄_k`` of each margin
+   and the box corner where the optimised linear bound is tightest.
+4. Falsification from those corners (and a few random starts), alternatives in decreasing ``t̄_k``.
+5. β-CROWN branch and bound (:class:`BabSearch`) on each single-row alternative, likeliest violation
+   (largest ``t̄_k``) first, round robin with doubling time slices so that one hard alternative
+   cannot starve a violated one.
+6. One MILP (:func:`encode_alternative`) for each alternative branch and bound cannot decide
+   (multi-row alternatives, a sub-domain with nothing left to split, the domain limit).
+7. Every alternative ruled out ⇒ VERIFIED; otherwise the first undecided outcome.
 
-       t ≤ b_{k,r} − A_{k,r} (W_L h_{L−1} + b_L)   for every row r,      t ≥ 0,      maximise t
+Every FALSIFIED passes :func:`verifier.replay.replay` (onnxruntime on the ONNX file, exact check).
 
-   (a single row needs no ``t``: its margin is the objective and the row itself is ``≥ 0``).
-   Feasible ⇔ the alternative is violated somewhere in the box.  *Monotone relaxation of the last
-   hidden layer*: let ``g_{r,i}`` be the coefficient of ``h_{L−1,i}`` in row ``r``'s margin,
-   ``g_r = −(A_{k,r} W_L)``.  For an unstable neuron with ``g_{r,i} ≤ 0`` in every row, replacing
-   ``h = relu(z)`` by its triangle relaxation ``h ≥ 0, h ≥ z, h ≤ s(z − l)`` (no binary) keeps the
-   answer exact: any relaxed feasible point has ``h_i ≥ relu(z_i)``, and lowering ``h_i`` to
-   ``relu(z_i)`` only raises every margin (coefficients ≤ 0), so ``(x, relu)`` is feasible too, with
-   the same ``x``.  Hence infeasible ⇔ no violation, and the ``x`` of any feasible point is a real
-   violation in exact arithmetic (replay still has the last word).  This removes the binaries of
-   about half of the last layer's unstable neurons.
-   Solved by Gurobi when the model fits its licence (``BestObjStop = 0``: stop at the first
-   incumbent), else HiGHS (pure feasibility).  Infeasible ⇒ alternative k verified; a solution ⇒
-   its ``x`` is replayed (and polished by :func:`verifier.replay.polish` if the float margin came out
-   a hair negative) ⇒ FALSIFIED.
-5. Every alternative infeasible (or pruned) ⇒ VERIFIED.  Otherwise the first undecided outcome
-   (TIMEOUT / UNKNOWN / ERROR).
+The margin MILP
+---------------
+Exact network encoding up to the last hidden layer (:func:`encoders.encode.encode_network`), then::
 
-Soundness rests on: the bounds (CROWN / α-CROWN, rounding-widened; the encoder widens them again by
-``BOUND_SLACK``), the exactness of the MILP encoding on those bounds (big-M ReLUs and the monotone
-relaxation argument above), the MILP solver's infeasibility claims (as everywhere in this package;
-solver tolerances ~1e-6 make it *accept* slightly violated points, i.e. err towards "feasible"), and
-replay for FALSIFIED.
+    t ≤ b_{k,r} − A_{k,r} (W_L h_{L−1} + b_L)   for every row r,      t ≥ 0      (maximise t optionally)
+
+(a single row needs no ``t``: the row itself is ``≥ 0``).  Feasible ⇔ the alternative is violated
+somewhere in the box.  *Monotone relaxation of the last hidden layer*: let ``g_{r,i}`` be the
+coefficient of ``h_{L−1,i}`` in row ``r``'s margin, ``g_r = −(A_{k,r} W_L)``.  For an unstable neuron
+with ``g_{r,i} ≤ 0`` in every row, replacing ``h = relu(z)`` by its triangle relaxation
+``h ≥ 0, h ≥ z, h ≤ s(z − l)`` (no binary) keeps the answer exact: any relaxed feasible point has
+``h_i ≥ relu(z_i)``, and lowering ``h_i`` to ``relu(z_i)`` only raises every margin (coefficients
+``≤ 0``), so ``(x, relu)`` is feasible too, with the same ``x``.  Hence infeasible ⇔ no violation, and
+the ``x`` of any feasible point is a real violation in exact arithmetic (replay still has the last
+word).  This removes the binaries of about half of the last layer's unstable neurons.  Solved by
+Gurobi when the model fits its licence, else HiGHS; a solution's ``x`` is replayed (and polished by
+:func:`verifier.replay.polish` if the float margin came out a hair negative).
+
+Soundness rests on: the bounds (CROWN / α-CROWN / β-CROWN, each valid for any multipliers in their
+ranges and rounding-widened; the MILP encoder widens them again by ``BOUND_SLACK``), the coverage of
+branch and bound (two children per split cover the parent), the exactness of the MILP encoding on
+those bounds (big-M ReLUs and the monotone relaxation argument above), the MILP solver's
+infeasibility claims (as everywhere in this package; solver tolerances ~1e-6 make it *accept* slightly
+violated points, i.e. err towards "feasible"), and replay for FALSIFIED.
 """
 
 from __future__ import annotations
@@ -68,28 +76,64 @@ from encoders.properties import LocalRobustness, OutputDNFProperty
 
 from .replay import ReplayResult, _ascend, polish, replay
 from .results import Outcome, Result, SolveStatus, Verdict
-from .tighten import AlphaConfig, alpha_crown_lower, beta_crown_lower, tighten_bounds
+from .tighten import AlphaConfig, SplitBoundResult, SplitContext, alpha_crown_lower, tighten_bounds
 
 __all__ = [
     "MarginConfig",
+    "BabConfig",
+    "BabSearch",
+    "BabOutcome",
     "Alternative",
+    "EncodingInfo",
     "alternatives_of",
+    "bab_alternative",
     "encode_alternative",
     "solve_output_property",
 ]
 
 Alternative = tuple[np.ndarray, np.ndarray]  # (A (k, n_out), b (k,)) meaning A y <= b
-_NO_OPT = AlphaConfig(iterations=0)
+
+
+@dataclass(frozen=True)
+class BabConfig:
+    """β-CROWN branch and bound over ReLU splits (:class:`BabSearch`).
+
+    Attributes
+    ----------
+    batch
+        Sub-domains split per round (their ``2·batch`` children are bounded in one batched call).
+    root_alpha, alpha
+        Optimisation of (α, β) at the root and for children (warm-started from the parent).
+    max_domains
+        Open sub-domains kept at most; beyond it the search gives up (``None``: undecided).
+    candidates
+        Filtered smart branching: how many neurons with the largest estimated gain are tried with
+        one pass each; 1 = the neuron with the largest estimate.
+    trace
+        Print progress every 20 rounds (diagnostics).
+    """
+
+    batch: int = 64
+    root_alpha: AlphaConfig = AlphaConfig(iterations=60, lr=0.25)
+    alpha: AlphaConfig = AlphaConfig(iterations=6, lr=0.1, decay=0.9, patience=4)
+    max_domains: int = 40_000
+    candidates: int = 4
+    trace: bool = False
 
 
 @dataclass(frozen=True)
 class MarginConfig:
     """Knobs of :func:`solve_output_property` (defaults tuned on mnistfc 256x2).
 
+    The MILP settings (``monotone``, ``objective``, ``gurobi_params``) only matter for step 6.
+
     Attributes
     ----------
     tighten
-        α-CROWN intermediate bounds before the MILPs (step 3).
+        α-CROWN intermediate bounds and alternative bounds (step 3).
+    bab, use_bab, bab_slice
+        β-CROWN branch and bound (step 5): its settings, whether to use it (else every possible
+        alternative goes to the MILP), and the first time slice per alternative (doubled per round).
     alpha, output_alpha
         α-CROWN settings for the intermediate layers and for the alternatives' rows.
     attack_restarts, attack_steps
@@ -97,14 +141,18 @@ class MarginConfig:
         sign-gradient steps per start.
     monotone
         Relax last-layer neurons that only lower the margin (module docstring); no binary for them.
-    objective
-        Gurobi: also maximise the margin, stopping at the first incumbent (``BestObjStop = 0``); the
-        default pure feasibility search was faster on mnistfc.
+    objective, objective_stop
+        Also maximise the margin (Gurobi stops at the first incumbent with margin ≥ ``objective_stop``,
+        ``BestObjStop``; a stopping rule only, the constraint stays ``margin ≥ 0``).  Default: pure
+        feasibility, faster on mnistfc; a feasible point whose replay fails (it sits on the margin's
+        boundary, where float32 onnxruntime can disagree by ~1e-7) triggers one re-solve that
+        maximises the margin.
     gurobi_params
         Extra Gurobi parameters for the MILPs (e.g. ``{"MIPFocus": 1}``).
     """
 
     tighten: bool = True
+    bab: BabConfig = BabConfig()
     alpha: AlphaConfig = AlphaConfig(iterations=20)
     output_alpha: AlphaConfig = AlphaConfig(iterations=40)
     attack_restarts: int = 2
@@ -112,6 +160,9 @@ class MarginConfig:
     monotone: bool = True
     objective: bool = False
     gurobi_params: tuple[tuple[str, Any], ...] = ()
+    objective_stop: float = 1e-3
+    use_bab: bool = True
+    bab_slice: float = 2.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,10 +229,7 @@ def encode_alternative(net: Network, lo: np.ndarray, hi: np.ndarray, lower: Sequ
     else:
         zl, zu = _widen(np.asarray(lower[L - 1], float), np.asarray(upper[L - 1], float))
         keep = np.flatnonzero(zu > 0.0)  # stably inactive neurons of the last hidden layer vanish
-        trunc = network_from_layers([(a.W, a.b) for a in aff[:L - 1]] + [(aff[L - 1].W[keep], aff[L - 1].b[keep])])
-        enc = encode_network(prog, trunc, x, [*lower[:L - 1], lower[L - 1][keep]],
-                             [*upper[:L - 1], upper[L - 1][keep]], ns)
-        z = enc.outputs  # variables z_{L−1}[keep], bounds widened like zl/zu
+        z, n_bin = _encode_hidden(prog, net, x, lower, upper, keep, ns)  # z_{L−1}[keep], bounds like zl/zu
         lk, uk = zl[keep], zu[keep]
         active = lk >= 0.0
         Gk = G[:, keep]
@@ -197,11 +245,12 @@ def encode_alternative(net: Network, lo: np.ndarray, hi: np.ndarray, lower: Sequ
                 prog.add_relu(h[pos], z[i], Tag.NETWORK)
             else:  # triangle relaxation: h ≥ z, h ≤ s (z − l)   (h ≥ 0 is its bound)
                 s = uk[i] / (uk[i] - lk[i])
-                prog.add_row([h[pos], z[i]], [1.0, -1.0], Sense.GE, 0.0, Tag.NETWORK, f"{ns}.tri_lo[{keep[i]}]")
+                prog.add_row([h[pos], z[i]], [1.0, -1.0], Sense.GE, 0.0, Tag.NETWORK,
+                             f"{ns}.tri_lo[{keep[i]}]")
                 prog.add_row([h[pos], z[i]], [1.0, -s], Sense.LE, -s * lk[i], Tag.NETWORK,
                              f"{ns}.tri_up[{keep[i]}]")
         terms = [(h_cols, Gk)]
-        info = EncodingInfo(int(sum(enc.unstable)), int(relaxable.sum()), int(exact.sum()), int(active.sum()))
+        info = EncodingInfo(n_bin, int(relaxable.sum()), int(exact.sum()), int(active.sum()))
     cols, coef = terms[0]
     if A.shape[0] == 1:
         nz = coef[0] != 0.0
@@ -219,6 +268,49 @@ def encode_alternative(net: Network, lo: np.ndarray, hi: np.ndarray, lower: Sequ
             prog.set_objective([t], [1.0], maximize=True)
     prog.meta.update(property="margin", rows=int(A.shape[0]))
     return prog, info
+
+
+def _encode_hidden(prog: Program, net: Network, x: np.ndarray, lower: Sequence[np.ndarray],
+                   upper: Sequence[np.ndarray], keep: np.ndarray, ns: str) -> tuple[np.ndarray, int]:
+    """Exact encoding of the pre-activations ``z_{L−1}[keep]`` of the last hidden layer; returns their
+    variables and the number of ReLU binaries.
+
+    The first layer gets explicit variables ``z_0 = W_0 x + b_0`` for its live neurons (not stably
+    inactive) instead of being substituted into the next layer: with even one stably active first-
+    layer neuron, substitution makes every later row dense in the (many) inputs, while explicit
+    variables keep the dense part to one row per live first-layer neuron (3–5× fewer nonzeros on
+    mnistfc).  The remaining layers are encoded by :func:`encoders.encode.encode_network` on the
+    live neurons' post-activations.
+    """
+    aff = net.affines
+    L = len(aff) - 1
+    last = [(aff[L - 1].W[keep], aff[L - 1].b[keep])]
+    l0w, u0w = _widen(np.asarray(lower[0], float), np.asarray(upper[0], float))
+    live0 = np.flatnonzero(u0w > 0.0)
+    if L == 1 or live0.size == 0:
+        trunc = network_from_layers([(a.W, a.b) for a in aff[:L - 1]] + last)
+        enc = encode_network(prog, trunc, x, [*lower[:L - 1], lower[L - 1][keep]],
+                             [*upper[:L - 1], upper[L - 1][keep]], ns)
+        return enc.outputs, int(sum(enc.unstable))
+    first = network_from_layers([(aff[0].W[live0], aff[0].b[live0])])
+    z0 = encode_network(prog, first, x, [np.asarray(lower[0])[live0]], [np.asarray(upper[0])[live0]],
+                        f"{ns}.l0").outputs
+    del prog.blocks[f"{ns}.l0"]
+    act0 = l0w[live0] >= 0.0
+    h0 = z0.copy()
+    un0 = np.flatnonzero(~act0)
+    h0[un0] = prog.add_vars(f"{ns}.h1", np.zeros(un0.size), np.maximum(u0w[live0][un0], 0.0))
+    for i in un0:
+        prog.add_relu(h0[i], z0[i], Tag.NETWORK)
+    mid = [(aff[1].W[:, live0], aff[1].b)] + [(a.W, a.b) for a in aff[2:L - 1]]
+    if L == 2:
+        rest = network_from_layers([(aff[1].W[np.ix_(keep, live0)], aff[1].b[keep])])
+    else:
+        rest = network_from_layers(mid + last)
+    enc = encode_network(prog, rest, h0, [*lower[1:L - 1], lower[L - 1][keep]],
+                         [*upper[1:L - 1], upper[L - 1][keep]], ns)
+    prog.blocks[ns]["input"] = x
+    return enc.outputs, int(un0.size + sum(enc.unstable))
 
 
 def _margin_cap(cols: np.ndarray, coef: np.ndarray, g0: np.ndarray, prog: Program) -> float:
@@ -322,31 +414,6 @@ def _pgd(prop: Any, net: Network, alt: Alternative, starts: Sequence[np.ndarray]
     return None, best
 
 
-@dataclass(frozen=True)
-class BabConfig:
-    """β-CROWN branch and bound over ReLU splits (:func:`bab_alternative`).
-
-    Attributes
-    ----------
-    batch
-        Sub-domains split per round (their ``2·batch`` children are bounded in one batched call).
-    root_alpha, alpha
-        Optimisation of (α, β) at the root and for children (warm-started from the parent).
-    max_domains
-        Open sub-domains kept at most; beyond it the search gives up (``None``: undecided).
-    candidates
-        Filtered smart branching: the top candidates (by score) whose split is tried; 1 = the
-        top-scored neuron.
-    """
-
-    batch: int = 64
-    root_alpha: AlphaConfig = AlphaConfig(iterations=60, lr=0.25)
-    alpha: AlphaConfig = AlphaConfig(iterations=12, lr=0.1, decay=0.9, patience=4)
-    max_domains: int = 40_000
-    candidates: int = 4
-    trace: bool = False
-
-
 @dataclass
 class BabOutcome:
     """What :func:`bab_alternative` concluded: ``verdict`` is VERIFIED, FALSIFIED or None (undecided)."""
@@ -356,141 +423,162 @@ class BabOutcome:
     stats: dict[str, Any]
 
 
-def bab_alternative(prop: Any, net: Network, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds,
-                    alt: Alternative, deadline: float, cfg: BabConfig = BabConfig()) -> BabOutcome:
-    r"""Decide one single-row alternative ``a·y ≤ b`` by branch and bound over ReLU phases.
+class BabSearch:
+    r"""Branch and bound over ReLU phases for one single-row alternative ``a·y ≤ b``; resumable.
 
     Sub-domain = the box with some root-unstable neurons fixed active (``z ≥ 0``) or inactive
-    (``z ≤ 0``).  Bound: :func:`verifier.tighten.beta_crown_lower` gives a sound ``lb ≤ min a·f(x)``
-    over the sub-domain; ``lb > b`` closes it (no violation there: the margin ``b − a·f(x) < 0``).
-    Branch: the open sub-domains with the smallest ``lb`` first, each split on its neuron with the
-    largest score (coefficient × triangle height).  The two children cover the parent (a point with
-    ``z = 0`` lies in both), so VERIFIED when no open sub-domain is left is sound.  Attack: at every
-    bounding, the box corner minimising each child's linear bound is evaluated; a violating point
-    must replay on onnxruntime (:func:`verifier.replay.replay`) to make FALSIFIED.  A sub-domain with
-    nothing left to split, too many open sub-domains or the deadline end the search undecided.
-    """
-    A, b = alt
-    if A.shape[0] != 1:
-        return BabOutcome(None, None, {"bab": "multi-row alternative"})
-    L = len(net.affines) - 1
-    U = [np.flatnonzero((bounds.lower[j] < 0) & (bounds.upper[j] > 0)) for j in range(L)]
-    sizes = [bounds.lower[j].size for j in range(L)]
-    thr = float(b[0])
-    st: dict[str, Any] = {"bab_domains": 0, "bab_rounds": 0}
+    (``z ≤ 0``).  Bound: :class:`verifier.tighten.SplitContext` (β-CROWN) gives a sound
+    ``lb ≤ min a·f(x)`` over the sub-domain; ``lb > b`` closes it (no violation there: the margin
+    ``b − a·f(x) < 0``).  Branch: the open sub-domains with the smallest ``lb`` first, ``batch`` per
+    round; each is split on a neuron chosen by filtered smart branching — the ``candidates``
+    neurons with the largest estimated gain (:class:`~verifier.tighten.SplitContext`), each tried
+    with one pass at the inherited multipliers, keeping the split whose worse child bounds best.
+    The two children cover the parent (a point with ``z = 0`` lies in both), so VERIFIED when no open
+    sub-domain is left is sound.  Children inherit the parent's ``α``, ``β`` (the new split's
+    ``β = 0``) and are re-optimised for a few steps.  Attack: at every bounding, the box corner
+    minimising each child's linear bound is evaluated; a violating point must replay on onnxruntime
+    (:func:`verifier.replay.replay`) to make FALSIFIED.
 
-    def full(comp: list[np.ndarray], fill_dtype=np.float64) -> list[np.ndarray]:
+    :meth:`advance` runs until a verdict or a deadline (then it can be called again and continues
+    where it stopped); a sub-domain with nothing left to split or too many open sub-domains end the
+    search undecided for good (``finished``).
+    """
+
+    def __init__(self, prop: Any, net: Network, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds,
+                 alt: Alternative, cfg: BabConfig = BabConfig()) -> None:
+        A, b = alt
+        if A.shape[0] != 1:
+            raise ValueError("BabSearch: single-row alternatives only")
+        self.prop, self.net, self.lo, self.hi, self.cfg = prop, net, lo, hi, cfg
+        self.A, self.thr = A, float(b[0])
+        self.L = len(net.affines) - 1
+        self.ctx = SplitContext(net, lo, hi, bounds.lower, bounds.upper, self.L, A[0])
+        self.offsets = np.cumsum([0] + [lv.size for lv in self.ctx.live])
+        self.stats: dict[str, Any] = {"bab_domains": 0, "bab_rounds": 0}
+        self.pool: dict[str, Any] | None = None
+        self.finished: BabOutcome | None = None
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _split_rows(self, S: list[np.ndarray], rows: np.ndarray, flat: np.ndarray,
+                    sign: np.ndarray) -> list[np.ndarray]:
+        """Copies of ``S[rows]`` with flat neuron index ``flat`` set to ``sign`` (row-wise)."""
+        lay = np.searchsorted(self.offsets, flat, side="right") - 1
         out = []
-        for j in range(L):
-            a = np.zeros((comp[j].shape[0], sizes[j]), dtype=fill_dtype)
-            a[:, U[j]] = comp[j]
-            out.append(a)
+        for j in range(self.L):
+            Sj = S[j][rows].copy()
+            sel = np.flatnonzero(lay == j)
+            Sj[sel, flat[sel] - self.offsets[j]] = sign[sel]
+            out.append(Sj)
         return out
 
-    def bound(S: list[np.ndarray], al: list[np.ndarray] | None, be: list[np.ndarray] | None,
-              conf: AlphaConfig):
-        m = S[0].shape[0]
-        res = beta_crown_lower(net, lo, hi, bounds.lower, bounds.upper, L, np.repeat(A, m, axis=0), full(S),
-                               conf, deadline, None if al is None else full(al), None if be is None else full(be))
-        st["bab_domains"] += m
-        comp_a = [res.alpha[j][:, U[j]] for j in range(L)]
-        comp_b = [res.beta[j][:, U[j]] for j in range(L)]
-        sc = np.concatenate([res.scores[j][:, U[j]] for j in range(L)], axis=1)  # flat over (layer, neuron)
-        choice = np.where(sc.max(axis=1) > 0, sc.argmax(axis=1), -1)
-        if cfg.candidates > 1:
-            choice = fsb(S, comp_a, comp_b, sc, choice, res.lb <= thr)
-        return res.lb, comp_a, comp_b, choice, np.where(res.coef >= 0, lo, hi)
-
-    def fsb(S: list[np.ndarray], al: list[np.ndarray], be: list[np.ndarray], sc: np.ndarray,
-            choice: np.ndarray, open_: np.ndarray) -> np.ndarray:
-        """Filtered smart branching: among each open row's top candidates (by score), the split whose
-        worse child has the best bound (one pass at the inherited multipliers, no optimisation)."""
-        rows = np.flatnonzero(open_ & (choice >= 0))
+    def _choose(self, S: list[np.ndarray], res: SplitBoundResult) -> np.ndarray:
+        """Branching neuron (flat index) per row; −1 when nothing is left to split."""
+        m = res.lb.shape[0]
+        choice = np.full(m, -1)
+        if self.L == 0:
+            return choice
+        gain = np.concatenate(res.gain, axis=1)
+        rows = np.flatnonzero((res.lb <= self.thr) & np.isfinite(gain).any(axis=1))
         if rows.size == 0:
             return choice
-        K = min(cfg.candidates, sc.shape[1])
-        cand = np.argsort(-sc[rows], axis=1)[:, :K]  # (r, K)
-        valid = np.take_along_axis(sc[rows], cand, axis=1) > 0
+        K = max(1, min(self.cfg.candidates, gain.shape[1]))
+        cand = np.argsort(-gain[rows], axis=1)[:, :K]
+        valid = np.isfinite(np.take_along_axis(gain[rows], cand, axis=1))
+        if K == 1:
+            choice[rows] = cand[:, 0]
+            return choice
         rep = np.repeat(rows, 2 * K)
         flat = np.repeat(cand.reshape(-1), 2)
         sign = np.tile(np.array([1, -1], dtype=np.int8), rows.size * K)
-        lay = np.searchsorted(offsets, flat, side="right") - 1
-        gS, ga, gb = [], [], []
-        for j in range(L):
-            Sj = S[j][rep].copy()
-            sel = np.flatnonzero(lay == j)
-            Sj[sel, flat[sel] - offsets[j]] = sign[sel]
-            gS.append(Sj)
-            ga.append(al[j][rep])
-            gb.append(be[j][rep])
-        m = rep.size
-        res = beta_crown_lower(net, lo, hi, bounds.lower, bounds.upper, L, np.repeat(A, m, axis=0), full(gS),
-                               _NO_OPT, None, full(ga), full(gb))
-        worse = np.minimum(res.lb[0::2], res.lb[1::2]).reshape(rows.size, K)
-        worse = np.where(valid, worse, -np.inf)
-        out = choice.copy()
-        out[rows] = cand[np.arange(rows.size), np.argmax(worse, axis=1)]
-        return out
+        kS = self._split_rows(S, rep, flat, sign)
+        val, *_ = self.ctx.run(kS, [a[rep] for a in res.alpha], [bb[rep] for bb in res.beta], grad=False)
+        worse = np.where(valid, np.minimum(val[0::2], val[1::2]).reshape(rows.size, K), -np.inf)
+        choice[rows] = cand[np.arange(rows.size), np.argmax(worse, axis=1)]
+        return choice
 
-    def attack(xs: np.ndarray) -> ReplayResult | None:
-        y = net.evaluate(xs)
-        marg = thr - y @ A[0]
+    def _attack(self, res: SplitBoundResult) -> ReplayResult | None:
+        xs = np.where(res.coef >= 0, self.lo, self.hi)
+        marg = self.thr - self.net.evaluate(xs) @ self.A[0]
         for q in np.argsort(-marg)[:3]:
             if marg[q] >= 0:
-                rep = replay(prop, {"net": net}, {"net": xs[q]})
+                rep = replay(self.prop, {"net": self.net}, {"net": xs[q]})
                 if rep.ok:
                     return rep
         return None
 
-    offsets = np.cumsum([0] + [u.size for u in U])
-    S0 = [np.zeros((1, u.size), dtype=np.int8) for u in U]
-    lb, al, be, choice, xs = bound(S0, None, None, cfg.root_alpha)
-    rep = attack(xs)
-    if rep is not None:
-        return BabOutcome(Verdict.FALSIFIED, rep, st)
-    pool = {"S": S0, "a": al, "b": be, "lb": lb, "choice": choice}
-    while True:
-        keep = pool["lb"] <= thr
-        if not keep.any():
-            st["bab_open"] = 0
-            return BabOutcome(Verdict.VERIFIED, None, st)
-        pool = {key: ([v[keep] for v in val] if isinstance(val, list) else val[keep]) for key, val in pool.items()}
-        n_open = int(keep.sum())
-        st["bab_open"] = n_open
-        if n_open > cfg.max_domains or time.perf_counter() > deadline:
-            st["bab_stop"] = "domain limit" if n_open > cfg.max_domains else "deadline"
-            return BabOutcome(None, None, st)
-        take = np.argsort(pool["lb"])[: cfg.batch]
-        if np.any(pool["choice"][take] < 0):
-            st["bab_stop"] = "a sub-domain with nothing left to split"
-            return BabOutcome(None, None, st)
-        st["bab_rounds"] += 1
-        if cfg.trace and st["bab_rounds"] % 20 == 1:
-            depth = sum((pool["S"][j] != 0).sum(axis=1) for j in range(L))
-            print(f"round {st['bab_rounds']} open {n_open} worst lb-b {pool['lb'].min() - thr:.4f} "
-                  f"median {np.median(pool['lb']) - thr:.4f} depth mean {depth.mean():.1f} max {depth.max()}",
-                  flush=True)
-        rest = np.setdiff1d(np.arange(n_open), take)
-        ch = pool["choice"][take]
-        layer = np.searchsorted(offsets, ch, side="right") - 1
-        col = ch - offsets[layer]
-        kids_S, kids_a, kids_b = [], [], []
-        for j in range(L):
-            Sj = np.repeat(pool["S"][j][take], 2, axis=0)
-            rows = np.flatnonzero(np.repeat(layer == j, 2))
-            Sj[rows, np.repeat(col, 2)[rows]] = np.tile(np.array([1, -1], dtype=np.int8), take.size)[rows]
-            kids_S.append(Sj)
-            kids_a.append(np.repeat(pool["a"][j][take], 2, axis=0))
-            kids_b.append(np.repeat(pool["b"][j][take], 2, axis=0))
-        lb, al, be, choice, xs = bound(kids_S, kids_a, kids_b, cfg.alpha)
-        rep = attack(xs)
-        if rep is not None:
-            return BabOutcome(Verdict.FALSIFIED, rep, st)
-        pool = {"S": [np.concatenate([pool["S"][j][rest], kids_S[j]]) for j in range(L)],
-                "a": [np.concatenate([pool["a"][j][rest], al[j]]) for j in range(L)],
-                "b": [np.concatenate([pool["b"][j][rest], be[j]]) for j in range(L)],
-                "lb": np.concatenate([pool["lb"][rest], lb]),
-                "choice": np.concatenate([pool["choice"][rest], choice])}
+    def _done(self, verdict: Verdict | None, rep: ReplayResult | None = None, why: str = "") -> BabOutcome:
+        if why:
+            self.stats["bab_stop"] = why
+        self.finished = BabOutcome(verdict, rep, self.stats)
+        return self.finished
+
+    # ---- the search --------------------------------------------------------------------------
+    def advance(self, deadline: float) -> BabOutcome:
+        """Search until a verdict, an undecidable state, or ``deadline`` (then ``verdict`` is None and
+        ``finished`` stays None: call again to continue)."""
+        if self.finished is not None:
+            return self.finished
+        ctx, cfg, L, st = self.ctx, self.cfg, self.L, self.stats
+        st.pop("bab_stop", None)
+        if self.pool is None:
+            S, al, be = ctx.initial(1)
+            res = ctx.optimise(S, al, be, cfg.root_alpha, deadline)
+            st["bab_domains"] += 1
+            rep = self._attack(res)
+            if rep is not None:
+                return self._done(Verdict.FALSIFIED, rep)
+            self.pool = {"S": S, "a": list(res.alpha), "b": list(res.beta), "lb": res.lb,
+                         "choice": self._choose(S, res)}
+        rounds_here = 0
+        while True:
+            pool = self.pool
+            keep = pool["lb"] <= self.thr
+            if not keep.any():
+                st["bab_open"] = 0
+                return self._done(Verdict.VERIFIED)
+            pool = {key: ([v[keep] for v in val] if isinstance(val, list) else val[keep])
+                    for key, val in pool.items()}
+            self.pool = pool
+            n_open = int(keep.sum())
+            st["bab_open"] = n_open
+            if n_open > cfg.max_domains:
+                return self._done(None, why="domain limit")
+            if rounds_here and time.perf_counter() > deadline:  # at least one round per call
+                st["bab_stop"] = "deadline"
+                return BabOutcome(None, None, st)
+            rounds_here += 1
+            take = np.argsort(pool["lb"])[: cfg.batch]
+            if np.any(pool["choice"][take] < 0):
+                return self._done(None, why="a sub-domain with nothing left to split")
+            st["bab_rounds"] += 1
+            if cfg.trace and st["bab_rounds"] % 20 == 1:
+                depth = sum((pool["S"][j] != 0).sum(axis=1) for j in range(L))
+                print(f"round {st['bab_rounds']} open {n_open} worst lb-b {pool['lb'].min() - self.thr:.4f} "
+                      f"depth mean {depth.mean():.1f} max {depth.max()}", flush=True)
+            rest = np.setdiff1d(np.arange(n_open), take)
+            rep2 = np.repeat(take, 2)
+            signs = np.tile(np.array([1, -1], dtype=np.int8), take.size)
+            kS = self._split_rows(pool["S"], rep2, pool["choice"][rep2], signs)
+            res = ctx.optimise(kS, [a[rep2] for a in pool["a"]], [bb[rep2] for bb in pool["b"]], cfg.alpha,
+                               deadline)
+            st["bab_domains"] += rep2.size
+            rep = self._attack(res)
+            if rep is not None:
+                return self._done(Verdict.FALSIFIED, rep)
+            choice = self._choose(kS, res)
+            self.pool = {"S": [np.concatenate([pool["S"][j][rest], kS[j]]) for j in range(L)],
+                         "a": [np.concatenate([pool["a"][j][rest], res.alpha[j]]) for j in range(L)],
+                         "b": [np.concatenate([pool["b"][j][rest], res.beta[j]]) for j in range(L)],
+                         "lb": np.concatenate([pool["lb"][rest], res.lb]),
+                         "choice": np.concatenate([pool["choice"][rest], choice])}
+
+
+def bab_alternative(prop: Any, net: Network, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds,
+                    alt: Alternative, deadline: float, cfg: BabConfig = BabConfig()) -> BabOutcome:
+    """:class:`BabSearch` on one alternative until ``deadline`` (multi-row alternatives: undecided)."""
+    if alt[0].shape[0] != 1:
+        return BabOutcome(None, None, {"bab": "multi-row alternative"})
+    return BabSearch(prop, net, lo, hi, bounds, alt, cfg).advance(deadline)
 
 
 def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
@@ -529,14 +617,17 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
     rng = np.random.default_rng(getattr(config, "seed", 0))
 
     def falsified(rep: ReplayResult, how: str) -> Result:
-        return run.result(Verdict.FALSIFIED, "attack", f"counterexample found by {how}; replayed on onnxruntime",
-                          rep.counterexample)
+        return run.result(Verdict.FALSIFIED, "attack",
+                          f"counterexample found by {how}; replayed on onnxruntime", rep.counterexample)
 
+    if any(A.shape[0] == 0 for A, _ in alts):  # an empty conjunction: every point of the box violates
+        rep = replay(prop, {"net": net}, {"net": 0.5 * (lo + hi)})
+        return falsified(rep, "the box centre (an alternative without constraints)") if rep.ok else None
     # 1. CROWN: rule out alternatives
     t = time.perf_counter()
     base = crown_bounds(net, lo, hi)
     possible = [k for k, (A, b) in enumerate(alts)
-                if A.shape[0] == 0 or not np.any(_alternative_bounds(net, lo, hi, base, A, None, deadline)[0] > b)]
+                if not np.any(_alternative_bounds(net, lo, hi, base, A, None, deadline)[0] > b)]
     st.update(crown_s=time.perf_counter() - t, unstable_crown=base.unstable_counts(),
               alternatives=len(alts), possible_crown=len(possible))
     if not possible:
@@ -560,9 +651,6 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
         keep = []
         for k in possible:
             A, b = alts[k]
-            if A.shape[0] == 0:
-                keep.append(k)
-                continue
             lb, cor = _alternative_bounds(net, lo, hi, bounds, A, cfg.output_alpha, deadline)
             if np.any(lb > b):
                 continue
@@ -574,7 +662,8 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
         st.update(tighten_s=time.perf_counter() - t, unstable_alpha=bounds.unstable_counts(),
                   possible_alpha=len(possible))
         if not possible:
-            return run.result(Verdict.VERIFIED, "alpha-crown", "every alternative ruled out by α-CROWN bounds")
+            return run.result(Verdict.VERIFIED, "alpha-crown",
+                              "every alternative ruled out by α-CROWN bounds")
     # likeliest violation first: the largest upper bound of the margin
     possible.sort(key=lambda k: -ub_margin.get(k, np.inf))
     st["order"] = [(k, round(ub_margin.get(k, np.inf), 4)) for k in possible]
@@ -589,16 +678,45 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
                 st["attack2_s"] = time.perf_counter() - t
                 return falsified(rep, "PGD from α-CROWN corners")
         st["attack2_s"] = time.perf_counter() - t
-    # 5. one MILP per alternative
-    per_alt: list[dict[str, Any]] = []
+    # 5. β-CROWN branch and bound per single-row alternative, round robin with doubling time slices
+    #    (a hard alternative cannot starve an easy violated one); the MILP for whatever it cannot decide
+    per_alt: dict[int, dict[str, Any]] = {}
     st["per_alt"] = per_alt
-    undecided: Result | None = None
     backends_used: set[str] = set()
-    for k in possible:
+    milp_queue = [k for k in possible if not (cfg.use_bab and alts[k][0].shape[0] == 1)]
+    pending = [k for k in possible if k not in milp_queue]
+    searches: dict[int, BabSearch] = {}
+    slice_s = cfg.bab_slice
+    while pending:
+        for k in list(pending):
+            if time.perf_counter() > deadline:
+                return run.result(Verdict.TIMEOUT, "bab", f"time limit reached in branch and bound with "
+                                  f"{len(pending)} alternatives open")
+            t = time.perf_counter()
+            if k not in searches:
+                searches[k] = BabSearch(prop, net, lo, hi, bounds, alts[k], cfg.bab)
+            bo = searches[k].advance(min(deadline, t + slice_s))
+            rec = per_alt.setdefault(k, {"alt": k, "backend": "bab", "time_s": 0.0})
+            rec["time_s"] = round(rec["time_s"] + time.perf_counter() - t, 3)
+            rec.update(bo.stats)
+            if bo.verdict is Verdict.VERIFIED:
+                backends_used.add("bab")
+                pending.remove(k)
+            elif bo.verdict is Verdict.FALSIFIED and bo.replay is not None:
+                return run.result(Verdict.FALSIFIED, "bab",
+                                  f"alternative {k}: counterexample found during branch and bound; "
+                                  "replayed on onnxruntime", bo.replay.counterexample)
+            elif searches[k].finished is not None:  # undecidable by branch and bound: to the MILP
+                pending.remove(k)
+                milp_queue.append(k)
+        slice_s *= 2.0
+    # 6. one MILP per remaining alternative
+    undecided: Result | None = None
+    for k in milp_queue:
         left = deadline - time.perf_counter()
         if left <= 0:
             return run.result(Verdict.TIMEOUT, "+".join(sorted(backends_used)) or "milp",
-                              f"time limit reached with {len(possible) - len(per_alt)} alternatives left")
+                              f"time limit reached with alternative {k} (and maybe others) undecided")
         t = time.perf_counter()
         prog, info = encode_alternative(net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone,
                                         cfg.objective, "net")
@@ -606,29 +724,36 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
         if backend is None:
             return None
         out = _solve(backend, prog, left, getattr(config, "threads", 1), cfg)
+        rep = _replay_candidate(prop, net, prog, out)
+        if rep is not None and not rep.ok and prog.objective is None and time.perf_counter() < deadline:
+            # a feasibility search stops at the first point, typically on the margin's boundary, where
+            # float32 replay can land a hair on the safe side: look for the point of largest margin
+            prog, info = encode_alternative(net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone,
+                                            True, "net")
+            out2 = _solve(backend, prog, deadline - time.perf_counter(), getattr(config, "threads", 1), cfg,
+                          keep_objective=True)
+            rep2 = _replay_candidate(prop, net, prog, out2)
+            if rep2 is not None:
+                out, rep = out2, rep2
         backends_used.add(backend)
         run.version = out.solver_version or run.version
-        rec = {"alt": k, "backend": backend, "status": out.status.value, "time_s": round(time.perf_counter() - t, 3),
-               "binaries": info.binaries_hidden + info.exact_last, "relaxed_last": info.relaxed_last,
-               "nodes": out.stats.get("nodes"), "variables": out.stats.get("variables"),
-               "constraints": out.stats.get("constraints")}
-        per_alt.append(rec)
+        rec = per_alt.setdefault(k, {"alt": k})
+        rec.update({"milp_backend": backend, "milp_status": out.status.value,
+                    "milp_time_s": round(time.perf_counter() - t, 3),
+                    "binaries": info.binaries_hidden + info.exact_last, "relaxed_last": info.relaxed_last,
+                    "nodes": out.stats.get("nodes"), "variables": out.stats.get("variables"),
+                    "constraints": out.stats.get("constraints")})
         if out.status is SolveStatus.UNSAT:
             continue
-        if out.assignment is not None and out.status in (SolveStatus.SAT, SolveStatus.OPTIMAL,
-                                                         SolveStatus.UNKNOWN, SolveStatus.TIMEOUT):
-            xs = {"net": np.asarray(out.assignment)[prog.blocks["net"]["input"]]}
-            rep = replay(prop, {"net": net}, xs)
-            if not rep.ok:
-                pol = polish(prop, {"net": net}, xs)
-                rep = pol if pol.ok else rep
+        if rep is not None:
             rec["replay"] = rep.reason
             if rep.ok:
-                return run.result(Verdict.FALSIFIED, backend, f"alternative {k}: MILP counterexample replayed on "
-                                  "onnxruntime", rep.counterexample)
+                return run.result(Verdict.FALSIFIED, backend,
+                                  f"alternative {k}: MILP counterexample replayed on onnxruntime",
+                                  rep.counterexample)
             if undecided is None:
-                undecided = run.result(Verdict.UNKNOWN, backend, f"alternative {k}: solver candidate rejected: "
-                                       f"{rep.reason}")
+                undecided = run.result(Verdict.UNKNOWN, backend,
+                                       f"alternative {k}: solver candidate rejected: {rep.reason}")
             continue
         verdict = {SolveStatus.TIMEOUT: Verdict.TIMEOUT, SolveStatus.ERROR: Verdict.ERROR}.get(out.status,
                                                                                               Verdict.UNKNOWN)
@@ -638,21 +763,39 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
             undecided = run.result(verdict, backend, f"alternative {k}: {out.message or out.status.value}")
     if undecided is not None:
         return replace(undecided, time_s=time.perf_counter() - run.t0)
-    return run.result(Verdict.VERIFIED, "+".join(sorted(backends_used)),
-                      f"all {len(alts)} alternatives infeasible ({len(alts) - len(possible)} by bounds, "
-                      f"{len(possible)} by MILP)")
+    n_bab = len(possible) - len(milp_queue)
+    return run.result(Verdict.VERIFIED, "+".join(sorted(backends_used)) or "bounds",
+                      f"all {len(alts)} alternatives ruled out: {len(alts) - len(possible)} by bounds, "
+                      f"{n_bab} by branch and bound, {len(milp_queue)} by MILP")
 
 
-def _solve(backend: str, prog: Program, timeout: float, threads: int, cfg: MarginConfig) -> Outcome:
+def _replay_candidate(prop: Any, net: Network, prog: Program, out: Outcome) -> ReplayResult | None:
+    """Replay (then polish) the input part of a solver's assignment; None when there is none."""
+    if out.assignment is None or out.status not in (SolveStatus.SAT, SolveStatus.OPTIMAL, SolveStatus.UNKNOWN,
+                                                    SolveStatus.TIMEOUT):
+        return None
+    xs = {"net": np.asarray(out.assignment)[prog.blocks["net"]["input"]]}
+    rep = replay(prop, {"net": net}, xs)
+    if not rep.ok:
+        pol = polish(prop, {"net": net}, xs)
+        rep = pol if pol.ok else rep
+    return rep
+
+
+def _solve(backend: str, prog: Program, timeout: float, threads: int, cfg: MarginConfig,
+           keep_objective: bool = False) -> Outcome:
+    """Gurobi (with ``cfg.gurobi_params``; ``BestObjStop`` when maximising) or HiGHS (feasibility only
+    unless ``keep_objective``); a licence refusal falls back to HiGHS."""
+    highs_prog = prog if keep_objective else _without_objective(prog)
     try:
         if backend == "gurobi":
             params: dict[str, Any] = dict(cfg.gurobi_params)
             if prog.objective is not None:
-                params.setdefault("BestObjStop", 0.0)
+                params.setdefault("BestObjStop", cfg.objective_stop)
             return _gurobi_class()(params).solve(prog, timeout, threads)
-        return _solve_highs(_without_objective(prog), timeout, threads)
+        return _solve_highs(highs_prog, timeout, threads)
     except LicenseLimitError:
-        return _solve_highs(_without_objective(prog), timeout, threads)
+        return _solve_highs(highs_prog, timeout, threads)
 
 
 def _without_objective(prog: Program) -> Program:

@@ -1,4 +1,6 @@
-r"""Tighter intermediate bounds: α-CROWN (optimised lower slopes) and the triangle-relaxation LP.
+r"""Tighter bounds: α-CROWN (optimised lower slopes), β-CROWN on ReLU-split sub-domains
+(:class:`SplitContext`, the bounding step of :class:`verifier.margin.BabSearch`), and the
+triangle-relaxation LP (reference).
 
 Notation as in :mod:`encoders.bounds`: the network is ``Affine_0, Relu, …, Affine_L``; ``z_k`` is the
 pre-activation of affine layer ``k`` (``z_k = W_k h_{k−1} + b_k``, ``h_{−1} = x``, ``h_j = relu(z_j)``),
@@ -71,6 +73,7 @@ __all__ = [
     "tighten_bounds",
     "lp_layer_bounds",
     "SplitBoundResult",
+    "SplitContext",
     "beta_crown_lower",
     "bound_magnitudes",
 ]
@@ -257,6 +260,13 @@ class _Pass:
         return val, grads, A
 
 
+def _stalled(history: list[float], best: np.ndarray, config: AlphaConfig) -> bool:
+    """The summed bound improved by at most ``tol·(1 + Σ|B|)`` over the last ``patience`` iterations."""
+    p = config.patience
+    scale = 1.0 + float(np.sum(np.abs(best)))
+    return len(history) > p and history[-1] - history[-1 - p] <= config.tol * scale
+
+
 def _margin(net: Network, lo: np.ndarray, hi: np.ndarray, k: int, Lam: np.ndarray) -> np.ndarray:
     mag = np.abs(Lam) @ bound_magnitudes(net, lo, hi)[k]
     return rounding_tolerance(net) * mag + _ATOL * (mag > 0)
@@ -320,8 +330,7 @@ def alpha_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper
             for j in range(k):
                 best_alpha[j][better] = alpha[j][better]
         history.append(float(np.sum(best)))
-        p = config.patience
-        if len(history) > p and history[-1] - history[-1 - p] <= config.tol * (1.0 + float(np.sum(np.abs(best)))):
+        if _stalled(history, best, config):
             break
     lb = best - _margin(net, lo, hi, k, Lam)
     _, _, coef = pas.run_full(best_alpha, grad=False)
@@ -333,24 +342,24 @@ def alpha_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class SplitBoundResult:
-    """Sound lower bounds of ``λ_q · z_k`` over sub-domains ``q`` (one row per sub-domain).
+    """Sound lower bounds of ``λ · z_k`` over sub-domains ``q`` (one row per sub-domain).
 
-    ``alpha``/``beta`` per relaxed layer (``(m, n_j)``) are the best multipliers found (warm starts for
-    children); ``coef`` (``(m, n_in)``) the input coefficients of the linear bound at them; ``scores``
-    per layer (``(m, n_j)``) a branching score for every neuron still unstable and unsplit in the row's
-    sub-domain (``|A_i| · u_i (−l_i)/(u_i − l_i)``, the coefficient times the triangle's height; 0 for
-    the others).
+    All per-neuron arrays are over the *live* neurons of each relaxed layer (``SplitContext.live``):
+    ``alpha``/``beta`` (``(m, n_live_j)``) are the best multipliers found (warm starts for children);
+    ``coef`` (``(m, n_in)``) the input coefficients of the linear bound at them; ``gain`` per layer a
+    first-order estimate of how much splitting each neuron raises the *worse* child's bound (``−inf``
+    for neurons that cannot be split: stable at the root or already split).
     """
 
     lb: np.ndarray
     alpha: tuple[np.ndarray, ...]
     beta: tuple[np.ndarray, ...]
     coef: np.ndarray
-    scores: tuple[np.ndarray, ...]
+    gain: tuple[np.ndarray, ...]
 
 
-class _SplitPass:
-    """The backward pass of the module docstring on sub-domains with split ReLUs (β-CROWN).
+class SplitContext:
+    r"""β-CROWN bounds of one objective ``λ · z_k`` on sub-domains of a box defined by ReLU splits.
 
     Sub-domain ``q`` fixes the phase of some neurons: ``S^{(j)}_{q,i} = +1`` adds the constraint
     ``z_{j,i} ≥ 0``, ``−1`` adds ``z_{j,i} ≤ 0``; 0 leaves the neuron as in the root bounds.  On the
@@ -361,152 +370,169 @@ class _SplitPass:
                                          ≥  B(α, β)
 
     (the subtracted term is ``≤ 0`` on the sub-domain), where ``B`` is the backward pass of the
-    combined function with the split neurons' relaxation ``D = 1`` (``S = +1``) or ``0`` (``S = −1``)
-    and the term ``−β_j ⊙ S_j`` added to the coefficients ``G^{(j)}`` on ``z_j``.  ``B`` is a valid
-    bound for every ``α ∈ [0,1]``, ``β ≥ 0`` (Wang et al., *Beta-CROWN*, NeurIPS 2021); the root
-    bounds of unsplit neurons stay valid because every sub-domain lies in the box.  The gradient in
-    ``β_j`` is ``−S_j ⊙ ∂B/∂G^{(j)}``.
+    module docstring for the combined function, with the split neurons' slope ``D = 1`` (``S = +1``)
+    or ``0`` (``S = −1``) and the term ``−β_j ⊙ S_j`` added to the coefficients ``G^{(j)}`` on
+    ``z_j``.  ``B`` is a valid bound for every ``α ∈ [0,1]`` and ``β ≥ 0`` (Wang et al., *Beta-CROWN*,
+    NeurIPS 2021); the root bounds of unsplit neurons stay valid because every sub-domain lies in the
+    box.  The gradient in ``β_j`` is ``−S_j ⊙ ∂B/∂G^{(j)}``.
+
+    Neurons inactive at the root have ``h = 0`` in every sub-domain, so only the *live* ones (active
+    or unstable at the root) enter the pass: every product shrinks to the live columns.
+
+    Split gain (branching).  With the slopes below a neuron held fixed, ``B`` is linear in
+    ``G^{(j)}``, so splitting unsplit unstable neuron ``i`` of layer ``j`` changes it by about::
+
+        Δ± = −[A_i < 0] A_i t_i  +  ΔG_i · ∂B/∂G_i,     ΔG_i = A_i (1 − D_i)  (active child, +)
+                                                          ΔG_i = −A_i D_i       (inactive child, −)
+
+    (the chord's intercept disappears in both children; the slope becomes 1 or 0).  ``gain =
+    min(Δ+, Δ−)``; exact when no coefficient changes sign below layer ``j``.  Used only to rank
+    candidates, never as a bound.
     """
 
-    def __init__(self, net: Network, lo: np.ndarray, hi: np.ndarray, relax: list[_Relax], k: int,
-                 Lam: np.ndarray, splits: list[np.ndarray]) -> None:
+    def __init__(self, net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper, k: int,
+                 lam: np.ndarray) -> None:
+        lo = np.asarray(lo, dtype=np.float64).reshape(-1)
+        hi = np.asarray(hi, dtype=np.float64).reshape(-1)
+        _check(net, lo, hi, lower, upper, k)
+        lam = np.asarray(lam, dtype=np.float64).reshape(-1)
         aff = net.affines
-        self.k = k
+        relax = [_Relax.of(lower[j], upper[j]) for j in range(k)]
+        self.k, self.n_sizes = k, [r.s.size for r in relax]
         self.c, self.r = 0.5 * (lo + hi), 0.5 * (hi - lo)
-        # Neurons inactive at the root have h = 0 in every sub-domain: only the *live* ones (active or
-        # unstable at the root) enter the pass, which shrinks every product to the live columns.
         self.live = [np.flatnonzero(r.active | r.unstable) for r in relax]
-        live_prev = [np.arange(net.n_inputs)] + self.live[:-1] if k else []
+        live_prev = [np.arange(net.n_inputs)] + self.live[:-1]
         self.W = [aff[j].W[np.ix_(self.live[j], live_prev[j])] for j in range(k)]
         self.b = [aff[j].b[self.live[j]] for j in range(k)]
         self.s = [r.s[lv] for r, lv in zip(relax, self.live)]
         self.t = [r.t[lv] for r, lv in zip(relax, self.live)]
         self.alpha0 = [r.alpha0[lv] for r, lv in zip(relax, self.live)]
-        self.S = [np.asarray(sj, dtype=np.float64)[:, lv] for sj, lv in zip(splits, self.live)]
-        # per row and live neuron: still relaxed (unstable at the root and unsplit), or linear with slope 1
-        self.unst = [r.unstable[lv] & (sj == 0) for r, lv, sj in zip(relax, self.live, self.S)]
-        self.act = [((r.active[lv] & (sj == 0)) | (sj > 0)).astype(np.float64)
-                    for r, lv, sj in zip(relax, self.live, self.S)]
+        self.unstable = [r.unstable[lv] for r, lv in zip(relax, self.live)]
+        self.active = [r.active[lv] for r, lv in zip(relax, self.live)]
         top = self.live[k - 1] if k else np.arange(net.n_inputs)
-        self.A_top = Lam @ aff[k].W[:, top]
-        self.kappa0 = Lam @ aff[k].b
+        self.A_top = (lam @ aff[k].W)[top][None, :]
+        self.kappa0 = float(lam @ aff[k].b)
+        mags = bound_magnitudes(net, lo, hi)
+        self.mag_obj = float(np.abs(lam) @ mags[k])
+        self.mag_live = [mags[j][lv] for j, lv in enumerate(self.live)]
+        self.rtol = rounding_tolerance(net)
 
-    def run(self, alpha: list[np.ndarray], beta: list[np.ndarray], grad: bool):
-        """``B(α, β)`` per row (α, β, splits restricted to the live columns) and its gradients."""
+    # ---- the pass ----------------------------------------------------------------------------
+    def run(self, S: list[np.ndarray], alpha: list[np.ndarray], beta: list[np.ndarray], grad: bool):
+        """``B(α, β)`` per row; with ``grad``, the gradients and ``∂B/∂G`` per layer as well.
+
+        Returns ``(val, grad_alpha, grad_beta, A_x, store, gG)``; ``store`` holds ``(j, A, neg, D)``.
+        """
         k = self.k
-        A = self.A_top
-        kappa = self.kappa0
+        m = S[0].shape[0] if k else 1
+        A = np.broadcast_to(self.A_top, (m, self.A_top.shape[1]))
+        kappa = np.full(m, self.kappa0)
         store = []
         for j in range(k - 1, -1, -1):
-            unst = self.unst[j]
+            Sj = S[j]
+            unst = self.unstable[j] & (Sj == 0)
+            act = np.where(Sj == 0, self.active[j], Sj > 0)
             neg = A < 0
-            D = np.where(unst, np.where(neg, self.s[j], alpha[j]), self.act[j])
+            D = np.where(unst, np.where(neg, self.s[j], alpha[j]), act.astype(np.float64))
             kappa = kappa + np.sum(np.where(neg & unst, A * self.t[j], 0.0), axis=1)
-            G = A * D - beta[j] * self.S[j]
+            G = A * D - beta[j] * Sj
             kappa = kappa + G @ self.b[j]
-            store.append((j, A, neg, D))
+            store.append((j, A, neg, D, unst))
             A = G @ self.W[j]
         val = kappa + A @ self.c - np.abs(A) @ self.r
         if not grad:
-            return val, None, None, A, store
+            return val, None, None, A, store, None
         ga = [np.zeros_like(a) for a in alpha]
         gb = [np.zeros_like(b) for b in beta]
+        gGs: list[np.ndarray] = [np.zeros(0)] * k
         gA = self.c - np.sign(A) * self.r
-        for j, Aj, negj, Dj in reversed(store):
+        for j, Aj, negj, Dj, unst in reversed(store):
             gG = gA @ self.W[j].T + self.b[j]
-            ga[j] = np.where(self.unst[j] & ~negj, gG * Aj, 0.0)
-            gb[j] = -self.S[j] * gG
-            gA = gG * Dj + np.where(negj & self.unst[j], self.t[j], 0.0)
-        return val, ga, gb, A, store
+            gGs[j] = gG
+            ga[j] = np.where(unst & ~negj, gG * Aj, 0.0)
+            gb[j] = -S[j] * gG
+            gA = gG * Dj + np.where(negj & unst, self.t[j], 0.0)
+        return val, ga, gb, A, store, gGs
+
+    def sound(self, val: np.ndarray, beta: list[np.ndarray]) -> np.ndarray:
+        """``val`` widened for rounding: ``rtol·(|λ| M_k + Σ_j β_j·M_j) + atol``."""
+        mag = self.mag_obj + sum(beta[j] @ self.mag_live[j] for j in range(self.k))
+        return val - (self.rtol * mag + _ATOL)
+
+    def initial(self, m: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """Root splits (none), CROWN's adaptive slopes and zero β for ``m`` rows."""
+        S = [np.zeros((m, lv.size), dtype=np.int8) for lv in self.live]
+        alpha = [np.broadcast_to(a0, (m, a0.size)).copy() for a0 in self.alpha0]
+        beta = [np.zeros((m, lv.size)) for lv in self.live]
+        return S, alpha, beta
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def optimise(self, S: list[np.ndarray], alpha: list[np.ndarray], beta: list[np.ndarray],
+                 config: AlphaConfig = AlphaConfig(), deadline: float | None = None) -> SplitBoundResult:
+        """Projected Adam ascent on ``(α, β)`` per row; the best (sound, widened) bound per row."""
+        k = self.k
+        for j in range(k):
+            if np.any((S[j] != 0) & ~self.unstable[j]):
+                raise SpecError("splits: only neurons unstable under the root bounds may be split")
+        params = [np.clip(np.asarray(a, dtype=np.float64), 0.0, 1.0) for a in alpha]
+        params += [np.maximum(np.asarray(b, dtype=np.float64), 0.0) * (S[j] != 0) for j, b in enumerate(beta)]
+        best, ga, gb, _, _, _ = self.run(S, params[:k], params[k:], grad=config.iterations > 0)
+        best_params = [p.copy() for p in params]
+        mom = [np.zeros_like(p) for p in params]
+        vel = [np.zeros_like(p) for p in params]
+        b1, b2, eps = 0.9, 0.999, 1e-12
+        history = [float(np.sum(best))]
+        it = 0
+        while it < config.iterations and ga is not None:
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            it += 1
+            lr = config.lr * config.decay ** (it - 1)
+            for q, g in enumerate(ga + gb):
+                mom[q] = b1 * mom[q] + (1 - b1) * g
+                vel[q] = b2 * vel[q] + (1 - b2) * g * g
+                params[q] = params[q] + lr * (mom[q] / (1 - b1**it)) / (np.sqrt(vel[q] / (1 - b2**it)) + eps)
+                params[q] = np.clip(params[q], 0.0, 1.0) if q < k else np.maximum(params[q], 0.0)
+            val, ga, gb, _, _, _ = self.run(S, params[:k], params[k:], grad=True)
+            better = val > best
+            if better.any():
+                best = np.where(better, val, best)
+                for q in range(2 * k):
+                    best_params[q][better] = params[q][better]
+            history.append(float(np.sum(best)))
+            if _stalled(history, best, config):
+                break
+        al, be = best_params[:k], best_params[k:]
+        val, _, _, coef, store, gGs = self.run(S, al, be, grad=True)
+        gain = []
+        for j, Aj, negj, Dj, unst in sorted(store, key=lambda e: e[0]):
+            lost = np.where(negj & unst, -Aj * self.t[j], 0.0)  # the chord's intercept, gone in both children
+            plus = lost + Aj * (1.0 - Dj) * gGs[j]
+            minus = lost - Aj * Dj * gGs[j]
+            gain.append(np.where(unst, np.minimum(plus, minus), -np.inf))
+        return SplitBoundResult(self.sound(val, be), tuple(al), tuple(be), coef, tuple(gain))
 
 
-def beta_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper, k: int, Lam: np.ndarray,
+def beta_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper, k: int, lam: np.ndarray,
                      splits: list[np.ndarray], config: AlphaConfig = AlphaConfig(),
-                     deadline: float | None = None, alpha_init: list[np.ndarray] | None = None,
-                     beta_init: list[np.ndarray] | None = None) -> SplitBoundResult:
-    """Sound lower bounds of ``Λ_q z_k`` over the sub-domains ``q`` given by ``splits`` (β-CROWN).
+                     deadline: float | None = None) -> np.ndarray:
+    """Sound lower bounds of ``λ · z_k`` over the sub-domains given by ``splits`` (full-width arrays).
 
-    Parameters
-    ----------
-    lower, upper
-        Root pre-activation bounds of layers ``0 … k−1`` (sound over the whole box).
-    Lam
-        ``(m, n_k)``: one objective row per sub-domain.
-    splits
-        Per relaxed layer ``j < k``, an ``(m, n_j)`` array in ``{−1, 0, +1}`` (see :class:`_SplitPass`);
-        only neurons unstable under the root bounds may be split.
-    alpha_init, beta_init
-        Warm starts (``(m, n_j)`` per layer), e.g. the parent's multipliers.
-
-    Returns
-    -------
-    SplitBoundResult
-        ``lb`` widened for rounding: ``rtol · (|λ| M_k + Σ_j β_j·M_j) + atol`` (the β terms add
-        summands bounded by ``β M_j``).
+    ``splits``: per relaxed layer ``j < k`` an ``(m, n_j)`` array in ``{−1, 0, +1}`` (see
+    :class:`SplitContext`); only neurons unstable under the root bounds ``lower``/``upper`` may be
+    split.  Returns ``(m,)`` bounds, widened for rounding.
     """
-    lo = np.asarray(lo, dtype=np.float64).reshape(-1)
-    hi = np.asarray(hi, dtype=np.float64).reshape(-1)
-    Lam = np.atleast_2d(np.asarray(Lam, dtype=np.float64))
-    _check(net, lo, hi, lower, upper, k)
-    relax = [_Relax.of(lower[j], upper[j]) for j in range(k)]
-    m = Lam.shape[0]
-    if len(splits) != k or any(np.shape(splits[j]) != (m, relax[j].s.size) for j in range(k)):
-        raise SpecError(f"splits: expected {k} arrays of shape (m, n_j) with m = {m}")
-    if any(np.any((np.asarray(splits[j]) != 0) & ~relax[j].unstable) for j in range(k)):
-        raise SpecError("splits: only neurons unstable under the root bounds may be split")
-    pas = _SplitPass(net, lo, hi, relax, k, Lam, splits)
-    lv = pas.live
-    alpha = ([np.broadcast_to(a0, (m, a0.size)).copy() for a0 in pas.alpha0] if alpha_init is None
-             else [np.clip(np.asarray(a, dtype=np.float64)[:, lv[j]], 0.0, 1.0) for j, a in enumerate(alpha_init)])
-    beta = ([np.zeros((m, x.size)) for x in lv] if beta_init is None
-            else [np.maximum(np.asarray(b, dtype=np.float64)[:, lv[j]], 0.0) * (pas.S[j] != 0)
-                  for j, b in enumerate(beta_init)])
-    params = alpha + beta
-    best, ga, gb, _, _ = pas.run(alpha, beta, grad=config.iterations > 0)
-    best_params = [p.copy() for p in params]
-    mom = [np.zeros_like(p) for p in params]
-    vel = [np.zeros_like(p) for p in params]
-    b1, b2, eps = 0.9, 0.999, 1e-12
-    history = [float(np.sum(best))]
-    it = 0
-    while it < config.iterations and ga is not None:
-        if deadline is not None and time.perf_counter() > deadline:
-            break
-        it += 1
-        lr = config.lr * config.decay ** (it - 1)
-        for q, g in enumerate(ga + gb):
-            mom[q] = b1 * mom[q] + (1 - b1) * g
-            vel[q] = b2 * vel[q] + (1 - b2) * g * g
-            step = lr * (mom[q] / (1 - b1**it)) / (np.sqrt(vel[q] / (1 - b2**it)) + eps)
-            params[q] = params[q] + step
-            params[q] = np.clip(params[q], 0.0, 1.0) if q < k else np.maximum(params[q], 0.0)
-        val, ga, gb, _, _ = pas.run(params[:k], params[k:], grad=True)
-        better = val > best
-        if better.any():
-            best = np.where(better, val, best)
-            for q in range(2 * k):
-                best_params[q][better] = params[q][better]
-        history.append(float(np.sum(best)))
-        p = config.patience
-        if len(history) > p and history[-1] - history[-1 - p] <= config.tol * (1.0 + float(np.sum(np.abs(best)))):
-            break
-    val, _, _, coef, store = pas.run(best_params[:k], best_params[k:], grad=False)
-    mags = bound_magnitudes(net, lo, hi)
-    mag = np.abs(Lam) @ mags[k] + sum(best_params[k + j] @ mags[j][lv[j]] for j in range(k))
-    lb = val - (rounding_tolerance(net) * mag + _ATOL)
-
-    def expand(arrs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-        out = []
-        for j, a in enumerate(arrs):
-            f = np.zeros((m, relax[j].s.size))
-            f[:, lv[j]] = a
-            out.append(f)
-        return tuple(out)
-
-    scores = [np.zeros((m, x.size)) for x in lv]
-    for j, Aj, _negj, _Dj in store:  # the triangle's height u(−l)/(u − l) is the chord intercept t
-        scores[j] = np.where(pas.unst[j], np.abs(Aj) * pas.t[j], 0.0)
-    return SplitBoundResult(lb, expand(best_params[:k]), expand(best_params[k:]), coef, expand(scores))
+    ctx = SplitContext(net, lo, hi, lower, upper, k, lam)
+    m = np.shape(splits[0])[0] if k else 1
+    if len(splits) != k or any(np.shape(splits[j]) != (m, ctx.n_sizes[j]) for j in range(k)):
+        raise SpecError(f"splits: expected {k} arrays of shape (m, n_j)")
+    for j in range(k):
+        dead = np.setdiff1d(np.arange(ctx.n_sizes[j]), ctx.live[j])
+        if np.any(np.asarray(splits[j])[:, dead] != 0):
+            raise SpecError("splits: only neurons unstable under the root bounds may be split")
+    S = [np.asarray(splits[j], dtype=np.int8)[:, ctx.live[j]] for j in range(k)]
+    _, alpha, beta = ctx.initial(m)
+    return ctx.optimise(S, alpha, beta, config, deadline).lb
 
 
 def tighten_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, base: LayerBounds | None = None,
