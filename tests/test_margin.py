@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from encoders.bounds import crown_bounds
+from encoders.errors import ConfigError
 from encoders.network import Network, load_onnx, network_from_layers, ort_evaluate, save_onnx
 from encoders.properties import LocalRobustness, OutputDNFProperty
 from verifier.api import vnnlib_properties
@@ -220,6 +221,13 @@ def test_monotone_relaxation_is_exact(tmp_path: Path, sizes: list[int]) -> None:
         slack = float(_lipschitz_linf(net, A)[0]) * (2 / 400) / 2
         assert grid_max - 1e-6 <= values[0] <= grid_max + slack + 1e-6
     assert fewer > 0, "no case had a relaxable neuron: the test did not exercise the relaxation"
+
+
+def test_bad_config() -> None:
+    with pytest.raises(ConfigError):
+        BabConfig(batch=0)
+    with pytest.raises(ConfigError):
+        MarginConfig(bab_slice=0.0)
 
 
 def test_unhandled_queries_return_none(tmp_path: Path) -> None:

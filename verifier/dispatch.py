@@ -313,6 +313,14 @@ def verify(
         staged = bab_stage(prop, nets, config, t0, verify)
         if staged is not None:
             return staged
+    # alpha/beta-CROWN branch and bound + per-alternative MILPs for single-network output properties
+    # (verifier.margin); returns None when it does not handle the query
+    if use_bab and set(nets) == {"net"} and (options is None or options.target is None):
+        from .margin import solve_output_property
+
+        res = solve_output_property(prop, nets["net"], config, t0 + config.timeout)
+        if res is not None:
+            return replace(res, time_s=time.perf_counter() - t0)
     # --- end branch and bound ---
     opts = options or EncodeOptions(bounds=config.bounds)
     names = list(config.portfolio) if config.backend == "portfolio" else None
@@ -320,6 +328,10 @@ def verify(
     backend = choose_backend(config, probe)
     quadratic = names is None and Kind.QUADRATIC in _capabilities(backend)
     program = prop.encode(nets, replace(opts, quadratic=True)) if quadratic else probe
+    if config.backend == "auto" and program.balls and not fits_gurobi_licence(program):
+        # the quadratic model is over Gurobi's licence (200 variables with a quadratic constraint):
+        # fall back to the linear outer approximation with lazy tangent cuts on HiGHS
+        backend, program = "highs", probe
     if names is not None:
         names = [
             b for b in names if _available(b) and not (b == "gurobi" and not fits_gurobi_licence(program))

@@ -69,7 +69,7 @@ import numpy as np
 
 from encoders.bounds import LayerBounds, crown_bounds, crown_linear
 from encoders.encode import BOUND_SLACK, encode_network
-from encoders.errors import BackendUnavailableError, LicenseLimitError
+from encoders.errors import BackendUnavailableError, ConfigError, LicenseLimitError
 from encoders.network import Network, network_from_layers
 from encoders.program import Program, Sense, Tag
 from encoders.properties import LocalRobustness, OutputDNFProperty
@@ -120,6 +120,11 @@ class BabConfig:
     candidates: int = 4
     trace: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("batch", "max_domains", "candidates"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"branch and bound {name}: must be >= 1, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class MarginConfig:
@@ -148,7 +153,7 @@ class MarginConfig:
         boundary, where float32 onnxruntime can disagree by ~1e-7) triggers one re-solve that
         maximises the margin.
     gurobi_params
-        Extra Gurobi parameters for the MILPs (e.g. ``{"MIPFocus": 1}``).
+        Extra Gurobi parameters for the MILPs as ``(name, value)`` pairs, e.g. ``(("MIPFocus", 1),)``.
     """
 
     tighten: bool = True
@@ -163,6 +168,12 @@ class MarginConfig:
     objective_stop: float = 1e-3
     use_bab: bool = True
     bab_slice: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.bab_slice > 0:
+            raise ConfigError(f"bab_slice: must be positive, got {self.bab_slice}")
+        if self.attack_restarts < 0 or self.attack_steps < 0:
+            raise ConfigError("attack_restarts / attack_steps: must be >= 0")
 
 
 # --------------------------------------------------------------------------------------------------
