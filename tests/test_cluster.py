@@ -17,7 +17,9 @@ def _net(tmp_path: Path):
     # f(x) = (x0 - x1, x1 - x0) through one ReLU layer of width 4 (hand-checkable)
     W1 = np.array([[1.0, -1.0], [-1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
     W2 = np.array([[1.0, -1.0, 0.0, 0.0], [-1.0, 1.0, 0.0, 0.0]])
-    return load_onnx(save_onnx(network_from_layers([(W1, np.zeros(4)), (W2, np.zeros(2))]), tmp_path / "n.onnx"))
+    return load_onnx(
+        save_onnx(network_from_layers([(W1, np.zeros(4)), (W2, np.zeros(2))]), tmp_path / "n.onnx")
+    )
 
 
 def test_verify_many_on_a_local_dask_cluster(tmp_path: Path) -> None:
@@ -31,7 +33,9 @@ def test_verify_many_on_a_local_dask_cluster(tmp_path: Path) -> None:
         Task("falsified", LocalRobustness(x0, 0.4, 0, "inf", np.zeros(2), np.ones(2)), {"net": net}),
     ]
     config = DispatchConfig(backend="highs", timeout=60.0, quick_check=False, samples=0)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cl:
         results = verify_many(tasks, config, cluster=cl.scheduler_address)
     assert results["robust"].verdict is Verdict.VERIFIED and results["robust"].backend == "highs"
     fals = results["falsified"]
