@@ -17,7 +17,7 @@ Pipeline of :func:`solve_output_property`
 -----------------------------------------
 1. CROWN bounds of every layer over the box; alternative ``k`` is impossible when some row has a
    CROWN lower bound ``min_x (A_k f(x))_r > b_{k,r}``.  No possible alternative ⇒ VERIFIED.
-2. Falsification, cheap: projected sign-gradient ascent (:func:`verifier.replay._ascend`) on each
+2. Falsification, cheap: projected sign-gradient ascent (:func:`verifier.replay.ascend`) on each
    possible alternative's own margin from the box centre.
 3. Tighter intermediate bounds by α-CROWN (:func:`verifier.tighten.tighten_bounds`), then α-CROWN on
    each alternative's rows: prunes more alternatives, gives an upper bound ``t̄_k`` of each margin
@@ -74,7 +74,7 @@ from encoders.network import Network, network_from_layers
 from encoders.program import Program, Sense, Tag
 from encoders.properties import LocalRobustness, OutputDNFProperty
 
-from .replay import ReplayResult, _ascend, polish, replay
+from .replay import ReplayResult, ascend, polish, replay
 from .results import Outcome, Result, SolveStatus, Verdict
 from .tighten import AlphaConfig, SplitBoundResult, SplitContext, alpha_crown_lower, tighten_bounds
 
@@ -416,7 +416,7 @@ def _pgd(prop: Any, net: Network, alt: Alternative, starts: Sequence[np.ndarray]
     for x0 in starts:
         if time.perf_counter() > deadline:
             break
-        xa, sc = _ascend(sub, net, np.asarray(x0, dtype=np.float64), steps, 0.25)
+        xa, sc = ascend(sub, net, np.asarray(x0, dtype=np.float64), steps, 0.25)
         best = max(best, sc)
         if sc >= 0:
             rep = replay(prop, {"net": net}, {"net": xa})

@@ -83,7 +83,7 @@ def _input_gradient(net: Network, x: np.ndarray, g_out: np.ndarray) -> np.ndarra
     return g
 
 
-def _ascend(prop, net: Network, x: np.ndarray, steps: int, step: float) -> tuple[np.ndarray, float]:
+def ascend(prop, net: Network, x: np.ndarray, steps: int, step: float) -> tuple[np.ndarray, float]:
     """Projected sign-gradient ascent on ``prop.score`` from ``x``; adaptive step (grow on success)."""
     lo, hi = prop.box() if hasattr(prop, "box") else (prop.lo, prop.hi)
     width = np.maximum(hi - lo, 1e-12)
@@ -118,7 +118,7 @@ def attack(
     starts = [0.5 * (lo + hi)] + [rng.uniform(lo, hi) for _ in range(max(0, restarts - 1))]
     last = ReplayResult(False, None, "attack found no violating point")
     for x0 in starts:
-        x, sc = _ascend(prop, net, x0, steps, 0.25)
+        x, sc = ascend(prop, net, x0, steps, 0.25)
         if sc >= 0:
             rep = replay(prop, nets, {"net": x})
             if rep.ok:
@@ -139,7 +139,7 @@ def polish(prop, nets: Mapping[str, Network], xs: Mapping[str, np.ndarray], step
     """
     if set(xs) != {"net"} or not hasattr(prop, "score"):
         return ReplayResult(False, None, "no polishing for this property")
-    x, sc = _ascend(prop, nets["net"], np.asarray(xs["net"], dtype=np.float64), steps, 1e-3)
+    x, sc = ascend(prop, nets["net"], np.asarray(xs["net"], dtype=np.float64), steps, 1e-3)
     if sc < 0:
         return ReplayResult(False, None, "polishing found no violating point")
     return replay(prop, nets, {"net": x})
