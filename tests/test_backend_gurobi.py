@@ -8,11 +8,10 @@ import textwrap
 
 import numpy as np
 import pytest
-from scipy.optimize import linprog
+from netkit import close, encode_box, f32, lp_feasible, random_disjunctive, random_net
 
-from encoders.encode import encode_network
 from encoders.errors import BackendUnavailableError, LicenseLimitError
-from encoders.network import network_from_layers, ort_evaluate, save_onnx
+from encoders.network import ort_evaluate, save_onnx
 from encoders.program import Kind, Program, Sense
 from verifier.backends import gurobi as gurobi_mod
 from verifier.backends.base import get_backend
@@ -28,42 +27,6 @@ MODES = [pytest.param(False, id="bigm"), pytest.param(True, id="indicator")]
 # --------------------------------------------------------------------------------------------------
 # helpers (kept local: the test modules do not import each other)
 # --------------------------------------------------------------------------------------------------
-def _ibp(net, lo, hi):
-    lows, ups = [], []
-    for k, aff in enumerate(net.affines):
-        c, r = (lo + hi) / 2, (hi - lo) / 2
-        zl = aff.W @ c + aff.b - np.abs(aff.W) @ r
-        zu = aff.W @ c + aff.b + np.abs(aff.W) @ r
-        lows.append(zl)
-        ups.append(zu)
-        if k < len(net.affines) - 1:
-            lo, hi = np.maximum(zl, 0), np.maximum(zu, 0)
-    return lows, ups
-
-
-def _f32(a):
-    return np.asarray(a, dtype=np.float32).astype(np.float64)
-
-
-def _random_net(seed, sizes):
-    rng = np.random.default_rng(seed)
-    return network_from_layers([(_f32(rng.normal(size=(o, i)) / np.sqrt(i)),
-                                 _f32(rng.normal(scale=0.3, size=o)))
-                                for i, o in zip(sizes[:-1], sizes[1:])])
-
-
-def _encode(net, lo, hi, pin=None):
-    lows, ups = _ibp(net, lo, hi)
-    p = Program()
-    xin = p.add_vars("x", lo if pin is None else pin, hi if pin is None else pin)
-    enc = encode_network(p, net, xin, lows, ups)
-    return p, enc
-
-
-def _close(y, ref, tol=1e-6):
-    return bool(np.all(np.abs(y - ref) <= tol * np.maximum(1.0, np.abs(ref))))
-
-
 def _size_limited() -> bool:
     try:
         return gurobi_mod.licence_is_size_limited()
@@ -118,64 +81,27 @@ def test_hand_built_relu_programs(indicators, extra, expected):
 @pytest.mark.parametrize("indicators", MODES)
 @pytest.mark.parametrize("seed, sizes", [(0, [4, 10, 8, 3]), (1, [6, 16, 16, 5]), (3, [5, 12, 12, 12, 2])])
 def test_fixed_input_matches_onnxruntime(tmp_path, indicators, seed, sizes):
-    net = _random_net(seed, sizes)
+    net = random_net(seed, sizes)
     path = save_onnx(net, tmp_path / "net.onnx")
     rng = np.random.default_rng(100 + seed)
     lo, hi = np.zeros(sizes[0]), np.ones(sizes[0])
     unstable_total = 0
     for _ in range(3):
-        x0 = _f32(rng.uniform(lo, hi))
-        p, enc = _encode(net, lo, hi, pin=x0)
+        x0 = f32(rng.uniform(lo, hi))
+        p, enc = encode_box(net, lo, hi, pin=x0)
         unstable_total += len(p.unstable_relus())
         out = GurobiBackend(indicators=indicators).solve(p, timeout=60)
         assert out.status is SolveStatus.SAT, out.message
         y = out.assignment[enc.outputs]
-        assert _close(y, ort_evaluate(path, x0)), (y, ort_evaluate(path, x0))
+        assert close(y, ort_evaluate(path, x0)), (y, ort_evaluate(path, x0))
     assert unstable_total > 0
-
-
-def _random_disjunctive(seed):
-    rng = np.random.default_rng(seed)
-    n = 3
-    p = Program()
-    x = p.add_vars("x", -np.ones(n), np.ones(n))
-    base = [Program.row(x, rng.normal(size=n), Sense.LE, rng.uniform(0.0, 1.0))
-            for _ in range(rng.integers(0, 3))]
-    p.rows.extend(base)
-    alts = []
-    for _ in range(rng.integers(2, 4)):
-        alt = []
-        for _ in range(rng.integers(1, 4)):
-            sense = Sense.EQ if rng.random() < 0.15 else (Sense.LE if rng.random() < 0.5 else Sense.GE)
-            alt.append(Program.row(x, rng.normal(size=n), sense, rng.normal() * 1.2))
-        alts.append(alt)
-    p.add_disjunction(alts)
-    return p, base, alts
-
-
-def _lp_feasible(rows, n):
-    A_ub, b_ub, A_eq, b_eq = [], [], [], []
-    for r in rows:
-        a = np.zeros(n)
-        a[r.idx] = r.coef
-        if r.sense is Sense.EQ:
-            A_eq.append(a)
-            b_eq.append(r.rhs)
-        else:
-            s = 1.0 if r.sense is Sense.LE else -1.0
-            A_ub.append(s * a)
-            b_ub.append(s * r.rhs)
-    res = linprog(np.zeros(n), A_ub=np.array(A_ub) if A_ub else None, b_ub=b_ub or None,
-                  A_eq=np.array(A_eq) if A_eq else None, b_eq=b_eq or None, bounds=[(-1, 1)] * n,
-                  method="highs")
-    return res.status == 0
 
 
 @pytest.mark.parametrize("indicators", MODES)
 @pytest.mark.parametrize("seed", range(20))
 def test_disjunction_feasible_iff_one_alternative_is(indicators, seed):
-    p, base, alts = _random_disjunctive(seed)
-    expected = any(_lp_feasible(base + list(alt), 3) for alt in alts)
+    p, base, alts = random_disjunctive(seed)
+    expected = any(lp_feasible(base + list(alt), 3) for alt in alts)
     out = GurobiBackend(indicators=indicators).solve(p, timeout=30)
     assert out.status is (SolveStatus.SAT if expected else SolveStatus.UNSAT)
     if expected:
@@ -186,18 +112,18 @@ def test_disjunction_feasible_iff_one_alternative_is(indicators, seed):
 def test_agrees_with_highs_on_network_queries(seed):
     """Random 'is some class j ≠ c at least class c over the box' queries, and output maxima."""
     rng = np.random.default_rng(seed)
-    net = _random_net(200 + seed, [3, 10, 10, 3])
+    net = random_net(200 + seed, [3, 10, 10, 3])
     x0 = rng.uniform(0.2, 0.8, 3)
     eps = [0.02, 0.1, 0.3][seed % 3]
     lo, hi = x0 - eps, x0 + eps
     c = int(np.argmax(net.evaluate(x0)))
-    p, enc = _encode(net, lo, hi)
+    p, enc = encode_box(net, lo, hi)
     y = enc.outputs
     p.add_disjunction([[Program.row([y[j], y[c]], [1.0, -1.0], Sense.GE, 0.0)] for j in range(3) if j != c])
     g = GurobiBackend().solve(p, timeout=60)
     h = HighsBackend().solve(p, timeout=60)
     assert g.status is h.status and g.status in (SolveStatus.SAT, SolveStatus.UNSAT)
-    q, enc = _encode(net, lo, hi)
+    q, enc = encode_box(net, lo, hi)
     q.set_objective(enc.outputs, [1.0, -1.0, 0.5], maximize=bool(seed % 2))
     g = GurobiBackend(mip_gap=0.0).solve(q, timeout=60)
     h = HighsBackend(mip_rel_gap=0.0).solve(q, timeout=60)
@@ -231,11 +157,11 @@ def test_norm_ball_is_the_real_ball():
 
 @pytest.mark.parametrize("indicators", MODES)
 def test_miqcp_network_over_l2_ball_dominates_sampling(indicators):
-    net = _random_net(31, [4, 12, 12, 2])
+    net = random_net(31, [4, 12, 12, 2])
     x0 = np.full(4, 0.5)
     r = 0.3
     lo, hi = x0 - r, x0 + r
-    p, enc = _encode(net, lo, hi)
+    p, enc = encode_box(net, lo, hi)
     p.add_ball(enc.inputs, x0, r)
     p.set_objective(enc.outputs, [1.0, -1.0], maximize=True)
     out = GurobiBackend(indicators=indicators, mip_gap=0.0).solve(p, timeout=60)
@@ -249,7 +175,7 @@ def test_miqcp_network_over_l2_ball_dominates_sampling(indicators):
     assert np.linalg.norm(xs - x0) <= r + 1e-5
     assert net.evaluate(xs) @ np.array([1.0, -1.0]) == pytest.approx(out.objective, abs=1e-5)
     # the ball matters: the box optimum is larger
-    q, enc = _encode(net, lo, hi)
+    q, enc = encode_box(net, lo, hi)
     q.set_objective(enc.outputs, [1.0, -1.0], maximize=True)
     assert GurobiBackend(mip_gap=0.0).solve(q, timeout=60).objective > out.objective + 1e-3
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.optimize import linprog
+from netkit import close, encode_box, f32, lp_feasible, random_disjunctive, random_net
 
-from encoders.encode import encode_network
 from encoders.errors import UnsupportedQueryError
 from encoders.milp import write_model
 from encoders.network import network_from_layers, ort_evaluate, save_onnx
@@ -21,44 +20,6 @@ pytest.importorskip("highspy")
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-def _ibp(net, lo, hi):
-    """Plain interval propagation (independent of encoders.bounds)."""
-    lows, ups = [], []
-    for k, aff in enumerate(net.affines):
-        c, r = (lo + hi) / 2, (hi - lo) / 2
-        zl = aff.W @ c + aff.b - np.abs(aff.W) @ r
-        zu = aff.W @ c + aff.b + np.abs(aff.W) @ r
-        lows.append(zl)
-        ups.append(zu)
-        if k < len(net.affines) - 1:
-            lo, hi = np.maximum(zl, 0), np.maximum(zu, 0)
-    return lows, ups
-
-
-def _f32(a):
-    return np.asarray(a, dtype=np.float32).astype(np.float64)
-
-
-def _random_net(seed, sizes):
-    rng = np.random.default_rng(seed)
-    return network_from_layers([(_f32(rng.normal(size=(o, i)) / np.sqrt(i)),
-                                 _f32(rng.normal(scale=0.3, size=o)))
-                                for i, o in zip(sizes[:-1], sizes[1:])])
-
-
-def _encode(net, lo, hi, pin=None):
-    """Program over the box [lo, hi] (bounds from IBP on it); inputs pinned to ``pin`` if given."""
-    lows, ups = _ibp(net, lo, hi)
-    p = Program()
-    xin = p.add_vars("x", lo if pin is None else pin, hi if pin is None else pin)
-    enc = encode_network(p, net, xin, lows, ups)
-    return p, enc
-
-
-def _close(y, ref, tol=1e-6):
-    return bool(np.all(np.abs(y - ref) <= tol * np.maximum(1.0, np.abs(ref))))
-
-
 def _relu_diff_program():
     """y = relu(x1 − x2), x ∈ [-1, 1]², z = x1 − x2 ∈ [-2, 2], y ∈ [-1, 3] (loose on purpose)."""
     p = Program()
@@ -122,87 +83,59 @@ def test_hand_built_relu_programs(extra, expected):
 
 def test_two_layer_absolute_value():
     """f(x) = relu(x) + relu(−x) = |x| on [-1, 0.6]: max 1 at x = −1, min 0; |x| <= 0.3 & x >= 0.5 UNSAT."""
-    net = network_from_layers([(np.array([[1.0], [-1.0]]), np.zeros(2)),
-                               (np.array([[1.0, 1.0]]), np.zeros(1))])
+    net = network_from_layers(
+        [(np.array([[1.0], [-1.0]]), np.zeros(2)), (np.array([[1.0, 1.0]]), np.zeros(1))]
+    )
     lo, hi = np.array([-1.0]), np.array([0.6])
     for maximize, want in ((True, 1.0), (False, 0.0)):
-        p, enc = _encode(net, lo, hi)
+        p, enc = encode_box(net, lo, hi)
         p.set_objective(enc.outputs, [1.0], maximize=maximize)
         out = HighsBackend().solve(p, timeout=30)
         assert out.status is SolveStatus.OPTIMAL
         assert out.objective == pytest.approx(want, abs=1e-6)  # solver tolerances
         assert (out.bound >= want - 1e-9) if maximize else (out.bound <= want + 1e-9)
         assert out.assignment[enc.inputs][0] == pytest.approx(-1.0 if maximize else 0.0, abs=1e-6)
-    p, enc = _encode(net, lo, hi)
+    p, enc = encode_box(net, lo, hi)
     p.add_row(enc.outputs, [1.0], Sense.LE, 0.3)
     p.add_row(enc.inputs, [1.0], Sense.GE, 0.5)
     assert HighsBackend().solve(p, timeout=30).status is SolveStatus.UNSAT
 
 
-@pytest.mark.parametrize("seed, sizes", [(0, [4, 10, 8, 3]), (1, [6, 16, 16, 5]), (2, [3, 20, 4]),
-                                         (3, [5, 12, 12, 12, 2]), (4, [8, 32, 16, 10]),
-                                         (5, [2, 7, 7, 7, 7, 1])])
+@pytest.mark.parametrize(
+    "seed, sizes",
+    [
+        (0, [4, 10, 8, 3]),
+        (1, [6, 16, 16, 5]),
+        (2, [3, 20, 4]),
+        (3, [5, 12, 12, 12, 2]),
+        (4, [8, 32, 16, 10]),
+        (5, [2, 7, 7, 7, 7, 1]),
+    ],
+)
 def test_fixed_input_matches_onnxruntime(tmp_path, seed, sizes):
     """Pin the input; the solver's output variables equal onnxruntime's outputs within 1e-6."""
-    net = _random_net(seed, sizes)
+    net = random_net(seed, sizes)
     path = save_onnx(net, tmp_path / "net.onnx")
     rng = np.random.default_rng(100 + seed)
     lo, hi = np.zeros(sizes[0]), np.ones(sizes[0])
     unstable_total = 0
     for _ in range(3):
-        x0 = _f32(rng.uniform(lo, hi))
-        p, enc = _encode(net, lo, hi, pin=x0)
+        x0 = f32(rng.uniform(lo, hi))
+        p, enc = encode_box(net, lo, hi, pin=x0)
         unstable_total += len(p.unstable_relus())
         out = HighsBackend().solve(p, timeout=60)
         assert out.status is SolveStatus.SAT, out.message
         y = out.assignment[enc.outputs]
         ref = ort_evaluate(path, x0)
-        assert _close(y, ref), (y, ref)
-        assert _close(y, net.evaluate(x0))
+        assert close(y, ref), (y, ref)
+        assert close(y, net.evaluate(x0))
     assert unstable_total > 0  # the binaries were really exercised
-
-
-def _random_disjunctive(seed):
-    rng = np.random.default_rng(seed)
-    n = 3
-    p = Program()
-    x = p.add_vars("x", -np.ones(n), np.ones(n))
-    base = [Program.row(x, rng.normal(size=n), Sense.LE, rng.uniform(0.0, 1.0))
-            for _ in range(rng.integers(0, 3))]
-    p.rows.extend(base)
-    alts = []
-    for _ in range(rng.integers(2, 4)):
-        alt = []
-        for _ in range(rng.integers(1, 4)):
-            sense = Sense.EQ if rng.random() < 0.15 else (Sense.LE if rng.random() < 0.5 else Sense.GE)
-            alt.append(Program.row(x, rng.normal(size=n), sense, rng.normal() * 1.2))
-        alts.append(alt)
-    p.add_disjunction(alts)
-    return p, base, alts
-
-
-def _lp_feasible(rows, n):
-    A_ub, b_ub, A_eq, b_eq = [], [], [], []
-    for r in rows:
-        a = np.zeros(n)
-        a[r.idx] = r.coef
-        if r.sense is Sense.EQ:
-            A_eq.append(a)
-            b_eq.append(r.rhs)
-        else:
-            s = 1.0 if r.sense is Sense.LE else -1.0
-            A_ub.append(s * a)
-            b_ub.append(s * r.rhs)
-    res = linprog(np.zeros(n), A_ub=np.array(A_ub) if A_ub else None, b_ub=b_ub or None,
-                  A_eq=np.array(A_eq) if A_eq else None, b_eq=b_eq or None, bounds=[(-1, 1)] * n,
-                  method="highs")
-    return res.status == 0
 
 
 @pytest.mark.parametrize("seed", range(40))
 def test_disjunction_feasible_iff_one_alternative_is(seed):
-    p, base, alts = _random_disjunctive(seed)
-    expected = any(_lp_feasible(base + list(alt), 3) for alt in alts)
+    p, base, alts = random_disjunctive(seed)
+    expected = any(lp_feasible(base + list(alt), 3) for alt in alts)
     out = HighsBackend().solve(p, timeout=30)
     assert out.status is (SolveStatus.SAT if expected else SolveStatus.UNSAT)
     if expected:
@@ -212,12 +145,12 @@ def test_disjunction_feasible_iff_one_alternative_is(seed):
 
 @pytest.mark.parametrize("seed", range(2))
 def test_objective_bound_dominates_dense_grid_1d(seed):
-    net = _random_net(10 + seed, [1, 12, 12, 1])
+    net = random_net(10 + seed, [1, 12, 12, 1])
     lo, hi = np.array([-2.0]), np.array([2.0])
     grid = np.linspace(lo, hi, 20001)
     vals = net.evaluate(grid)[:, 0]
     for maximize in (True, False):
-        p, enc = _encode(net, lo, hi)
+        p, enc = encode_box(net, lo, hi)
         p.set_objective(enc.outputs, [1.0], maximize=maximize)
         out = HighsBackend().solve(p, timeout=60)
         assert out.status is SolveStatus.OPTIMAL
@@ -235,11 +168,11 @@ def test_objective_bound_dominates_dense_grid_1d(seed):
 
 
 def test_objective_bound_dominates_dense_grid_2d():
-    net = _random_net(21, [2, 12, 12, 2])
+    net = random_net(21, [2, 12, 12, 2])
     lo, hi = -np.ones(2), np.ones(2)
     g = np.stack(np.meshgrid(np.linspace(-1, 1, 401), np.linspace(-1, 1, 401)), -1).reshape(-1, 2)
     vals = net.evaluate(g) @ np.array([1.0, -1.0]) + 0.5
-    p, enc = _encode(net, lo, hi)
+    p, enc = encode_box(net, lo, hi)
     p.set_objective(enc.outputs, [1.0, -1.0], maximize=True, constant=0.5)
     out = HighsBackend(mip_rel_gap=0.0).solve(p, timeout=60)
     assert out.status is SolveStatus.OPTIMAL
@@ -278,9 +211,9 @@ def test_empty_program_and_trivial_infeasibility():
 
 
 def test_timeouts_are_reported_with_sound_bounds():
-    net = _random_net(7, [12, 48, 48, 48, 2])
+    net = random_net(7, [12, 48, 48, 48, 2])
     lo, hi = -np.ones(12), np.ones(12)
-    p, enc = _encode(net, lo, hi)
+    p, enc = encode_box(net, lo, hi)
     p.set_objective(enc.outputs, [1.0, -1.0], maximize=True)
     assert HighsBackend().solve(p, timeout=0.0).status is SolveStatus.TIMEOUT  # before the solve starts
     out = HighsBackend(mip_rel_gap=0.0).solve(p, timeout=0.3)
@@ -299,8 +232,8 @@ def test_thread_counts_can_change_between_solves():
 
 
 def test_solver_output_never_reaches_stdout(capfd, tmp_path):
-    net = _random_net(3, [3, 8, 2])
-    p, enc = _encode(net, np.zeros(3), np.ones(3))
+    net = random_net(3, [3, 8, 2])
+    p, enc = encode_box(net, np.zeros(3), np.ones(3))
     p.set_objective(enc.outputs, [1.0, 0.0], maximize=True)
     HighsBackend().solve(p, timeout=10)
     HighsBackend().solve(_hand_program([("y", Sense.GE, 2.5)])[0], timeout=10)

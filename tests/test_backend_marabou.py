@@ -8,9 +8,11 @@ import pytest
 
 pytest.importorskip("maraboupy")
 
+from netkit import ibp, relu_of_difference  # noqa: E402
+
 from encoders.encode import encode_network  # noqa: E402
 from encoders.errors import UnsupportedQueryError  # noqa: E402
-from encoders.network import Affine, load_onnx, ort_evaluate, save_onnx  # noqa: E402
+from encoders.network import load_onnx, ort_evaluate, save_onnx  # noqa: E402
 from encoders.program import Program, Sense  # noqa: E402
 from verifier.backends.base import Backend, get_backend  # noqa: E402
 from verifier.backends.marabou import MarabouBackend, silence_stdout  # noqa: E402
@@ -28,26 +30,6 @@ def backend() -> MarabouBackend:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _interval_bounds(net, lo: np.ndarray, hi: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Pre-activation bounds of every affine layer over the box (encoders.bounds when available)."""
-    try:
-        from encoders.bounds import interval_bounds
-    except ImportError:
-        lows, ups = [], []
-        for lay in net.layers:
-            if isinstance(lay, Affine):
-                c, r = (lo + hi) / 2, (hi - lo) / 2
-                m, d = lay.W @ c + lay.b, np.abs(lay.W) @ r
-                lo, hi = m - d * (1 + 1e-9) - 1e-9, m + d * (1 + 1e-9) + 1e-9
-                lows.append(lo)
-                ups.append(hi)
-            else:
-                lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
-        return lows, ups
-    lb = interval_bounds(net, lo, hi)
-    return list(lb.lower), list(lb.upper)
-
-
 def _random_weights(rng: np.random.Generator, sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(rng.normal(0.0, 0.6, (m, n)), rng.normal(0.0, 0.3, m)) for n, m in zip(sizes[:-1], sizes[1:])]
 
@@ -59,21 +41,9 @@ def _pinned_program(net, x0: np.ndarray, box_radius: float = 1.0):
     """
     prog = Program()
     inp = prog.add_vars("x", x0, x0)
-    lower, upper = _interval_bounds(net, x0 - box_radius, x0 + box_radius)
+    lower, upper = ibp(net, x0 - box_radius, x0 + box_radius)
     enc = encode_network(prog, net, inp, lower, upper)
     return prog, enc
-
-
-def _relu_of_difference(y_lower: float) -> tuple[Program, dict[str, int]]:
-    """``x1, x2 ∈ [-1, 1]``, ``z = x1 − x2 ∈ [-2, 2]``, ``y = ReLU(z) ∈ [-5, 5]``, ``y >= y_lower``."""
-    p = Program()
-    x = p.add_vars("x", [-1.0, -1.0], [1.0, 1.0])
-    z = p.add_var("z", -2.0, 2.0)
-    y = p.add_var("y", -5.0, 5.0)
-    p.add_row([x[0], x[1], z], [1.0, -1.0, -1.0], Sense.EQ, 0.0)
-    p.add_relu(y, z)
-    p.add_row([y], [1.0], Sense.GE, y_lower)
-    return p, {"x1": int(x[0]), "x2": int(x[1]), "z": z, "y": y}
 
 
 def _assert_feasible(prog: Program, x: np.ndarray, tol: float = FEAS_TOL) -> None:
@@ -113,7 +83,7 @@ def test_options_mirror_create_options() -> None:
 
 
 def test_unsupported_kinds_are_reported_and_refused(backend: MarabouBackend) -> None:
-    p, v = _relu_of_difference(0.5)
+    p, v = relu_of_difference(0.5)
     assert backend.unsupported(p) == []
     q = p.copy()
     q.set_objective([v["y"]], [1.0])
@@ -128,10 +98,12 @@ def test_unsupported_kinds_are_reported_and_refused(backend: MarabouBackend) -> 
 # ---------------------------------------------------------------------------------------------
 # hand-built programs with known answers
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("y_lower, expected", [(1.5, SolveStatus.SAT), (1.99, SolveStatus.SAT),
-                                               (2.01, SolveStatus.UNSAT), (2.5, SolveStatus.UNSAT)])
+@pytest.mark.parametrize(
+    "y_lower, expected",
+    [(1.5, SolveStatus.SAT), (1.99, SolveStatus.SAT), (2.01, SolveStatus.UNSAT), (2.5, SolveStatus.UNSAT)],
+)
 def test_relu_of_difference(backend: MarabouBackend, y_lower: float, expected: SolveStatus) -> None:
-    p, v = _relu_of_difference(y_lower)
+    p, v = relu_of_difference(y_lower)
     out = backend.solve(p, TIMEOUT)
     assert out.status is expected, out.message
     assert out.backend == "marabou" and out.solver_version
@@ -144,7 +116,7 @@ def test_relu_of_difference(backend: MarabouBackend, y_lower: float, expected: S
 
 def test_relu_semantics_not_just_bounds(backend: MarabouBackend) -> None:
     """``y`` may be negative by its bounds, but not as a ReLU output; nor 0 when ``z`` is positive."""
-    p, v = _relu_of_difference(-5.0)
+    p, v = relu_of_difference(-5.0)
     q = p.copy()
     q.add_row([v["y"]], [1.0], Sense.LE, -0.1)
     assert backend.solve(q, TIMEOUT).status is SolveStatus.UNSAT
@@ -269,7 +241,7 @@ def test_hard_query_times_out(backend: MarabouBackend) -> None:
     lo, hi = -np.ones(5), np.ones(5)
     y_max = float(net.evaluate(rng.uniform(-1.0, 1.0, (20000, 5))).max())
     prog = Program()
-    enc = encode_network(prog, net, prog.add_vars("x", lo, hi), *_interval_bounds(net, lo, hi))
+    enc = encode_network(prog, net, prog.add_vars("x", lo, hi), *ibp(net, lo, hi))
     prog.add_row([enc.outputs[0]], [1.0], Sense.GE, 1.05 * y_max)
     out = backend.solve(prog, 1.0)
     assert out.status is SolveStatus.TIMEOUT, out.message
@@ -281,7 +253,7 @@ def test_hard_query_times_out(backend: MarabouBackend) -> None:
 # stdout stays clean
 # ---------------------------------------------------------------------------------------------
 def test_stdout_is_clean_even_when_marabou_is_verbose(capfd) -> None:
-    p, _ = _relu_of_difference(1.5)
+    p, _ = relu_of_difference(1.5)
     # control: Marabou at verbosity 2 does print to fd 1 when not silenced …
     from maraboupy import MarabouCore
 

@@ -10,9 +10,11 @@ import pytest
 
 pytest.importorskip("z3")
 
+from netkit import ibp, relu_of_difference  # noqa: E402
+
 from encoders.encode import encode_network  # noqa: E402
 from encoders.errors import ConfigError  # noqa: E402
-from encoders.network import Affine, load_onnx, network_from_layers, ort_evaluate, save_onnx  # noqa: E402
+from encoders.network import load_onnx, network_from_layers, ort_evaluate, save_onnx  # noqa: E402
 from encoders.program import Program, Sense  # noqa: E402
 from verifier.backends.base import Backend, get_backend  # noqa: E402
 from verifier.backends.z3 import RELU_ENCODINGS, Z3Backend  # noqa: E402
@@ -30,40 +32,8 @@ def backend(request) -> Z3Backend:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _interval_bounds(net, lo: np.ndarray, hi: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Pre-activation bounds of every affine layer over the box (encoders.bounds when available)."""
-    try:
-        from encoders.bounds import interval_bounds
-    except ImportError:
-        lows, ups = [], []
-        for lay in net.layers:
-            if isinstance(lay, Affine):
-                c, r = (lo + hi) / 2, (hi - lo) / 2
-                m, d = lay.W @ c + lay.b, np.abs(lay.W) @ r
-                lo, hi = m - d * (1 + 1e-9) - 1e-9, m + d * (1 + 1e-9) + 1e-9
-                lows.append(lo)
-                ups.append(hi)
-            else:
-                lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
-        return lows, ups
-    lb = interval_bounds(net, lo, hi)
-    return list(lb.lower), list(lb.upper)
-
-
 def _random_weights(rng: np.random.Generator, sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(rng.normal(0.0, 0.6, (m, n)), rng.normal(0.0, 0.3, m)) for n, m in zip(sizes[:-1], sizes[1:])]
-
-
-def _relu_of_difference(y_lower: float) -> tuple[Program, dict[str, int]]:
-    """``x1, x2 ∈ [-1, 1]``, ``z = x1 − x2 ∈ [-2, 2]``, ``y = ReLU(z) ∈ [-5, 5]``, ``y >= y_lower``."""
-    p = Program()
-    x = p.add_vars("x", [-1.0, -1.0], [1.0, 1.0])
-    z = p.add_var("z", -2.0, 2.0)
-    y = p.add_var("y", -5.0, 5.0)
-    p.add_row([x[0], x[1], z], [1.0, -1.0, -1.0], Sense.EQ, 0.0)
-    p.add_relu(y, z)
-    p.add_row([y], [1.0], Sense.GE, y_lower)
-    return p, {"x1": int(x[0]), "x2": int(x[1]), "z": z, "y": y}
 
 
 def _assert_feasible(prog: Program, x: np.ndarray, tol: float = FEAS_TOL) -> None:
@@ -78,7 +48,7 @@ def test_registry_and_protocol() -> None:
     b = get_backend("z3")
     assert isinstance(b, Z3Backend) and isinstance(b, Backend)
     assert b.name == "z3" and b.version()[0].isdigit()
-    p, v = _relu_of_difference(0.5)
+    p, v = relu_of_difference(0.5)
     p.add_ball(np.array([v["x1"], v["x2"]]), np.zeros(2), 0.5)
     p.set_objective([v["y"]], [1.0])
     assert b.unsupported(p) == []
@@ -89,10 +59,17 @@ def test_registry_and_protocol() -> None:
 # ---------------------------------------------------------------------------------------------
 # hand-built programs with known answers
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("y_lower, expected", [(1.5, SolveStatus.SAT), (2.0, SolveStatus.SAT),
-                                               (2.0 + 1e-12, SolveStatus.UNSAT), (2.5, SolveStatus.UNSAT)])
+@pytest.mark.parametrize(
+    "y_lower, expected",
+    [
+        (1.5, SolveStatus.SAT),
+        (2.0, SolveStatus.SAT),
+        (2.0 + 1e-12, SolveStatus.UNSAT),
+        (2.5, SolveStatus.UNSAT),
+    ],
+)
 def test_relu_of_difference(backend: Z3Backend, y_lower: float, expected: SolveStatus) -> None:
-    p, v = _relu_of_difference(y_lower)
+    p, v = relu_of_difference(y_lower)
     out = backend.solve(p, TIMEOUT)
     assert out.status is expected, out.message
     assert out.backend == "z3" and out.solver_version
@@ -104,7 +81,7 @@ def test_relu_of_difference(backend: Z3Backend, y_lower: float, expected: SolveS
 
 
 def test_relu_semantics_not_just_bounds(backend: Z3Backend) -> None:
-    p, v = _relu_of_difference(-5.0)
+    p, v = relu_of_difference(-5.0)
     q = p.copy()
     q.add_row([v["y"]], [1.0], Sense.LE, -0.1)
     assert backend.solve(q, TIMEOUT).status is SolveStatus.UNSAT
@@ -168,8 +145,15 @@ def test_coefficients_are_the_exact_doubles() -> None:
 # ---------------------------------------------------------------------------------------------
 # quadratic balls
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("threshold, expected", [(1.4142, SolveStatus.SAT), (1.41421356, SolveStatus.SAT),
-                                                 (1.41421357, SolveStatus.UNSAT), (1.5, SolveStatus.UNSAT)])
+@pytest.mark.parametrize(
+    "threshold, expected",
+    [
+        (1.4142, SolveStatus.SAT),
+        (1.41421356, SolveStatus.SAT),
+        (1.41421357, SolveStatus.UNSAT),
+        (1.5, SolveStatus.UNSAT),
+    ],
+)
 def test_ball_meets_half_plane_iff_close_enough(threshold: float, expected: SolveStatus) -> None:
     """Unit disc around (0.3, −0.2) meets ``(x − 0.3) + (y + 0.2) >= t`` iff ``t <= √2 = 1.414213562…``."""
     p = Program()
@@ -198,7 +182,7 @@ def test_ball_around_a_network_input(tmp_path) -> None:
     for radius, expected in ((0.2, SolveStatus.SAT), (0.05, SolveStatus.UNSAT)):
         prog = Program()
         inp = prog.add_vars("x", x0 - 0.2, x0 + 0.2)
-        enc = encode_network(prog, net, inp, *_interval_bounds(net, x0 - 0.2, x0 + 0.2))
+        enc = encode_network(prog, net, inp, *ibp(net, x0 - 0.2, x0 + 0.2))
         prog.add_ball(inp, x0, radius)
         prog.add_row([enc.outputs[0]], [1.0], Sense.GE, y_far - 1e-9)
         out = Z3Backend().solve(prog, TIMEOUT)
@@ -273,7 +257,7 @@ def test_network_maximum_dominates_samples_and_is_attained(backend: Z3Backend) -
     lo, hi = -np.ones(2), np.ones(2)
     prog = Program()
     inp = prog.add_vars("x", lo, hi)
-    enc = encode_network(prog, net, inp, *_interval_bounds(net, lo, hi))
+    enc = encode_network(prog, net, inp, *ibp(net, lo, hi))
     prog.set_objective(enc.outputs, [1.0], maximize=True, constant=0.25)
     out = backend.solve(prog, TIMEOUT)
     assert out.status is SolveStatus.OPTIMAL, out.message
@@ -295,7 +279,7 @@ def test_fixed_input_matches_onnxruntime(backend: Z3Backend, tmp_path, seed: int
     x0 = rng.uniform(-1.0, 1.0, sizes[0]).astype(np.float32).astype(np.float64)
     prog = Program()
     inp = prog.add_vars("x", x0, x0)  # pinned; bounds valid over the wider box keep ReLUs unstable
-    enc = encode_network(prog, net, inp, *_interval_bounds(net, x0 - 1.0, x0 + 1.0))
+    enc = encode_network(prog, net, inp, *ibp(net, x0 - 1.0, x0 + 1.0))
     assert sum(enc.unstable) > 0
     out = backend.solve(prog, TIMEOUT)
     assert out.status is SolveStatus.SAT, out.message
@@ -317,7 +301,7 @@ def test_hard_query_times_out() -> None:
     lo, hi = -np.ones(5), np.ones(5)
     y_max = float(net.evaluate(rng.uniform(-1.0, 1.0, (20000, 5))).max())
     prog = Program()
-    enc = encode_network(prog, net, prog.add_vars("x", lo, hi), *_interval_bounds(net, lo, hi))
+    enc = encode_network(prog, net, prog.add_vars("x", lo, hi), *ibp(net, lo, hi))
     prog.add_row([enc.outputs[0]], [1.0], Sense.GE, 1.05 * y_max)
     out = Z3Backend().solve(prog, 0.3)
     assert out.status is SolveStatus.TIMEOUT, out.message

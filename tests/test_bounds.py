@@ -303,7 +303,8 @@ def test_zero_rows_keep_exact_bounds() -> None:
         assert not b.unstable_masks()[0][0] and b.inactive_masks()[0][0] and b.active_masks()[0][0]
         # x1 + x2 on [0, 1]²: exact range [0, 2]; the lower bound 0 is widened below 0 (soundness first)
         assert -1e-8 < b.lower[0][1] < 0.0 and 2.0 < b.upper[0][1] < 2.0 + 1e-8
-    assert rounding_tolerance(net) == 1e-9
+    # L = 1, n_max = 2: rtol = 2^3 · 2 · 4 · 2^-53 (the first-order bound of the module docstring)
+    assert rounding_tolerance(net) == 2.0**3 * 2 * 4 * 2.0**-53
 
 
 def test_single_affine_network() -> None:

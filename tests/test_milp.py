@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from netkit import ibp, random_net
 
 from encoders.encode import encode_network
 from encoders.errors import UnsupportedQueryError
 from encoders.milp import compile_milp, highs_from_milp, write_lp, write_model, write_mps
-from encoders.network import network_from_layers
 from encoders.program import Program, Sense
 
 TOL = 1e-9
@@ -21,28 +21,6 @@ TOL = 1e-9
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-def _ibp(net, lo, hi):
-    """Plain interval propagation (independent of encoders.bounds)."""
-    lows, ups = [], []
-    for k, aff in enumerate(net.affines):
-        c, r = (lo + hi) / 2, (hi - lo) / 2
-        zl = aff.W @ c + aff.b - np.abs(aff.W) @ r
-        zu = aff.W @ c + aff.b + np.abs(aff.W) @ r
-        lows.append(zl)
-        ups.append(zu)
-        if k < len(net.affines) - 1:
-            lo, hi = np.maximum(zl, 0), np.maximum(zu, 0)
-    return lows, ups
-
-
-def _random_net(seed, sizes):
-    rng = np.random.default_rng(seed)
-    layers = [(rng.normal(size=(o, i)).astype(np.float32).astype(np.float64),
-               rng.normal(scale=0.3, size=o).astype(np.float32).astype(np.float64))
-              for i, o in zip(sizes[:-1], sizes[1:])]
-    return network_from_layers(layers)
-
-
 def _feasible_for_some_binary(model, x_orig):
     """Does some 0/1 completion of ``x_orig`` satisfy every row and bound of ``model``?"""
     n = model.n_original
@@ -79,8 +57,9 @@ def test_relu_stable_cases_use_no_binary():
 
 
 @settings(max_examples=200, deadline=None)
-@given(l=st.floats(-10, 10), w=st.floats(0.01, 10), tz=st.floats(0, 1), y=st.floats(-12, 12),
-       snap=st.booleans())
+@given(
+    l=st.floats(-10, 10), w=st.floats(0.01, 10), tz=st.floats(0, 1), y=st.floats(-12, 12), snap=st.booleans()
+)
 def test_relu_formulation_is_exact_on_the_box(l, w, tz, y, snap):
     """(z, y) with z in [l, u] is feasible for some binary iff y == relu(z)."""
     u = l + w
@@ -213,11 +192,11 @@ def test_infinite_bounds_and_bad_indices_are_refused():
 
 
 def test_program_stats_agree_with_compiled_sizes():
-    net = _random_net(3, [3, 6, 5, 2])
+    net = random_net(3, [3, 6, 5, 2])
     lo, hi = np.zeros(3), np.ones(3)
     p = Program()
     xin = p.add_vars("x", lo, hi)
-    lows, ups = _ibp(net, lo, hi)
+    lows, ups = ibp(net, lo, hi)
     encode_network(p, net, xin, lows, ups)
     m = compile_milp(p)
     assert m.n_binaries == p.stats()["unstable_relus"] == len(p.unstable_relus())
@@ -228,16 +207,20 @@ def test_program_stats_agree_with_compiled_sizes():
 # MPS / LP export
 # --------------------------------------------------------------------------------------------------
 def _optimisation_program(seed):
-    net = _random_net(seed, [2, 8, 8, 3])
+    net = random_net(seed, [2, 8, 8, 3])
     lo, hi = -np.ones(2), np.ones(2)
     p = Program()
     xin = p.add_vars("x", lo, hi)
-    lows, ups = _ibp(net, lo, hi)
+    lows, ups = ibp(net, lo, hi)
     enc = encode_network(p, net, xin, lows, ups)
     # a property disjunction too: output 0 or output 1 is the largest
     y = enc.outputs
-    p.add_disjunction([[Program.row([y[0], y[2]], [1.0, -1.0], Sense.GE, 0.0)],
-                       [Program.row([y[1], y[2]], [1.0, -1.0], Sense.GE, 0.0)]])
+    p.add_disjunction(
+        [
+            [Program.row([y[0], y[2]], [1.0, -1.0], Sense.GE, 0.0)],
+            [Program.row([y[1], y[2]], [1.0, -1.0], Sense.GE, 0.0)],
+        ]
+    )
     p.set_objective([y[2], y[0]], [1.0, -0.5], maximize=True, constant=0.125)
     return p
 
@@ -322,11 +305,11 @@ def test_write_sanitises_and_uniquifies_names(tmp_path):
 @given(seed=st.integers(0, 10_000))
 def test_compiled_model_contains_the_network_graph(seed):
     """Any network evaluation inside the box completes to a feasible MILP point (encoding ⊇ graph)."""
-    net = _random_net(seed, [2, 5, 4, 2])
+    net = random_net(seed, [2, 5, 4, 2])
     lo, hi = -np.ones(2), np.ones(2)
     p = Program()
     xin = p.add_vars("x", lo, hi)
-    lows, ups = _ibp(net, lo, hi)
+    lows, ups = ibp(net, lo, hi)
     enc = encode_network(p, net, xin, lows, ups)
     m = compile_milp(p)
     rng = np.random.default_rng(seed)
@@ -345,7 +328,6 @@ def test_compiled_model_contains_the_network_graph(seed):
     full[enc.outputs] = net.evaluate(x0)
     assert p.violation(full)["linear"] <= 1e-9 * (1 + np.abs(full).max())
     # pick the binaries from the signs
-    bins = np.array([1.0 if full[r.inp] > 0 else 0.0 for r in p.relus
-                     if p.lb[r.inp] < 0 < p.ub[r.inp]])
+    bins = np.array([1.0 if full[r.inp] > 0 else 0.0 for r in p.relus if p.lb[r.inp] < 0 < p.ub[r.inp]])
     res = m.residual(np.concatenate([full, bins]))
     assert res["rows"] <= 1e-7 and res["bounds"] <= 1e-9
