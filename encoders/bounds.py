@@ -544,17 +544,22 @@ def _crown_chunk(
     rtol: float,
     given: tuple[list, list] | None = None,
     upper: bool = True,
+    prior: tuple[list, list] | None = None,
 ) -> tuple[list, list, np.ndarray | None, np.ndarray | None]:
     """CROWN on one chunk of boxes.
 
     Returns the per-layer bounds ``(lows, ups)`` (entries ``0…L``, plain output last) and, when ``C``
     is given, the bounds ``(lb, ub)`` of ``C f(x)``.  ``given`` supplies precomputed intermediate bounds
-    (layers ``0…L−1``) instead of recomputing them.
+    (layers ``0…L−1``) instead of recomputing them; ``prior`` supplies bounds of layers ``0…L−1`` valid
+    on a superset of each box, intersected with the interval bounds before anything else.
     """
     affines = net.affines
     L = len(affines) - 1
     lo, hi = dom.lo, dom.hi
     ibp_l, ibp_u, mags = _ibp_chunk(net, lo, hi, rtol)
+    if prior is not None:
+        for k in range(L):
+            ibp_l[k], ibp_u[k] = np.maximum(ibp_l[k], prior[0][k]), np.minimum(ibp_u[k], prior[1][k])
     lows, ups, relax = [], [], []
     if given is not None:
         lows, ups = list(given[0]), list(given[1])
@@ -627,7 +632,9 @@ def _crown_layer(
     valid = np.take_along_axis(unstable, order, 1)
     Ws = a.W[order] * valid[..., None]  # rows e_i W_k of the selected neurons, (B, m, n_{k−1})
     bs = a.b[order] * valid
-    lb = _backward_from(affines, relax, k, np.concatenate([Ws, -Ws], axis=1), np.concatenate([bs, -bs], axis=1), dom)
+    lb = _backward_from(
+        affines, relax, k, np.concatenate([Ws, -Ws], axis=1), np.concatenate([bs, -bs], axis=1), dom
+    )
     cl, cu = _widen(lb[:, :m], -lb[:, m:], np.take_along_axis(mag, order, 1), rtol)
     rows = np.arange(zl.shape[0])[:, None]
     zl, zu = zl.copy(), zu.copy()
@@ -652,6 +659,18 @@ def _chunk_size(net: Network, k_spec: int) -> int:
     return max(1, _CHUNK_ELEMENTS // per_box)
 
 
+def _hidden_bounds(net: Network, bounds: LayerBounds, B: int, what: str) -> tuple[list, list]:
+    """The hidden-layer entries of ``bounds`` broadcast to ``B`` boxes (checked against the network)."""
+    L = net.hidden_sizes
+    if bounds.n_layers != len(L) + 1 or any(bounds.lower[j].shape[-1] != n for j, n in enumerate(L)):
+        raise SpecError(f"{what}: the given LayerBounds do not match the network's layer sizes")
+    if bounds.batched and bounds.n_boxes != B:
+        raise SpecError(f"{what}: the given LayerBounds hold {bounds.n_boxes} boxes, expected {B}")
+    gl = [np.broadcast_to(np.atleast_2d(a), (B, a.shape[-1])) for a in bounds.lower[:-1]]
+    gu = [np.broadcast_to(np.atleast_2d(a), (B, a.shape[-1])) for a in bounds.upper[:-1]]
+    return gl, gu
+
+
 def _run_crown(
     net: Network,
     dom: _Domain,
@@ -661,6 +680,7 @@ def _run_crown(
     method: str,
     bounds: LayerBounds | None = None,
     upper: bool = True,
+    prior: LayerBounds | None = None,
 ) -> tuple[LayerBounds, np.ndarray | None, np.ndarray | None]:
     rule = _alpha_rule(alpha)
     rtol = rounding_tolerance(net)
@@ -674,16 +694,8 @@ def _run_crown(
             )
             B = B2
             single = False
-    given_all = None
-    if bounds is not None:
-        L = net.hidden_sizes
-        if bounds.n_layers != len(L) + 1 or any(bounds.lower[j].shape[-1] != n for j, n in enumerate(L)):
-            raise SpecError("bounds: the given LayerBounds do not match the network's layer sizes")
-        if bounds.batched and bounds.n_boxes != B:
-            raise SpecError(f"bounds: the given LayerBounds hold {bounds.n_boxes} boxes, expected {B}")
-        gl = [np.broadcast_to(np.atleast_2d(a), (B, a.shape[-1])) for a in bounds.lower[:-1]]
-        gu = [np.broadcast_to(np.atleast_2d(a), (B, a.shape[-1])) for a in bounds.upper[:-1]]
-        given_all = (gl, gu)
+    given_all = None if bounds is None else _hidden_bounds(net, bounds, B, "bounds")
+    prior_all = None if prior is None else _hidden_bounds(net, prior, B, "prior")
     k_spec = 2 * (Cm.shape[-2] if Cm is not None else net.n_outputs)
     step = _chunk_size(net, k_spec)
     parts = []
@@ -691,7 +703,8 @@ def _run_crown(
         s = slice(s0, min(B, s0 + step))
         Cs = Cm[s] if Cm is not None and Cm.ndim == 3 else Cm
         given = None if given_all is None else ([a[s] for a in given_all[0]], [a[s] for a in given_all[1]])
-        parts.append(_crown_chunk(net, dom.chunk(s), Cs, rule, rtol, given, upper))
+        pri = None if prior_all is None else ([a[s] for a in prior_all[0]], [a[s] for a in prior_all[1]])
+        parts.append(_crown_chunk(net, dom.chunk(s), Cs, rule, rtol, given, upper, pri))
     n_aff = len(net.affines)
     lows = [np.concatenate([p[0][k] for p in parts]) for k in range(n_aff)]
     ups = [np.concatenate([p[1][k] for p in parts]) for k in range(n_aff)]
@@ -705,7 +718,12 @@ def _run_crown(
 
 
 def crown_bounds(
-    net: Network, lo: Any, hi: Any, C: Any = None, alpha: str | float = "adaptive"
+    net: Network,
+    lo: Any,
+    hi: Any,
+    C: Any = None,
+    alpha: str | float = "adaptive",
+    prior: LayerBounds | None = None,
 ) -> LayerBounds:
     """CROWN bounds of every layer over the box ``lo ≤ x ≤ hi``.
 
@@ -723,9 +741,15 @@ def crown_bounds(
     alpha
         Lower slope of unstable ReLUs: ``"adaptive"`` (default), ``"zero"``, ``"one"``, ``"parallel"``
         or a constant in ``[0, 1]``.
+    prior
+        Optional bounds (e.g. a parent box's, in branch and bound) whose hidden-layer entries are valid
+        on a *superset* of each box.  They are intersected with every hidden layer's bounds before the
+        relaxations are built: the intersection of two sound bounds is sound, neurons stable under the
+        prior stay stable (no backward pass for them), and the result is never looser than the prior.
+        The caller guarantees the superset relation; its last entry is not used.
     """
     lo2, hi2, single = _as_boxes(net, lo, hi)
-    res, lb, ub = _run_crown(net, _Domain(lo2, hi2), single, C, alpha, "crown")
+    res, lb, ub = _run_crown(net, _Domain(lo2, hi2), single, C, alpha, "crown", prior=prior)
     if C is None:
         return res
     return LayerBounds(

@@ -290,3 +290,15 @@ def test_acasxu_all_180(vnncomp_root: Path) -> None:
             wrong.append((onnx, vnnlib, got))
     assert not wrong, wrong
     assert undecided <= HARD, sorted(undecided - HARD)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, width=64), min_size=1, max_size=20))
+def test_float32_node_storage_rounds_outwards(values: list[float]) -> None:
+    """Parent bounds are stored in float32: lower bounds never rise, upper bounds never fall."""
+    from verifier.bab import _down32, _up32
+
+    a = np.asarray(values)
+    with np.errstate(over="ignore"):
+        assert np.all(_down32(a).astype(np.float64) <= a)
+        assert np.all(_up32(a).astype(np.float64) >= a)

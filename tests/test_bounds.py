@@ -120,6 +120,46 @@ def test_crown_never_looser_than_ibp(net: Network, data: st.DataObject) -> None:
 
 @SETTINGS
 @given(net=networks(), data=st.data(), seed=st.integers(0, 10_000))
+def test_prior_bounds_of_a_superset_box(net: Network, data: st.DataObject, seed: int) -> None:
+    """Bounds of a parent box as ``prior`` for sub-boxes: sound on the sub-box and inside the prior."""
+    lo, hi = data.draw(boxes(net.n_inputs))
+    lo, hi = lo[0], hi[0]
+    rng = np.random.default_rng(seed)
+    parent = crown_bounds(net, lo, hi)
+    # three random sub-boxes of the parent box, bounded in one batch with the parent's bounds tiled
+    a, b = rng.uniform(lo, hi, size=(2, 3, lo.size))
+    slo, shi = np.minimum(a, b), np.maximum(a, b)
+    tile = lambda xs: tuple(np.tile(x, (3, 1)) for x in xs)  # noqa: E731
+    tiled = type(parent)(tile(parent.lower), tile(parent.upper), "crown")
+    child = crown_bounds(net, slo, shi, prior=tiled)
+    for i in range(3):
+        assert_contains(child.box(i), net, sample_box(slo[i], shi[i], 100, seed + i))
+        for k in range(child.n_layers - 1):
+            assert np.all(child.lower[k][i] >= parent.lower[k])
+            assert np.all(child.upper[k][i] <= parent.upper[k])
+        # a neuron stable under the prior stays stable
+        for m_child, m_parent in zip(child.box(i).unstable_masks(), parent.unstable_masks()):
+            assert not np.any(m_child & ~m_parent)
+    two = type(parent)(tuple(x[:2] for x in tiled.lower), tuple(x[:2] for x in tiled.upper), "crown")
+    with pytest.raises(SpecError, match="prior: .* hold 2 boxes, expected 3"):
+        crown_bounds(net, slo, shi, prior=two)
+
+
+def test_prior_stable_neurons_skip_the_backward_pass() -> None:
+    """One ReLU stable under the prior: the child keeps the prior's exact-relaxation bounds for it."""
+    net = network_from_layers([(np.array([[1.0], [1.0]]), [0.0, 5.0]), (np.array([[1.0, -1.0]]), [0.0])])
+    parent = crown_bounds(net, [-1.0], [1.0])
+    assert parent.unstable_masks()[0].tolist() == [True, False]
+    child = crown_bounds(net, [0.0], [1.0], prior=parent)
+    # neuron 0 on [0, 1]: interval bounds [0, 1] (widened); neuron 1 stays [4, 6] ∩ IBP [5, 6]
+    assert -1e-9 < child.lower[0][0] <= 0.0 and 1.0 <= child.upper[0][0] < 1.0 + 1e-9
+    assert 5.0 - 1e-9 < child.lower[0][1] <= 5.0 and 6.0 <= child.upper[0][1] < 6.0 + 1e-9
+    # output x − (x + 5) = −5 exactly on [0, 1]
+    assert child.output_lower[0] == pytest.approx(-5.0) and child.output_upper[0] == pytest.approx(-5.0)
+
+
+@SETTINGS
+@given(net=networks(), data=st.data(), seed=st.integers(0, 10_000))
 def test_crown_linear_and_margins_sound(net: Network, data: st.DataObject, seed: int) -> None:
     lo, hi = data.draw(boxes(net.n_inputs))
     lo, hi = lo[0], hi[0]

@@ -373,7 +373,11 @@ class _Nodes:
     ``score`` is ``min_{k possible} max_{r∈k}(lb_r − d_r)`` (``+inf`` when closed); ``pref`` is the
     per-dimension split preference computed while bounding (see :func:`_instability_preference`);
     ``vmin`` is the lowest point value ``v`` seen in the box (an upper bound on its minimum, used to
-    steer half of every batch towards likely violations).
+    steer half of every batch towards likely violations).  ``bl``/``bu`` are the box's hidden-layer
+    bounds (all layers concatenated) and ``lbc`` its lower bounds of the rows ``C f(x)``, kept so that
+    the children's bounds can be intersected with them (a child box lies inside its parent, so the
+    parent's bounds hold on it).  They are stored in float32 rounded *outwards* (one float32 ulp
+    beyond round-to-nearest, so ``bl ≤`` the float64 bound ``≤ bu``), halving the memory per node.
     """
 
     lo: np.ndarray  # (N, n)
@@ -382,6 +386,9 @@ class _Nodes:
     score: np.ndarray  # (N,)
     pref: np.ndarray  # (N, n)
     vmin: np.ndarray  # (N,) best point value found in the box so far (+inf: none evaluated)
+    bl: np.ndarray  # (N, H) float32, hidden-layer lower bounds rounded down
+    bu: np.ndarray  # (N, H) float32, hidden-layer upper bounds rounded up
+    lbc: np.ndarray  # (N, R) float32, lower bounds of C f(x) rounded down
 
     def __len__(self) -> int:
         return int(self.score.size)
@@ -394,12 +401,34 @@ class _Nodes:
         return _Nodes(*(np.concatenate([getattr(p, f) for p in parts]) for f in _NODE_FIELDS))
 
     @staticmethod
-    def empty(n: int, K: int) -> _Nodes:
+    def empty(n: int, K: int, H: int, R: int) -> _Nodes:
+        f32 = np.float32
         return _Nodes(np.zeros((0, n)), np.zeros((0, n)), np.zeros((0, K), dtype=bool), np.zeros(0),
-                      np.zeros((0, n)), np.zeros(0))
+                      np.zeros((0, n)), np.zeros(0), np.zeros((0, H), f32), np.zeros((0, H), f32),
+                      np.zeros((0, R), f32))
 
 
-_NODE_FIELDS = ("lo", "hi", "possible", "score", "pref", "vmin")
+_NODE_FIELDS = ("lo", "hi", "possible", "score", "pref", "vmin", "bl", "bu", "lbc")
+
+
+def _down32(a: np.ndarray) -> np.ndarray:
+    """float32 values ``≤ a`` (round to nearest, then one ulp down; ``±inf`` stay)."""
+    return np.nextafter(np.asarray(a, dtype=np.float32), np.float32(-np.inf))
+
+
+def _up32(a: np.ndarray) -> np.ndarray:
+    """float32 values ``≥ a`` (round to nearest, then one ulp up; ``±inf`` stay)."""
+    return np.nextafter(np.asarray(a, dtype=np.float32), np.float32(np.inf))
+
+
+def _prior(net: Network, bl: np.ndarray, bu: np.ndarray) -> LayerBounds:
+    """Stored hidden-layer bounds ``(N, H)`` as :class:`LayerBounds` (the output entry is unused)."""
+    cuts = np.cumsum(net.hidden_sizes, dtype=np.intp)[:-1]
+    hidden = bool(net.hidden_sizes)
+    lows = np.split(bl.astype(np.float64), cuts, axis=1) if hidden else []
+    ups = np.split(bu.astype(np.float64), cuts, axis=1) if hidden else []
+    out = np.zeros((bl.shape[0], net.n_outputs))
+    return LayerBounds((*lows, out), (*ups, out), "crown")
 
 
 def _take_bounds(layers: LayerBounds, idx: np.ndarray) -> LayerBounds:
@@ -439,7 +468,7 @@ class _Search:
         self.prop, self.net, self.spec, self.cfg, self.deadline = prop, net, spec, config, deadline
         self.rng = np.random.default_rng(config.seed)
         self.root_w = np.maximum(spec.hi - spec.lo, 0.0)
-        self.open = _Nodes.empty(spec.lo.size, spec.n_alts)
+        self.open = _Nodes.empty(spec.lo.size, spec.n_alts, int(sum(net.hidden_sizes)), spec.d.size)
         self.stuck: list[_Nodes] = []
         self.cex: Counterexample | None = None
         self.stats: dict[str, Any] = {
@@ -449,12 +478,21 @@ class _Search:
         self._tried: set[bytes] = set()
 
     # ---- bounds ------------------------------------------------------------------------------
-    def bound(self, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray) -> _Nodes:
-        """Bound boxes ``(B, n)``: prune alternatives soundly, score the boxes, compute split preferences."""
+    def bound(self, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray,
+              parent: _Nodes | None = None) -> _Nodes:
+        """Bound boxes ``(B, n)``: prune alternatives soundly, score the boxes, compute split preferences.
+
+        ``parent`` (one entry per box, e.g. the parents tiled for their two children) holds bounds valid
+        on a superset of each box; they are intersected with the new ones (see :func:`crown_bounds`'s
+        ``prior``).
+        """
         t = time.perf_counter()
         spec = self.spec
-        layers = crown_bounds(self.net, lo, hi, C=spec.C)  # intermediate bounds; last entry: C f(x)
+        prior = None if parent is None else _prior(self.net, parent.bl, parent.bu)
+        layers = crown_bounds(self.net, lo, hi, C=spec.C, prior=prior)  # last entry: C f(x)
         lb = np.asarray(layers.lower[-1]).reshape(lo.shape[0], -1)
+        if parent is not None:
+            lb = np.maximum(lb, parent.lbc)
         slack = spec.alt_slack(lb)  # (B, K)
         possible = possible & (slack <= 0.0) & spec.meets_region(lo, hi)[:, None]
         if self.cfg.combine:
@@ -471,7 +509,16 @@ class _Search:
             pref[live] = _instability_preference(self.net, lo[live], hi[live], _take_bounds(layers, live))
         self.stats["time_bounds_s"] += time.perf_counter() - t
         self.stats["nodes_bounded"] += lo.shape[0]
-        return _Nodes(lo, hi, possible, score, pref, np.full(lo.shape[0], np.inf))
+        B = lo.shape[0]
+        hidden_l = np.concatenate([np.zeros((B, 0)), *(np.atleast_2d(a) for a in layers.lower[:-1])], axis=1)
+        hidden_u = np.concatenate([np.zeros((B, 0)), *(np.atleast_2d(a) for a in layers.upper[:-1])], axis=1)
+        return _Nodes(lo, hi, possible, score, pref, np.full(lo.shape[0], np.inf), _down32(hidden_l),
+                      _up32(hidden_u), _down32(lb))
+
+    def bound_children(self, nodes: _Nodes, dims: np.ndarray) -> _Nodes:
+        """Bisect every node at the midpoint of ``dims`` and bound the children ``[left; right]``."""
+        twice = nodes.take(np.concatenate([np.arange(len(nodes))] * 2))
+        return self.bound(*_children(nodes.lo, nodes.hi, dims), twice.possible, twice)
 
     def combination_test(self, lo: np.ndarray, hi: np.ndarray, layers: LayerBounds, idx: np.ndarray, k: int,
                          lb: np.ndarray) -> np.ndarray:
@@ -653,7 +700,7 @@ class _Search:
         """Bisect every node along the dimension the split rule picks; bounded children ``[left; right]``."""
         dims, kids = SPLIT_RULES[self.cfg.split](self, nodes)
         if kids is None:
-            kids = self.bound(*_children(nodes.lo, nodes.hi, dims), np.tile(nodes.possible, (2, 1)))
+            kids = self.bound_children(nodes, dims)
         return kids
 
 
@@ -707,16 +754,15 @@ def _pick_best(search: _Search, nodes: _Nodes, candidates: list[np.ndarray]) -> 
     A bisection is judged by its worse child's score (``+inf`` when both children are closed).
     """
     B = len(nodes)
-    pp = np.concatenate([nodes.possible, nodes.possible])
     dims = candidates[0].copy()
-    kids = search.bound(*_children(nodes.lo, nodes.hi, dims), pp)
+    kids = search.bound_children(nodes, dims)
     best = np.minimum(kids.score[:B], kids.score[B:])
     for cand in candidates[1:]:
         todo = np.flatnonzero((cand != dims) & np.isfinite(best))
         if not todo.size:
             continue
         sub = nodes.take(todo)
-        trial = search.bound(*_children(sub.lo, sub.hi, cand[todo]), np.tile(sub.possible, (2, 1)))
+        trial = search.bound_children(sub, cand[todo])
         nt = todo.size
         val = np.minimum(trial.score[:nt], trial.score[nt:])
         win = np.flatnonzero(val > best[todo])
