@@ -246,12 +246,7 @@ def kdiga_ard_c(
           + λ_G · mean_i ‖∇_x CE(f_s(x_i), y_i) − ∇_x CE(f_t(x_i), y_i)‖₂``,
     ``δ0 = argmax CE(f_s(x+δ), y)`` as in ARD.
     """
-    if x_adv is None:
-        x_adv = _attack(student, teacher, x, y, cfg, "ce")
-    return (
-        ard(student, teacher, x, y, cfg, x_adv)
-        + cfg.lambda_g * input_gradient_alignment(student, teacher, x, y).mean()
-    )
+    return _ard_plus_alignment(student, teacher, x, y, cfg, x_adv, at_adversarial=False)
 
 
 def kdiga_ard_a(
@@ -268,11 +263,25 @@ def kdiga_ard_a(
           + λ_G · mean_i ‖∇_x CE(f_s(x_i+δ0_i), y_i) − ∇_x CE(f_t(x_i+δ0_i), y_i)‖₂``,
     ``δ0 = argmax CE(f_s(x+δ), y)`` as in ARD.
     """
+    return _ard_plus_alignment(student, teacher, x, y, cfg, x_adv, at_adversarial=True)
+
+
+def _ard_plus_alignment(
+    student: nn.Module,
+    teacher: ModelFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: DistillConfig,
+    x_adv: torch.Tensor | None,
+    at_adversarial: bool,
+) -> torch.Tensor:
+    """ARD + ``λ_G`` · mean input-gradient alignment at the clean (ARD_C) or adversarial (ARD_A) points."""
     if x_adv is None:
         x_adv = _attack(student, teacher, x, y, cfg, "ce")
+    at = x_adv if at_adversarial else x
     return (
         ard(student, teacher, x, y, cfg, x_adv)
-        + cfg.lambda_g * input_gradient_alignment(student, teacher, x_adv, y).mean()
+        + cfg.lambda_g * input_gradient_alignment(student, teacher, at, y).mean()
     )
 
 
