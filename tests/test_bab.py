@@ -267,11 +267,12 @@ def test_acasxu_through_verify_vnnlib(vnncomp_root: Path) -> None:
     assert res.backend in ("bab", "crown")
 
 
-#: Instances that BaB with plain CROWN bounds does not close within 116 s: 4_2 (true slack ≈ 0.0011,
-#: CROWN gap ≈ 0.01 on the boxes it reaches).  With the 1e-9 floor of
-#: ``encoders.bounds.rounding_tolerance`` (an output margin of ≈ 0.014 on these networks) 1_1 and 3_3
-#: join it: their true slack (0.0025, 0.00094) is below that margin.
-HARD = {(f"ACASXU_run2a_{n}_batch_2000.onnx", "prop_2.vnnlib") for n in ("4_2", "3_3", "1_1")}
+#: The slowest instance for BaB: 4_2 prop_2 (true slack ≈ 0.0011) needs ≈ 150,000 boxes, ≈ 70 s on
+#: this 2-core machine when quiet — close enough to the 116 s limit that a loaded machine may not finish
+#: it, so it alone may stay undecided here.  (Before the children inherited their parent's bounds and
+#: before the 1e-9 floor was dropped from ``encoders.bounds.rounding_tolerance``, 3_3 and 1_1 prop_2
+#: were undecided too.)
+HARD = {("ACASXU_run2a_4_2_batch_2000.onnx", "prop_2.vnnlib")}
 
 
 @pytest.mark.slow
