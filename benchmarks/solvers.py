@@ -23,7 +23,12 @@ others).  Z3 is only practical for tiny programs: it is given only the queries m
 a shorter limit; every table says on which subset a number was computed.
 
 Each (backend, query) pair runs in a forked child under :func:`benchmarks.vnncomp_bench.run_forked`
-(process group killed at ``limit + 5 s``), which also measures its CPU time.
+(process group killed at ``limit + 5 s``), which also measures its CPU time.  Finished pairs are
+journaled to ``OUT/records.jsonl``; a rerun with the same ``--out`` skips them (trained models are
+cached under ``OUT/models`` too), so an interrupted study resumes where it stopped.
+
+Run: ``distillcert bench solvers [--quick] [--out DIR]``, or ``python -m benchmarks.solvers --out DIR
+[--timeout S] [--z3-timeout S] [--backends B ...]`` to change the limits or the backends.
 
 Scores
     * verdict agreement matrix: for each pair of backends, ``agree / both decided``; any
@@ -38,6 +43,7 @@ Scores
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -54,6 +60,7 @@ from .vnncomp_bench import (
     RunRecord,
     cactus_plot,
     default_root,
+    load_records,
     machine_info,
     machine_line,
     read_family,
@@ -321,8 +328,13 @@ def run_queries(
     z3_timeout: float,
     seed: int = 0,
     progress: bool = True,
+    journal: Path | None = None,
 ) -> list[RunRecord]:
-    """Every backend on every query it is given (Z3: tiny ones only), each in a killable child."""
+    """Every backend on every query it is given (Z3: tiny ones only), each in a killable child.
+
+    With ``journal``, every finished (backend, query) pair is appended to that JSON-lines file
+    (fsync'ed) and a rerun with the same file skips the pairs already there (same key and limit).
+    """
     from tqdm import tqdm
 
     import verifier.api  # noqa: F401  (warm imports before forking)
@@ -330,34 +342,42 @@ def run_queries(
 
     pairs = [(q, b) for q in queries for b in backends if q.tiny or b not in _FULL_ONLY]
     recs: list[RunRecord] = []
-    bar = tqdm(pairs, desc="solvers", unit="query", file=sys.stderr, disable=not progress)
-    for q, b in bar:
-        t = z3_timeout if b == "z3" else timeout
-        cfg = _config(b, t, seed)
-        status, value, wall, cpu = run_forked(lambda q=q, cfg=cfg: _answer(q, cfg), t + GRACE_S)
-        if status == "ok":
-            verdict, detail = value["verdict"], f"{value['backend']}: {value['message']}"
-        elif status == "killed":
-            verdict, detail = "timeout", str(value)
-        else:
-            verdict, detail = "error", str(value)
-        if verdict in ("verified", "falsified") and wall > t + 1.0:
-            verdict, detail = "timeout", f"answered {verdict} after {wall:.1f}s > {t:.0f}s"
-        recs.append(
-            RunRecord(
-                b,
-                q.key,
-                verdict,
-                wall,
-                cpu,
-                t,
-                q.expected,
-                detail[:300],
-                extra={"family": q.family, "tiny": q.tiny},
-            )
-        )
-        bar.set_postfix_str(f"{q.key[:28]} {b}={verdict}")
+    done = load_records(journal) if journal is not None else {}
+    jf = open(journal, "a") if journal is not None else None  # noqa: SIM115 (closed below)
+    try:
+        bar = tqdm(pairs, desc="solvers", unit="query", file=sys.stderr, disable=not progress)
+        for q, b in bar:
+            t = z3_timeout if b == "z3" else timeout
+            rec = done.get((b, q.key, float(t)))
+            if rec is None:
+                rec = _run_pair(q, b, t, seed)
+                if jf is not None:
+                    jf.write(json.dumps(rec.to_json()) + "\n")
+                    jf.flush()
+                    os.fsync(jf.fileno())
+            recs.append(rec)
+            bar.set_postfix_str(f"{q.key[:28]} {b}={rec.result}")
+    finally:
+        if jf is not None:
+            jf.close()
     return recs
+
+
+def _run_pair(q: Query, b: str, t: float, seed: int) -> RunRecord:
+    """One backend on one query in a forked child with a hard limit of ``t + GRACE_S``."""
+    cfg = _config(b, t, seed)
+    status, value, wall, cpu = run_forked(lambda: _answer(q, cfg), t + GRACE_S)
+    if status == "ok":
+        verdict, detail = value["verdict"], f"{value['backend']}: {value['message']}"
+    elif status == "killed":
+        verdict, detail = "timeout", str(value)
+    else:
+        verdict, detail = "error", str(value)
+    if verdict in ("verified", "falsified") and wall > t + 1.0:
+        verdict, detail = "timeout", f"answered {verdict} after {wall:.1f}s > {t:.0f}s"
+    return RunRecord(
+        b, q.key, verdict, wall, cpu, t, q.expected, detail[:300], extra={"family": q.family, "tiny": q.tiny}
+    )
 
 
 _DECIDED = ("verified", "falsified")
@@ -432,7 +452,7 @@ def run(
     z3_timeout = z3_timeout or (5.0 if quick else 20.0)
     models = build_models(out / "models", quick, seed)
     queries = build_queries(models, quick, seed)
-    recs = run_queries(queries, backends, timeout, z3_timeout, seed, progress)
+    recs = run_queries(queries, backends, timeout, z3_timeout, seed, progress, journal=out / "records.jsonl")
     with contextlib.suppress(OSError):
         machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
 
@@ -563,3 +583,24 @@ def _render(s: dict[str, Any], present: Sequence[str]) -> str:
     )
     lines += ["", "Plots: " + ", ".join(s["plots"])]
     return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (see the module docstring for the options)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.solvers", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="output folder (records.jsonl there is resumed)")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--timeout", type=float, default=None, help="per-query limit (default 60 s, quick 8 s)")
+    ap.add_argument("--z3-timeout", type=float, default=None, help="Z3's limit (default 20 s, quick 5 s)")
+    ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    s = run(a.quick, Path(a.out), a.seed, a.backends, a.timeout, a.z3_timeout)
+    print(s.get("text", ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

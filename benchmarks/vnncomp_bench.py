@@ -363,7 +363,7 @@ def run_instance(solver: str, inst: Instance, timeout: float | None = None) -> R
 # ==================================================================================================
 # running and scoring
 # ==================================================================================================
-def _load_records(path: Path) -> dict[tuple[str, str, float], RunRecord]:
+def load_records(path: Path) -> dict[tuple[str, str, float], RunRecord]:
     done: dict[tuple[str, str, float], RunRecord] = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -388,7 +388,7 @@ def side_by_side(
 
     _preimport(solvers)
     jpath = out / "records.jsonl"
-    done = _load_records(jpath)
+    done = load_records(jpath)
     records: list[RunRecord] = []
     bar = tqdm(
         total=len(instances) * len(solvers),

@@ -203,3 +203,29 @@ def test_vnncomp_quick(tmp_path: Path, vnncomp_root: Path) -> None:
     again = vb.side_by_side(insts, ("ours", "maraboupy"), tmp_path, 10.0, progress=False)
     assert time.perf_counter() - t1 < 10
     assert [r.result for r in again] == [r["result"] for r in _read_csv(tmp_path / "results.csv")]
+
+
+def test_solver_study_journal_resumes(tmp_path: Path) -> None:
+    """Finished (backend, query) pairs are journaled; a rerun reuses them instead of solving again."""
+    import numpy as np
+
+    from encoders.network import load_onnx, network_from_layers, save_onnx
+    from verifier.api import verify_local
+
+    layers = network_from_layers([(np.eye(2), np.zeros(2)), (np.eye(2), np.zeros(2))])
+    net = load_onnx(save_onnx(layers, tmp_path / "id.onnx"))
+    x0 = np.array([1.0, 0.0])  # y = relu(x): label 0 with margin 1; robust at ε = 0.2, not at ε = 0.6
+    qs = [
+        sb.Query(f"id/eps{e}", "id", True, lambda cfg, e=e: verify_local(net, x0, e, cfg, "inf"), exp)
+        for e, exp in ((0.2, "verified"), (0.6, "falsified"))
+    ]
+    journal = tmp_path / "records.jsonl"
+    first = sb.run_queries(qs, ["highs"], 20.0, 5.0, progress=False, journal=journal)
+    assert [r.result for r in first] == ["verified", "falsified"]
+    assert len(journal.read_text().splitlines()) == 2
+    again = sb.run_queries(qs, ["highs"], 20.0, 5.0, progress=False, journal=journal)
+    assert [(r.result, r.wall_s, r.cpu_s) for r in again] == [(r.result, r.wall_s, r.cpu_s) for r in first]
+    assert len(journal.read_text().splitlines()) == 2  # nothing was solved twice
+    # a different limit is a different measurement: solved again and appended
+    sb.run_queries(qs[:1], ["highs"], 10.0, 5.0, progress=False, journal=journal)
+    assert len(journal.read_text().splitlines()) == 3
