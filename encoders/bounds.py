@@ -49,10 +49,14 @@ and over the L2 ball ``‖x − x0‖₂ ≤ r`` (Cauchy–Schwarz; ignores the 
 For an input set ``ball ∩ box`` both are sound lower bounds, so their maximum is one too.  Upper bounds
 use ``max Λ z_k = −min (−Λ) z_k``: every pass stacks ``[Λ; −Λ]`` and runs once.
 
-Intermediate layers are bounded layer by layer (``Λ = I``), each using the relaxations built from the
-earlier layers' final bounds; every layer's final bound is the intersection of the CROWN bound, the
-IBP bound from the tightened previous layer and the plain IBP bound, so it is never looser than IBP.
-Layer 0 is affine in ``x``: its interval bound is exact and CROWN is not run on it.
+Intermediate layers are bounded layer by layer (``Λ`` = the rows ``e_i`` of the neurons that need it),
+each using the relaxations built from the earlier layers' final bounds; every layer's final bound is
+the intersection of the CROWN bound, the IBP bound from the tightened previous layer and the plain IBP
+bound, so it is never looser than IBP.  The backward pass only runs for neurons that the two interval
+bounds leave unstable: a stable neuron's relaxation is exact whatever its bounds, so skipping it
+changes no relaxation (its reported bounds are then the interval ones).  Layer 0 is affine in ``x``:
+its interval bound is exact and CROWN is not run on it.  Bounds valid on a superset of the box (a
+parent's, in branch and bound) may be given as ``prior``; they are intersected in first.
 
 Floating point
 --------------
