@@ -131,6 +131,10 @@ class FaithfulnessConfig:
     detail_points: int = 30
     floor_steps: int = 50
     floor_restarts: int = 2
+    emplb_targeted_restarts: int = 1
+    joint_faithub: bool = True
+    joint_time_limit: float = 0.9
+    joint_points: int = 50
 
     def validate(self) -> None:
         from distill.losses import resolve_method
@@ -165,6 +169,8 @@ QUICK = FaithfulnessConfig(
     floor_steps=20,
     floor_restarts=1,
     split_boxes=4,
+    joint_time_limit=0.25,
+    joint_points=6,
 )
 FULL = FaithfulnessConfig(
     datasets=(
@@ -418,7 +424,15 @@ def _evaluate(
         )
         with Timer() as te:
             el = emplb(
-                teacher, s, Xf, e, steps=cfg.emplb_steps, restarts=cfg.emplb_restarts, domain=dom, seed=seed
+                teacher,
+                s,
+                Xf,
+                e,
+                steps=cfg.emplb_steps,
+                restarts=cfg.emplb_restarts,
+                domain=dom,
+                seed=seed,
+                targeted_restarts=cfg.emplb_targeted_restarts,
             )
         lo, hi = np.maximum(Xf64 - e, data.domain_lo), np.minimum(Xf64 + e, data.domain_hi)
         with Timer() as tf:
@@ -446,7 +460,23 @@ def _evaluate(
             "emplb_s_per_point": te.seconds / len(Xf),
             "bound_violations": int(np.sum(el > fu + VIOLATION_TOL)),
         }
-        split = floor = None
+        split = floor = joint = None
+        nj = min(cfg.joint_points, len(Xf))
+        if cfg.joint_faithub and math.isclose(e, cfg.headline_eps) and nj:
+            from verifier.faithub import FaithubConfig, faithub_joint
+
+            jcfg = FaithubConfig(time_limit=cfg.joint_time_limit)
+            with Timer() as tj:
+                joint = np.array([faithub_joint(tnet, snet, lo[i], hi[i], jcfg).faithub for i in range(nj)])
+            em_j = float(np.mean(el[:nj]))
+            row.update(
+                joint_points=nj,
+                joint_mean=float(joint.mean()),
+                joint_ratio=float(joint.mean()) / em_j if em_j > 0 else math.inf,
+                faithub_ratio_joint_points=float(np.mean(fu[:nj])) / em_j if em_j > 0 else math.inf,
+                joint_s_per_point=tj.seconds / nj,
+                bound_violations=row["bound_violations"] + int(np.sum(el[:nj] > joint + VIOLATION_TOL)),
+            )
         nd = min(cfg.detail_points, len(Xf))
         if math.isclose(e, cfg.headline_eps) and nd:
             em_d = float(np.mean(el[:nd]))
@@ -484,6 +514,7 @@ def _evaluate(
                     "faithub": float(fu[i]),
                     "faithub_split": float(split[i]) if split is not None and i < len(split) else None,
                     "floor": float(floor[i]) if floor is not None and i < len(floor) else None,
+                    "faithub_joint": float(joint[i]) if joint is not None and i < len(joint) else None,
                 }
             )
     return {
@@ -590,6 +621,22 @@ def _headline(results: list[dict[str, Any]], cfg: FaithfulnessConfig) -> dict[st
         out["detail_points"] = min(r["detail_points"] for r in rows)
         out["split_boxes"] = cfg.split_boxes
         out["split_s_per_point"] = max(r["split_s_per_point"] for r in rows)
+    if all("joint_ratio" in r for r in rows):
+        jp = [
+            p
+            for p in res["points"]
+            if math.isclose(p["eps"], cfg.headline_eps) and p.get("faithub_joint") is not None
+        ]
+        el_j = float(np.mean([p["emplb"] for p in jp]))
+        out["joint"] = {
+            "points": len(jp),
+            "ratio_pooled": float(np.mean([p["faithub_joint"] for p in jp])) / el_j if el_j > 0 else math.inf,
+            "eq11_ratio_pooled": float(np.mean([p["faithub"] for p in jp])) / el_j if el_j > 0 else math.inf,
+            "ratio_per_student": {r["method"]: r["joint_ratio"] for r in rows},
+            "s_per_point": max(r["joint_s_per_point"] for r in rows),
+            "time_limit": cfg.joint_time_limit,
+        }
+        out["joint"]["ratio_goal_met"] = bool(out["joint"]["ratio_pooled"] <= GOAL_RATIO)
     if all("floor_ratio" in r for r in rows):
         out["floor_ratio_per_student"] = {r["method"]: r["floor_ratio"] for r in rows}
         det = [
@@ -624,6 +671,19 @@ def _goal_text(h: dict[str, Any]) -> str:
         f"{'met' if h['time_goal_met'] else 'MISSED'}).",
         f"- Points with EMPLB > FAITHUB (would be a soundness bug): {h['bound_violations']}.",
     ]
+    if "joint" in h:
+        j = h["joint"]
+        lines.append(
+            f"- **Joint FAITHUB** (verifier.faithub: teacher and student coupled through the shared input by "
+            f"slabs, input branch and bound ≤ {j['time_limit']:g} s per point), first {j['points']} points "
+            f"per student: FAITHUB/EMPLB **{j['ratio_pooled']:.2f}** pooled (Eq. 11 on the same points: "
+            f"{j['eq11_ratio_pooled']:.2f}; goal ≤ {GOAL_RATIO:g}: "
+            f"{'met' if j['ratio_goal_met'] else 'MISSED'}"
+            + ("" if j["ratio_goal_met"] else f", by a factor {j['ratio_pooled'] / GOAL_RATIO:.2f}")
+            + "); per student: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in j["ratio_per_student"].items())
+            + f"; {j['s_per_point']:.2f} s per point."
+        )
     if "split_ratio_per_student" in h:
         lines.append(
             f"- On the first {h['detail_points']} points per student (FAITHUB/EMPLB there: "

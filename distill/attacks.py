@@ -327,6 +327,16 @@ def as_float64(m: ModelFn) -> ModelFn:
     return m
 
 
+def _loss_signed_gap(model: ModelFn, xa: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
+    """``±(softmax_i t(x) − softmax_i s(x))`` with ``ctx.y = i`` (sign +) or ``n + i`` (sign −)."""
+    t = _need_teacher(ctx, "signed_gap")
+    assert ctx.y is not None
+    diff = F.softmax(t(xa), dim=1) - F.softmax(model(xa), dim=1)
+    n = diff.shape[1]
+    sign = 1.0 - 2.0 * (ctx.y >= n).to(diff.dtype)
+    return sign * diff.gather(1, (ctx.y % n).reshape(-1, 1))[:, 0]
+
+
 def emplb(
     teacher: ModelFn,
     student: ModelFn,
@@ -338,32 +348,50 @@ def emplb(
     step_size: float | None = None,
     domain: tuple[Any, Any] | None = None,
     seed: int = 0,
+    targeted_restarts: int = 1,
 ) -> np.ndarray:
     """EMPLB (seed 001 §4.1): per point, the largest ``‖softmax t(x') − softmax s(x')‖∞`` PGD finds.
 
-    PGD on the ``"conf_diff"`` objective with ``steps`` steps of ``2.5 ε / steps`` and ``restarts``
-    random restarts (defaults 50 and 5 as in the seed).  Every returned value is attained at a feasible
-    point, so it is an *empirical lower bound* on ``max_{x' ∈ B_ε(x) ∩ D} ‖softmax t(x') − softmax s(x')‖∞``
-    (the quantity FAITHUB bounds from above).  The values are re-evaluated in float64 on float64 copies
-    of the networks, so they are directly comparable with float64 bounds computed on the network IR.
+    PGD on the ``"conf_diff"`` objective ``max_i |σ_t,i − σ_s,i|`` with ``steps`` steps of
+    ``2.5 ε / steps`` and ``restarts`` random restarts (defaults 50 and 5 as in the seed).  Its
+    gradient only follows the class and sign that currently attain the maximum, so in addition
+    (``targeted_restarts > 0``) PGD runs on each of the ``2n`` smooth objectives
+    ``±(σ_t,i − σ_s,i)`` (every class ``i``, both signs) with ``targeted_restarts`` restarts each, and
+    the largest value per point is kept.  Every returned value is attained at a feasible point, so it is
+    an *empirical lower bound* on ``max_{x' ∈ B_ε(x) ∩ D} ‖softmax t(x') − softmax s(x')‖∞`` (the
+    quantity FAITHUB bounds from above).  The values are re-evaluated in float64 on float64 copies of the
+    networks, so they are directly comparable with float64 bounds computed on the network IR.
     """
-    xa, _ = pgd_with_loss(
-        student,
-        x,
-        eps,
+    if int(targeted_restarts) < 0:
+        raise ConfigError(f"EMPLB: targeted_restarts must be >= 0, got {targeted_restarts}")
+    common: dict[str, Any] = dict(
         norm=norm,
         steps=steps,
         step_size=step_size if step_size is not None else 2.5 * float(eps) / max(steps, 1),
-        restarts=restarts,
-        loss="conf_diff",
         domain=domain,
         teacher=teacher,
-        seed=seed,
     )
+    xa, _ = pgd_with_loss(student, x, eps, restarts=restarts, loss="conf_diff", seed=seed, **common)
     t64, s64 = as_float64(teacher), as_float64(student)
-    with eval_mode(t64, s64), torch.no_grad():
-        xd = xa.double()
-        vals = (F.softmax(t64(xd), dim=1) - F.softmax(s64(xd), dim=1)).abs().amax(dim=1)
+
+    def gap(points: torch.Tensor) -> torch.Tensor:
+        with eval_mode(t64, s64), torch.no_grad():
+            xd = points.double()
+            return (F.softmax(t64(xd), dim=1) - F.softmax(s64(xd), dim=1)).abs().amax(dim=1)
+
+    vals = gap(xa)
+    npts = int(vals.shape[0])
+    if int(targeted_restarts) > 0 and npts > 0 and float(eps) > 0:
+        xt = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
+        with eval_mode(teacher), torch.no_grad():
+            n = int(teacher(xt[:1]).shape[1])
+        code = np.tile(np.arange(2 * n), npts)
+        xr = xt.repeat_interleave(2 * n, dim=0)
+        xb, _ = pgd_with_loss(
+            student, xr, eps, restarts=int(targeted_restarts), loss=_loss_signed_gap, y=code,
+            seed=seed + 1, **common,
+        )
+        vals = torch.maximum(vals, gap(xb).reshape(npts, 2 * n).amax(dim=1))
     return vals.numpy().astype(np.float64)
 
 

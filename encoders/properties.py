@@ -37,6 +37,7 @@ from .encode import encode_network
 from .errors import SpecError
 from .network import Network
 from .program import LinearRow, Program, Sense, Tag
+from .twin import TwinBounds, pair_margin_upper, twin_bounds
 
 __all__ = [
     "EncodeOptions",
@@ -355,6 +356,25 @@ class GlobalRobustness:
       is below κ, :meth:`refine` adds the tangent cut at the candidate's logits and the query is
       re-solved.  Nothing piecewise-linear that is not a proven bound is ever used.
     * misclassification at x': ``OR_{j≠c} (z'_j − z'_c ≥ 0)``.
+
+    Twin-network (difference) bounds, :mod:`encoders.twin`
+        A violation through competitor ``j`` needs ``(z_c − z_j)(x) ≥ m = ln(κ/(1−κ))`` (confidence
+        item (i)) and ``(z_c − z_j)(x') ≤ 0``, hence
+
+            Δ_j = (z_c − z_j)(x) − (z_c − z_j)(x') ≥ m.                                   (T)
+
+        :func:`encoders.twin.twin_bounds` bounds the layer-wise differences of the two copies over all
+        coupled pairs, and back-substitutes ``Δ_j`` through the difference relaxation
+        (:func:`encoders.twin.pair_margin_upper`).  A competitor ``j`` is *excluded* when
+        ``max Δ_j < m`` (T fails), or when ``z_c − z_j > 0`` on all of ``D`` (no copy b can prefer
+        ``j``).  :meth:`quick_check` proves the class when every competitor is excluded or class c can
+        never be κ-confident; :meth:`encode` keeps only the competitors left in the disjunction.
+        With ``twin_cuts`` (default) the encoding also gets, for every neuron that has variables in
+        both copies, the valid rows ``Δz ∈ [dl, du]``, ``Δh ∈ [hl, hu]``, the two chord rows of the
+        ReLU-difference relaxation ``s_lo Δz + t_lo ≤ Δh ≤ s_up Δz + t_up``, output rows
+        ``y − y' ∈ [dl_L, du_L]`` and ``Δ_j ≤ max Δ_j`` — every real pair satisfies them, so they cut
+        off only points that are not two executions of the network (tag ``property``, names
+        ``twin.*``).
     """
 
     delta: float
@@ -364,6 +384,7 @@ class GlobalRobustness:
     norm: str = "inf"
     label: int = 0
     symmetric: bool = False
+    twin_cuts: bool = True
 
     def __post_init__(self) -> None:
         if not (self.delta > 0 and math.isfinite(self.delta)):
@@ -380,12 +401,35 @@ class GlobalRobustness:
     def margin(self) -> float:
         return rx.confidence_margin(self.kappa)
 
-    def quick_check(self, nets: Mapping[str, Network]) -> bool:
+    def never_confident(self, net: Network) -> bool:
         """Class ``c`` can never be κ-confident on D: some ``z_c − z_j`` is always below the margin."""
-        net = nets["a"]
         C = margin_matrix(net.n_outputs, self.label)
         _, ub = crown_linear(net, self.domain_lo, self.domain_hi, C)
         return bool(np.any(np.asarray(ub) < self.margin))
+
+    def twin(self, net: Network) -> TwinBounds:
+        """Difference bounds of the two copies over the coupled pairs (see :mod:`encoders.twin`)."""
+        return twin_bounds(net, self.domain_lo, self.domain_hi, self.delta, self.norm)
+
+    def pair_margins(self, net: Network, tb: TwinBounds | None = None) -> np.ndarray:
+        """``max Δ_j`` for every class ``j`` (entry ``c`` is 0): see (T) in the class docstring."""
+        return pair_margin_upper(net, self.twin(net) if tb is None else tb, self.label)
+
+    def open_targets(self, net: Network, tb: TwinBounds | None = None) -> list[int]:
+        """Competitors ``j`` that bounds cannot exclude (class docstring), likeliest violation first."""
+        c = self.label
+        if self.never_confident(net):
+            return []
+        C = margin_matrix(net.n_outputs, c)
+        lb_b, _ = crown_linear(net, self.domain_lo, self.domain_hi, C)
+        others = [j for j in range(net.n_outputs) if j != c]
+        pm = self.pair_margins(net, tb)
+        keep = [(float(pm[j]), j) for r, j in enumerate(others) if pm[j] >= self.margin and lb_b[r] <= 0.0]
+        return [j for _, j in sorted(keep, reverse=True)]
+
+    def quick_check(self, nets: Mapping[str, Network]) -> bool:
+        """True when class ``c`` cannot be κ-confident on D or every competitor is excluded."""
+        return not self.open_targets(nets["a"])
 
     def encode(self, nets: Mapping[str, Network], options: EncodeOptions = EncodeOptions()) -> Program:
         net = nets["a"]
@@ -401,6 +445,8 @@ class GlobalRobustness:
         za = encode_network(prog, net, xa, lower, upper, "a").outputs
         xb = prog.add_vars("b.x", lo, hi)
         zb = encode_network(prog, net, xb, lower, upper, "b").outputs
+        tb = twin_bounds(net, lo, hi, self.delta, self.norm, (lower, upper), (lower, upper))
+        targets = self.open_targets(net, tb) if options.target is None else [options.target]
         if self.norm == "inf":
             for i in range(xa.size):
                 prog.add_row([xa[i], xb[i]], [1.0, -1.0], Sense.LE, self.delta, Tag.PROPERTY, f"dx{i}<=")
@@ -419,14 +465,19 @@ class GlobalRobustness:
         if n > 2:
             for dhat in rx.initial_tangent_points(n - 1, self.kappa):
                 prog.rows.append(self._cut(za, c, others, np.asarray(dhat)))
-        # misclassification at copy b
-        prog.add_disjunction(
-            [
-                [Program.row([zb[j], zb[c]], [1.0, -1.0], Sense.GE, 0.0, Tag.PROPERTY, f"b.y{j}>=y{c}")]
-                for j in others
-            ]
+        # misclassification at copy b (only competitors that the bounds leave open)
+        alts = [
+            [Program.row([zb[j], zb[c]], [1.0, -1.0], Sense.GE, 0.0, Tag.PROPERTY, f"b.y{j}>=y{c}")]
+            for j in targets
+        ]
+        if not alts:  # every competitor excluded: an infeasible program
+            alts = [[Program.row([], [], Sense.GE, 1.0, Tag.PROPERTY, "false")]]
+        prog.add_disjunction(alts)
+        if self.twin_cuts:
+            _add_twin_cuts(prog, net, tb, lower, upper, c, targets)
+        prog.meta.update(
+            property="global", delta=self.delta, kappa=self.kappa, label=c, norm=self.norm, targets=targets
         )
-        prog.meta.update(property="global", delta=self.delta, kappa=self.kappa, label=c, norm=self.norm)
         return prog
 
     def _cut(self, za: np.ndarray, c: int, others: list[int], dhat: np.ndarray) -> LinearRow:
@@ -442,7 +493,9 @@ class GlobalRobustness:
         b = np.clip(np.asarray(xs["b"], dtype=np.float64), lo, hi)
         diff = b - a
         if self.norm == "inf":
-            b = np.clip(a + np.clip(diff, -self.delta, self.delta), lo, hi)
+            # a radius shrunk by a few ulps of |a| so that fl(a + d) − a still lies within δ
+            r = self.delta - 4.0 * np.finfo(np.float64).eps * (np.abs(a) + self.delta)
+            b = np.clip(a + np.clip(diff, -r, r), lo, hi)
         else:
             nrm = float(np.linalg.norm(diff))
             if nrm > self.delta:
@@ -481,6 +534,62 @@ class GlobalRobustness:
                 u, rhs = rx.l2_tangent_cut(np.zeros(d.size), self.delta, dv)
                 cuts.append(Program.row(d, u, Sense.LE, rhs, Tag.PROPERTY, "l2cut"))
         return cuts
+
+
+def _add_twin_cuts(
+    prog: Program,
+    net: Network,
+    tb: TwinBounds,
+    lower: Sequence[np.ndarray],
+    upper: Sequence[np.ndarray],
+    c: int,
+    targets: Sequence[int],
+) -> None:
+    """Add the difference rows of :class:`GlobalRobustness` (``twin.*``) to a two-copy encoding.
+
+    Neuron ``i`` of ReLU layer ``k`` has variables ``{ns}.z{k+1}[m]`` / ``{ns}.h{k+1}[m]`` exactly when
+    it is unstable under the (widened) bounds the encoder used, ``m`` being its rank among those
+    neurons (see :mod:`encoders.encode`); both copies were encoded with the same bounds, so the same
+    neurons have variables in both.
+    """
+    from .encode import _widen
+
+    where = {name: i for i, name in enumerate(prog.names)}
+    ulp = 16.0 * float(np.finfo(np.float64).eps)
+
+    def add(
+        idx: list[int], coef: list[float], sense: Sense, rhs: float, name: str, scale: float = 0.0
+    ) -> None:
+        # the rows' coefficients are rounded: relax the right-hand side by a few ulps of the magnitudes
+        # involved (``scale`` bounds |coef·v| over the box), in the direction that keeps every real pair
+        if np.isfinite(rhs):
+            slack = ulp * (1.0 + abs(rhs) + scale)
+            prog.add_row(
+                idx, coef, sense, float(rhs + slack if sense is Sense.LE else rhs - slack), Tag.PROPERTY, name
+            )
+
+    for k, rx_k in enumerate(tb.relax):
+        lo_k, hi_k = _widen(np.asarray(lower[k], float), np.asarray(upper[k], float))
+        uidx = np.flatnonzero((lo_k < 0.0) & (hi_k > 0.0))
+        for m, i in enumerate(uidx):
+            za, zb = where[f"a.z{k + 1}[{m}]"], where[f"b.z{k + 1}[{m}]"]
+            ha, hb = where[f"a.h{k + 1}[{m}]"], where[f"b.h{k + 1}[{m}]"]
+            tag = f"twin.{k + 1}[{i}]"
+            mag = float(max(abs(tb.dlower[k][i]), abs(tb.dupper[k][i])))
+            add([za, zb], [1.0, -1.0], Sense.LE, tb.dupper[k][i], tag + ".dz<=")
+            add([za, zb], [1.0, -1.0], Sense.GE, tb.dlower[k][i], tag + ".dz>=")
+            add([ha, hb], [1.0, -1.0], Sense.LE, rx_k.hu[i], tag + ".dh<=")
+            add([ha, hb], [1.0, -1.0], Sense.GE, rx_k.hl[i], tag + ".dh>=")
+            su, tu, sl, tl = rx_k.s_up[i], rx_k.t_up[i], rx_k.s_lo[i], rx_k.t_lo[i]
+            add([ha, hb, za, zb], [1.0, -1.0, -su, su], Sense.LE, tu, tag + ".chord_up", 4.0 * mag)
+            add([ha, hb, za, zb], [1.0, -1.0, -sl, sl], Sense.GE, tl, tag + ".chord_lo", 4.0 * mag)
+    ya, yb = prog.blocks["a"]["output"], prog.blocks["b"]["output"]
+    for i in range(ya.size):
+        add([ya[i], yb[i]], [1.0, -1.0], Sense.LE, tb.dupper[-1][i], f"twin.y[{i}]<=")
+        add([ya[i], yb[i]], [1.0, -1.0], Sense.GE, tb.dlower[-1][i], f"twin.y[{i}]>=")
+    pm = pair_margin_upper(net, tb, c)
+    for j in targets:
+        add([ya[c], ya[j], yb[c], yb[j]], [1.0, -1.0, -1.0, 1.0], Sense.LE, pm[j], f"twin.margin{j}")
 
 
 # ==================================================================================================

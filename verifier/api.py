@@ -149,20 +149,72 @@ def verify_global(
     norm: str = "inf",
     classes: Sequence[int] | None = None,
 ) -> Result:
-    """Global two-copy κ-confidence δ-robustness over the domain box, one query per class."""
+    """Global two-copy κ-confidence δ-robustness over the domain box, one query per class.
+
+    Stages (each cheap one first, over all classes, since one counterexample decides the property):
+
+    1. bounds (``config.quick_check``): a class is VERIFIED without a solver when it can never be
+       κ-confident on the domain, or when the twin-network difference bounds exclude every competitor
+       (:meth:`~encoders.properties.GlobalRobustness.quick_check`);
+    2. search (``config.samples > 0``): projected-gradient search for violating pairs
+       (:func:`encoders.twin.pair_attack`); a pair that replays on onnxruntime
+       (:func:`verifier.replay.replay`) makes the property FALSIFIED;
+    3. solver: the remaining classes, likeliest violation first, through
+       :func:`verifier.dispatch.verify` (encoding with the difference cuts; counterexamples replayed).
+    """
+    from encoders.twin import pair_attack
+
+    from .replay import replay
+
     t0 = time.perf_counter()
     lo, hi = (np.asarray(d, dtype=np.float64).reshape(-1) for d in domain)
     if lo.size == 1 and net.n_inputs > 1:
         lo, hi = np.full(net.n_inputs, lo[0]), np.full(net.n_inputs, hi[0])
     nets = {"a": net, "b": net}
-    results = []
-    for c in classes if classes is not None else range(net.n_outputs):
+    todo = list(classes) if classes is not None else list(range(net.n_outputs))
+    props = {c: GlobalRobustness(delta, kappa, lo, hi, norm, c) for c in todo}
+    results: list[Result] = []
+    # 1. bounds
+    if config.quick_check:
+        still = []
+        for c in todo:
+            if props[c].quick_check(nets):
+                results.append(
+                    Result(
+                        Verdict.VERIFIED,
+                        "twin",
+                        time.perf_counter() - t0,
+                        message=f"class {c}: proved by CROWN / twin-network difference bounds; no solver",
+                    )
+                )
+            else:
+                still.append(c)
+        todo = still
+    # 2. search for a violating pair
+    closeness: dict[int, float] = {}
+    if config.samples > 0:
+        for c in todo:
+            pairs, best = pair_attack(net, lo, hi, delta, kappa, c, norm, seed=config.seed)
+            closeness[c] = best
+            for xa, xb in pairs:
+                rep = replay(props[c], nets, {"a": xa, "b": xb})
+                if rep.ok:
+                    hit = Result(
+                        Verdict.FALSIFIED,
+                        "attack",
+                        time.perf_counter() - t0,
+                        counterexample=rep.counterexample,
+                        message=f"class {c}: violating pair found by gradient search; replayed",
+                    )
+                    return combine([*results, hit], config.backend, t0)
+        todo.sort(key=lambda c: -closeness.get(c, 0.0))
+    # 3. solver
+    for c in todo:
         left = config.timeout - (time.perf_counter() - t0)
         if left <= 0:
             results.append(Result(Verdict.TIMEOUT, config.backend, 0.0, message="time limit"))
             break
-        prop = GlobalRobustness(delta, kappa, lo, hi, norm, c)
-        r = verify(prop, nets, replace(config, timeout=left))
+        r = verify(props[c], nets, replace(config, timeout=left, quick_check=False, samples=0))
         results.append(r)
         if r.verdict is Verdict.FALSIFIED:
             break
@@ -179,19 +231,28 @@ def faithfulness(
     method: str = "crown",
     emplb_restarts: int = 5,
     seed: int = 0,
+    joint_time_limit: float = 0.9,
 ) -> dict[str, Any]:
-    """FAITHUB (sound upper bound), EMPLB (PGD lower bound) and the disagreement verdict at ``x0``."""
+    """FAITHUB (sound upper bound), EMPLB (PGD lower bound) and the disagreement verdict at ``x0``.
+
+    ``method``: ``"crown"`` (seed 001 Eq. 10–11 on CROWN bounds), ``"split"`` (the same on 16 sub-boxes)
+    or ``"joint"`` (:func:`verifier.faithub.faithub_joint`: teacher and student coupled through the
+    shared input, with input branch and bound for ``joint_time_limit`` seconds).
+    """
     from distill.attacks import emplb as pgd_emplb
     from distill.export import load_model
 
     t0 = time.perf_counter()
     dis = Disagreement(x0, eps, *(domain if domain is not None else (None, None)))
     lo, hi = dis.box()
-    fu = (
-        faithub_split(teacher, student, lo, hi)
-        if method == "split"
-        else faithub_crown(teacher, student, lo, hi)
-    )
+    if method == "joint":  # teacher–student coupled bound with input branch and bound (verifier.faithub)
+        from verifier.faithub import FaithubConfig, faithub_joint
+
+        fu = faithub_joint(teacher, student, lo, hi, FaithubConfig(time_limit=joint_time_limit)).faithub
+    elif method == "split":
+        fu = faithub_split(teacher, student, lo, hi)
+    else:
+        fu = faithub_crown(teacher, student, lo, hi)
     t_fu = time.perf_counter() - t0
     tm, sm = load_model(teacher.path), load_model(student.path)
     import torch

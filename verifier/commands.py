@@ -307,7 +307,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     pf.add_argument("--data")
     pf.add_argument("--eps", type=float, required=True)
     pf.add_argument("--domain", nargs=2, type=float, metavar=("LO", "HI"))
-    pf.add_argument("--method", choices=["crown", "split"], default="crown", help="FAITHUB bound method")
+    pf.add_argument(
+        "--method",
+        choices=["crown", "split", "joint"],
+        default="crown",
+        help="FAITHUB bound: crown (Eq. 10-11), split (16 sub-boxes), joint (teacher-student coupled, ~1 s)",
+    )
     _add_solver_flags(pf)
     pf.set_defaults(func=cmd_verify_faithfulness)
     for q in (pv, pl, pg):

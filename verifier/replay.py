@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from encoders.network import Network, ort_evaluate
+from encoders.properties import GlobalRobustness
+from encoders.twin import pair_attack
 
 from .results import Counterexample
 
@@ -109,7 +111,11 @@ def attack(
     prop, nets: Mapping[str, Network], restarts: int = 4, steps: int = 40, seed: int = 0
 ) -> ReplayResult:
     """Cheap falsification: projected gradient ascent on the violation score from the box centre and
-    random starts (single-network properties).  A point counts only if it replays."""
+    random starts (single-network properties); for the two-copy global property
+    (:class:`~encoders.properties.GlobalRobustness`, networks ``a`` and ``b``) the pair search
+    :func:`encoders.twin.pair_attack`.  A point counts only if it replays."""
+    if set(nets) == {"a", "b"} and isinstance(prop, GlobalRobustness):
+        return _pair_attack(prop, nets, seed)
     if set(nets) != {"net"} or not hasattr(prop, "score"):
         return ReplayResult(False, None, "no attack for this property")
     net = nets["net"]
@@ -124,6 +130,20 @@ def attack(
             if rep.ok:
                 return rep
             last = rep
+    return last
+
+
+def _pair_attack(prop: GlobalRobustness, nets: Mapping[str, Network], seed: int) -> ReplayResult:
+    """Violating pairs for one class of the global property, each replayed until one holds."""
+    pairs, _ = pair_attack(
+        nets["a"], prop.domain_lo, prop.domain_hi, prop.delta, prop.kappa, prop.label, prop.norm, seed=seed
+    )
+    last = ReplayResult(False, None, "pair search found no violating pair")
+    for xa, xb in pairs:
+        rep = replay(prop, nets, {"a": xa, "b": xb})
+        if rep.ok:
+            return rep
+        last = rep
     return last
 
 
