@@ -330,3 +330,57 @@ def cached_model(
     model, info = build()
     save_checkpoint(model, path, meta={"bench_key": key, "info": _jsonable(info)})
     return model, info, False
+
+
+def load_training_data(name: str, seed: int, train_limit: int | None, stream: int) -> Any:
+    """``distill.data.load_dataset(name, seed)`` with the training set cut to ``train_limit`` examples.
+
+    The subset is a sorted random choice drawn from ``default_rng([seed, stream])`` (each benchmark
+    uses its own ``stream`` so their subsets are independent but reproducible).
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from distill.data import load_dataset
+
+    data = load_dataset(name, seed)
+    if train_limit is not None and train_limit < len(data.y_train):
+        idx = np.sort(np.random.default_rng([seed, stream]).permutation(len(data.y_train))[:train_limit])
+        data = dataclasses.replace(data, X_train=data.X_train[idx].copy(), y_train=data.y_train[idx].copy())
+    return data
+
+
+def cached_teacher(
+    path: Path,
+    data: Any,
+    data_name: str,
+    arch: Sequence[int],
+    adv_eps: float,
+    epochs: int,
+    train_limit: int | None,
+    seed: int,
+    progress: bool,
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """A teacher trained by :func:`distill.train.train_teacher` (PGD-AT when ``adv_eps > 0``), cached at
+    ``path`` under its settings (:func:`cached_model`).  Returns ``(model, info, key)``; ``info``
+    has ``seconds``, ``test_accuracy`` and ``reused``; ``key`` identifies the teacher (students' cache
+    keys extend it)."""
+    from distill.train import train_teacher
+
+    key = {
+        "role": "teacher",
+        "data": data_name,
+        "seed": seed,
+        "arch": arch,
+        "adv_eps": adv_eps,
+        "epochs": epochs,
+        "train_limit": train_limit,
+    }
+
+    def build() -> tuple[Any, dict[str, Any]]:
+        r = train_teacher(data, arch=arch, adv_eps=adv_eps, epochs=epochs, seed=seed, progress=progress)
+        return r.model, {"seconds": r.seconds, "test_accuracy": r.test_accuracy}
+
+    model, info, reused = cached_model(path, key, build)
+    return model, {**info, "reused": reused}, key

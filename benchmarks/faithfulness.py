@@ -54,7 +54,9 @@ from encoders.errors import ConfigError
 from .common import (
     Timer,
     cached_model,
+    cached_teacher,
     fmt,
+    load_training_data,
     machine_info,
     md_table,
     mean_std,
@@ -294,43 +296,25 @@ def decoupling_floor(
 # models
 # ==================================================================================================
 def _data(plan: DatasetPlan, seed: int) -> Any:
-    from distill.data import load_dataset
-
-    data = load_dataset(plan.name, seed)
-    if plan.train_limit is not None and plan.train_limit < len(data.y_train):
-        idx = np.sort(np.random.default_rng([seed, 7001]).permutation(len(data.y_train))[: plan.train_limit])
-        data = dataclasses.replace(data, X_train=data.X_train[idx].copy(), y_train=data.y_train[idx].copy())
-    return data
+    return load_training_data(plan.name, seed, plan.train_limit, stream=7001)
 
 
 def _teacher(
     plan: DatasetPlan, data: Any, out: Path, seed: int, progress: bool
 ) -> tuple[Any, dict[str, Any]]:
-    from distill.train import train_teacher
-
-    key = {
-        "role": "teacher",
-        "data": plan.name,
-        "seed": seed,
-        "arch": plan.teacher_arch,
-        "adv_eps": plan.adv_eps,
-        "epochs": plan.teacher_epochs,
-        "train_limit": plan.train_limit,
-    }
-
-    def build() -> tuple[Any, dict[str, Any]]:
-        r = train_teacher(
-            data,
-            arch=plan.teacher_arch,
-            adv_eps=plan.adv_eps,
-            epochs=plan.teacher_epochs,
-            seed=seed,
-            progress=progress,
-        )
-        return r.model, {"seconds": r.seconds, "test_accuracy": r.test_accuracy}
-
-    model, info, reused = cached_model(out / "models" / f"{plan.name}_teacher.pt", key, build)
-    return model, {**info, "reused": reused}
+    path = out / "models" / f"{plan.name}_teacher.pt"
+    model, info, _ = cached_teacher(
+        path,
+        data,
+        plan.name,
+        plan.teacher_arch,
+        plan.adv_eps,
+        plan.teacher_epochs,
+        plan.train_limit,
+        seed,
+        progress,
+    )
+    return model, info
 
 
 def _student(

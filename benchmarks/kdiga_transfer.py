@@ -38,7 +38,9 @@ from encoders.errors import ConfigError
 from .common import (
     Timer,
     cached_model,
+    cached_teacher,
     fmt,
+    load_training_data,
     machine_info,
     md_table,
     mean_std,
@@ -132,41 +134,23 @@ def gradient_diagnostics(teacher: Any, student: Any, X: np.ndarray, y: np.ndarra
 
 
 def _data(cfg: TransferConfig, seed: int) -> Any:
-    from distill.data import load_dataset
-
-    data = load_dataset(cfg.data, seed)
-    if cfg.train_limit is not None and cfg.train_limit < len(data.y_train):
-        idx = np.sort(np.random.default_rng([seed, 7002]).permutation(len(data.y_train))[: cfg.train_limit])
-        data = dataclasses.replace(data, X_train=data.X_train[idx].copy(), y_train=data.y_train[idx].copy())
-    return data
+    return load_training_data(cfg.data, seed, cfg.train_limit, stream=7002)
 
 
 def _models(cfg: TransferConfig, data: Any, out: Path, seed: int, progress: bool) -> tuple[Any, list[dict]]:
     from distill.losses import DistillConfig, distill_student
-    from distill.train import train_teacher
 
-    tkey = {
-        "role": "teacher",
-        "data": cfg.data,
-        "seed": seed,
-        "arch": cfg.teacher_arch,
-        "adv_eps": cfg.adv_eps,
-        "epochs": cfg.teacher_epochs,
-        "train_limit": cfg.train_limit,
-    }
-
-    def build_teacher() -> tuple[Any, dict[str, Any]]:
-        r = train_teacher(
-            data,
-            arch=cfg.teacher_arch,
-            adv_eps=cfg.adv_eps,
-            epochs=cfg.teacher_epochs,
-            seed=seed,
-            progress=progress,
-        )
-        return r.model, {"seconds": r.seconds}
-
-    teacher, t_info, t_reused = cached_model(out / "models" / "teacher.pt", tkey, build_teacher)
+    teacher, t_info, tkey = cached_teacher(
+        out / "models" / "teacher.pt",
+        data,
+        cfg.data,
+        cfg.teacher_arch,
+        cfg.adv_eps,
+        cfg.teacher_epochs,
+        cfg.train_limit,
+        seed,
+        progress,
+    )
     students = []
     jobs = [(m, seed + k) for m in cfg.methods for k in range(cfg.student_seeds)]
     dcfg = DistillConfig(eps=cfg.adv_eps, lambda_g=cfg.lambda_g)
@@ -199,7 +183,7 @@ def _models(cfg: TransferConfig, data: Any, out: Path, seed: int, progress: bool
         students.append(
             {"method": m, "seed": s, "model": model, "seconds": info.get("seconds"), "reused": reused}
         )
-    return (teacher, {**t_info, "reused": t_reused}), students
+    return (teacher, t_info), students
 
 
 def _evaluate(
