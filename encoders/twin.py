@@ -424,6 +424,7 @@ def pair_attack(
     step: float = 0.02,
     seed: int = 0,
     keep: int = 4,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
     r"""Search for pairs ``(x, x')`` violating κ-confidence robustness for class ``c`` (float64).
 
@@ -434,7 +435,10 @@ def pair_attack(
     ``D``.  Rows where both ``g ≥ 0`` and ``v ≥ 0`` (checked in float64) are returned, best
     ``min(g, v)`` first, after a few extra steps that enlarge both margins (so that float32 replay
     keeps them).  Returns ``(pairs, best)`` with ``best`` the largest ``min(g, v)`` seen (a hint of
-    how close the search came).  This is a heuristic: finding nothing proves nothing, and every pair
+    how close the search came).  ``start = (x, x')`` (e.g. a solver's near-miss candidate) replaces the
+    box centre as the starting pair of the first row of every competitor.
+
+    This is a heuristic: finding nothing proves nothing, and every pair
     must still pass :func:`verifier.replay.replay`.
     """
     lo = np.asarray(lo, dtype=np.float64).reshape(-1)
@@ -450,6 +454,10 @@ def pair_attack(
     x = rng.uniform(lo, hi, size=(B, lo.size))
     x[: js.size] = 0.5 * (lo + hi)
     xp = x.copy()
+    if start is not None:
+        x[: js.size] = np.clip(np.asarray(start[0], dtype=np.float64).reshape(-1), lo, hi)
+        x1 = np.clip(np.asarray(start[1], dtype=np.float64).reshape(-1), lo, hi)
+        xp[: js.size] = _couple(x[: js.size], np.broadcast_to(x1, x[: js.size].shape), lo, hi, delta, norm)
     width = np.maximum(hi - lo, 1e-12)
     log_k = float(np.log(kappa))
 

@@ -248,6 +248,23 @@ def test_dispatch_attack_searches_pairs_for_the_global_property(tmp_path: Path) 
     assert abs(float(cx.x[0] - cx.x2[0])) <= 0.2 and cx.y2[1] >= cx.y2[0]
 
 
+def test_polish_turns_a_near_miss_pair_into_a_counterexample(tmp_path: Path) -> None:
+    """A solver-like candidate just outside the violation set (copy a not quite κ-confident) is moved
+    into it by the pair search started from the candidate, and only then replays."""
+    from verifier.replay import polish, replay
+
+    net = _step_net(tmp_path)
+    nets = {"a": net, "b": net}
+    prop = GlobalRobustness(0.2, 0.9, np.zeros(1), np.ones(1), "inf", 0)
+    near = {"a": np.array([0.6]), "b": np.array([0.45])}  # 2K(x − ½) = 2 < ln 9 ≈ 2.197
+    assert not replay(prop, nets, near).ok
+    rep = polish(prop, nets, near)
+    assert rep.ok, rep.reason
+    cx = rep.counterexample
+    assert abs(float(cx.x[0] - cx.x2[0])) <= 0.2
+    assert cx.y[0] - cx.y[1] >= math.log(9) and cx.y2[1] >= cx.y2[0]
+
+
 def test_twin_cuts_hold_on_real_pairs(tmp_path: Path) -> None:
     """Every ``twin.*`` row is satisfied by the assignment of a real pair (built by forward evaluation)."""
     rng = np.random.default_rng(3)
