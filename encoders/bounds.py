@@ -746,11 +746,16 @@ def crown_bounds(
         Lower slope of unstable ReLUs: ``"adaptive"`` (default), ``"zero"``, ``"one"``, ``"parallel"``
         or a constant in ``[0, 1]``.
     prior
-        Optional bounds (e.g. a parent box's, in branch and bound) whose hidden-layer entries are valid
-        on a *superset* of each box.  They are intersected with every hidden layer's bounds before the
-        relaxations are built: the intersection of two sound bounds is sound, neurons stable under the
-        prior stay stable (no backward pass for them), and the result is never looser than the prior.
-        The caller guarantees the superset relation; its last entry is not used.
+        Optional hidden-layer bounds that hold at every input ``x`` of a region ``R`` (e.g. a parent
+        box's bounds in input branch and bound, where ``R`` is the parent box, or bounds with a ReLU
+        split imposed, where ``R`` is the part of the box on one side of that neuron).  They are
+        intersected with every hidden layer's bounds before the relaxations are built.  Every step is
+        then valid at each ``x ∈ box ∩ R`` (the intersection of sound bounds is sound, the relaxations
+        hold wherever the bounds do, and concretising over the whole box is a bound over ``box ∩ R``),
+        so **the result bounds the network on ``box ∩ R``** — on the whole box when ``R`` contains it.
+        Neurons stable under the prior stay stable (no backward pass for them).  If the prior makes
+        some lower bound exceed its upper bound, ``box ∩ R`` is empty and the result is meaningless
+        (callers detect this).  Its last entry is not used.
     """
     lo2, hi2, single = _as_boxes(net, lo, hi)
     res, lb, ub = _run_crown(net, _Domain(lo2, hi2), single, C, alpha, "crown", prior=prior)

@@ -145,6 +145,29 @@ def test_prior_bounds_of_a_superset_box(net: Network, data: st.DataObject, seed:
         crown_bounds(net, slo, shi, prior=two)
 
 
+@SETTINGS
+@given(net=networks(), data=st.data(), seed=st.integers(0, 10_000))
+def test_prior_with_a_relu_split(net: Network, data: st.DataObject, seed: int) -> None:
+    """A prior that forces one unstable neuron active (lower bound 0) bounds the box ∩ {z ≥ 0}."""
+    lo, hi = data.draw(boxes(net.n_inputs))
+    lo, hi = lo[0], hi[0]
+    base = crown_bounds(net, lo, hi)
+    masks = base.unstable_masks()
+    layer = next((k for k, m in enumerate(masks) if m.any()), None)
+    if layer is None:
+        return
+    i = int(np.flatnonzero(masks[layer])[0])
+    lower = [a.copy() for a in base.lower]
+    lower[layer][i] = 0.0  # the active side of the split
+    split = type(base)(tuple(lower), base.upper, "crown")
+    child = crown_bounds(net, lo, hi, prior=split)
+    X = sample_box(lo, hi, 400, seed)
+    inside = X[net.pre_activations(X)[layer][:, i] >= 0.0]
+    if inside.size:
+        assert_contains(child, net, inside)
+    assert child.lower[layer][i] >= 0.0
+
+
 def test_prior_stable_neurons_skip_the_backward_pass() -> None:
     """One ReLU stable under the prior: the child keeps the prior's exact-relaxation bounds for it."""
     net = network_from_layers([(np.array([[1.0], [1.0]]), [0.0, 5.0]), (np.array([[1.0, -1.0]]), [0.0])])
