@@ -157,7 +157,8 @@ def verify_global(
        κ-confident on the domain, or when the twin-network difference bounds exclude every competitor
        (:meth:`~encoders.properties.GlobalRobustness.quick_check`);
     2. search (``config.samples > 0``): projected-gradient search for violating pairs
-       (:func:`encoders.twin.pair_attack`); a pair that replays on onnxruntime
+       (:func:`encoders.twin.pair_attack`), one cheap round over every class, then a larger round
+       (closest class first) within a quarter of the time limit; a pair that replays on onnxruntime
        (:func:`verifier.replay.replay`) makes the property FALSIFIED;
     3. solver: the remaining classes, likeliest violation first, through
        :func:`verifier.dispatch.verify` (encoding with the difference cuts; counterexamples replayed).
@@ -190,23 +191,30 @@ def verify_global(
             else:
                 still.append(c)
         todo = still
-    # 2. search for a violating pair
+    # 2. search for a violating pair: a cheap round over every class, then (if nothing replayed) a
+    #    larger one, closest class first, within a quarter of the time limit
     closeness: dict[int, float] = {}
     if config.samples > 0:
-        for c in todo:
-            pairs, best = pair_attack(net, lo, hi, delta, kappa, c, norm, seed=config.seed)
-            closeness[c] = best
-            for xa, xb in pairs:
-                rep = replay(props[c], nets, {"a": xa, "b": xb})
-                if rep.ok:
-                    hit = Result(
-                        Verdict.FALSIFIED,
-                        "attack",
-                        time.perf_counter() - t0,
-                        counterexample=rep.counterexample,
-                        message=f"class {c}: violating pair found by gradient search; replayed",
-                    )
-                    return combine([*results, hit], config.backend, t0)
+        search_deadline = t0 + 0.25 * config.timeout
+        for batch, steps, order in ((72, 150, list(todo)), (256, 400, None)):
+            for c in order if order is not None else sorted(todo, key=lambda c: -closeness.get(c, 0.0)):
+                if order is None and time.perf_counter() > search_deadline:
+                    break
+                pairs, best = pair_attack(
+                    net, lo, hi, delta, kappa, c, norm, batch=batch, steps=steps, seed=config.seed
+                )
+                closeness[c] = max(best, closeness.get(c, -np.inf))
+                for xa, xb in pairs:
+                    rep = replay(props[c], nets, {"a": xa, "b": xb})
+                    if rep.ok:
+                        hit = Result(
+                            Verdict.FALSIFIED,
+                            "attack",
+                            time.perf_counter() - t0,
+                            counterexample=rep.counterexample,
+                            message=f"class {c}: violating pair found by gradient search; replayed",
+                        )
+                        return combine([*results, hit], config.backend, t0)
         todo.sort(key=lambda c: -closeness.get(c, 0.0))
     # 3. solver
     for c in todo:
