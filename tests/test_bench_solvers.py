@@ -195,7 +195,7 @@ def test_vnncomp_quick(tmp_path: Path, vnncomp_root: Path) -> None:
     tot_a = sum(float(r["ours_wall_s"]) for r in ratios)
     tot_b = sum(float(r["maraboupy_wall_s"]) for r in ratios)
     # the summary rounds the ratio to 4 decimals (and ratios.csv its times to 3): compare to that precision
-    assert s["total_ratio_wall"] == pytest.approx(tot_a / tot_b, rel=1e-3, abs=1e-4)
+    assert s["total_ratio_wall"] == pytest.approx(tot_a / tot_b, rel=1e-3, abs=5e-4)
     for f in ("results.csv", "summary.md", "summary.json", "cactus.png", "scatter.png", "records.jsonl"):
         assert (tmp_path / f).stat().st_size > 0, f
     # a rerun with the same folder resumes from records.jsonl instead of solving again
