@@ -23,6 +23,8 @@ __all__ = [
     "random_disjunctive",
     "lp_feasible",
     "relu_of_difference",
+    "HAND_RELU_CASES",
+    "hand_relu_program",
     "assert_feasible",
 ]
 
@@ -129,19 +131,47 @@ def lp_feasible(rows, n: int) -> bool:
     return res.status == 0
 
 
-def relu_of_difference(y_lower: float) -> tuple[Program, dict[str, int]]:
-    """``x1, x2 ∈ [-1, 1]``, ``z = x1 − x2 ∈ [-2, 2]``, ``y = ReLU(z) ∈ [-5, 5]``, ``y ≥ y_lower``.
+def relu_of_difference(
+    y_lower: float | None, y_box: tuple[float, float] = (-5.0, 5.0)
+) -> tuple[Program, dict[str, int]]:
+    """``x0, x1 ∈ [-1, 1]``, ``z = x0 − x1 ∈ [-2, 2]``, ``y = ReLU(z) ∈ y_box``, and ``y ≥ y_lower``.
 
-    Feasible exactly when ``y_lower ≤ 2`` (``y = 2`` at ``x = (1, −1)``).
+    With a ``y_lower`` row it is feasible exactly when ``y_lower ≤ 2`` (``y = 2`` at ``x = (1, −1)``).
+    Returns the program and the variable indices ``{"x0", "x1", "z", "y"}``.
     """
     p = Program()
     x = p.add_vars("x", [-1.0, -1.0], [1.0, 1.0])
     z = p.add_var("z", -2.0, 2.0)
-    y = p.add_var("y", -5.0, 5.0)
+    y = p.add_var("y", *y_box)
     p.add_row([x[0], x[1], z], [1.0, -1.0, -1.0], Sense.EQ, 0.0)
     p.add_relu(y, z)
-    p.add_row([y], [1.0], Sense.GE, y_lower)
-    return p, {"x1": int(x[0]), "x2": int(x[1]), "z": z, "y": y}
+    if y_lower is not None:
+        p.add_row([y], [1.0], Sense.GE, y_lower)
+    return p, {"x0": int(x[0]), "x1": int(x[1]), "z": z, "y": y}
+
+
+#: Extra rows ``(variable, sense, rhs)`` on ``y = relu(x0 − x1)`` (``y``'s own bounds loose, ``[-1, 3]``)
+#: and the answer worked out by hand.
+HAND_RELU_CASES = [
+    ([("y", Sense.GE, 1.5)], "sat"),
+    ([("y", Sense.GE, 2.5)], "unsat"),  # max relu(x0 − x1) = 2
+    ([("y", Sense.LE, -0.1)], "unsat"),  # relu forces y >= 0 despite y's bound -1
+    ([("y", Sense.LE, 0.5), ("z", Sense.GE, 1.0)], "unsat"),  # y = z >= 1
+    ([("y", Sense.EQ, 0.0), ("z", Sense.GE, 0.5)], "unsat"),
+    ([("y", Sense.EQ, 0.0), ("z", Sense.LE, -0.5)], "sat"),
+    ([("y", Sense.GE, 1.0), ("x1", Sense.LE, -0.5)], "sat"),  # x = (1, -0.5): y = 1.5
+    ([("y", Sense.GE, 1.0), ("x1", Sense.GE, 0.5)], "unsat"),  # y = x0 − x1 <= 0.5
+    ([("y", Sense.GE, 1.0), ("x1", Sense.LE, 0.0), ("x0", Sense.LE, 0.4)], "sat"),  # x1 = -1
+    ([("y", Sense.GE, 1.0), ("x1", Sense.GE, -0.5), ("x0", Sense.LE, 0.4)], "unsat"),  # <= 0.9
+]
+
+
+def hand_relu_program(extra) -> tuple[Program, dict[str, int]]:
+    """:func:`relu_of_difference` with ``y ∈ [-1, 3]`` plus the rows ``extra`` of a hand case."""
+    p, var = relu_of_difference(None, (-1.0, 3.0))
+    for name, sense, rhs in extra:
+        p.add_row([var[name]], [1.0], sense, rhs)
+    return p, var
 
 
 def assert_feasible(prog: Program, x: np.ndarray, tol: float) -> None:

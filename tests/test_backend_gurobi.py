@@ -8,7 +8,16 @@ import textwrap
 
 import numpy as np
 import pytest
-from netkit import close, encode_box, f32, lp_feasible, random_disjunctive, random_net
+from netkit import (
+    HAND_RELU_CASES,
+    close,
+    encode_box,
+    f32,
+    hand_relu_program,
+    lp_feasible,
+    random_disjunctive,
+    random_net,
+)
 
 from encoders.errors import BackendUnavailableError, LicenseLimitError
 from encoders.network import ort_evaluate, save_onnx
@@ -44,31 +53,13 @@ def test_registry_and_capabilities():
     assert b.version() == ".".join(map(str, gp.gurobi.version()))
 
 
-HAND_CASES = [
-    ([("y", Sense.GE, 1.5)], SolveStatus.SAT),
-    ([("y", Sense.GE, 2.5)], SolveStatus.UNSAT),
-    ([("y", Sense.LE, -0.1)], SolveStatus.UNSAT),
-    ([("y", Sense.LE, 0.5), ("z", Sense.GE, 1.0)], SolveStatus.UNSAT),
-    ([("y", Sense.EQ, 0.0), ("z", Sense.GE, 0.5)], SolveStatus.UNSAT),
-    ([("y", Sense.EQ, 0.0), ("z", Sense.LE, -0.5)], SolveStatus.SAT),
-    ([("y", Sense.GE, 1.0), ("x1", Sense.GE, 0.5)], SolveStatus.UNSAT),
-    ([("y", Sense.GE, 1.0), ("x1", Sense.LE, 0.0), ("x0", Sense.LE, 0.4)], SolveStatus.SAT),
-]
-
-
 @pytest.mark.parametrize("indicators", MODES)
-@pytest.mark.parametrize("extra, expected", HAND_CASES)
+@pytest.mark.parametrize("extra, expected", HAND_RELU_CASES)
 def test_hand_built_relu_programs(indicators, extra, expected):
     """y = relu(x0 − x1) on [-1, 1]² with y's own bounds loose ([-1, 3])."""
-    p = Program()
-    x = p.add_vars("x", [-1.0, -1.0], [1.0, 1.0])
-    z = p.add_var("z", -2.0, 2.0)
-    y = p.add_var("y", -1.0, 3.0)
-    p.add_row([x[0], x[1], z], [1.0, -1.0, -1.0], Sense.EQ, 0.0)
-    p.add_relu(y, z)
-    var = {"x0": x[0], "x1": x[1], "z": z, "y": y}
-    for name, sense, rhs in extra:
-        p.add_row([var[name]], [1.0], sense, rhs)
+    p, var = hand_relu_program(extra)
+    y, z = var["y"], var["z"]
+    expected = {"sat": SolveStatus.SAT, "unsat": SolveStatus.UNSAT}[expected]
     out = GurobiBackend(indicators=indicators).solve(p, timeout=30)
     assert out.status is expected, out.message
     if expected is SolveStatus.SAT:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from netkit import close, encode_box, f32, lp_feasible, random_disjunctive, random_net
+from netkit import (
+    HAND_RELU_CASES,
+    close,
+    encode_box,
+    f32,
+    hand_relu_program,
+    lp_feasible,
+    random_disjunctive,
+    random_net,
+)
 
 from encoders.errors import UnsupportedQueryError
 from encoders.milp import write_model
@@ -18,44 +27,7 @@ pytest.importorskip("highspy")
 
 
 # --------------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------------
-def _relu_diff_program():
-    """y = relu(x1 − x2), x ∈ [-1, 1]², z = x1 − x2 ∈ [-2, 2], y ∈ [-1, 3] (loose on purpose)."""
-    p = Program()
-    x = p.add_vars("x", [-1.0, -1.0], [1.0, 1.0])
-    z = p.add_var("z", -2.0, 2.0)
-    y = p.add_var("y", -1.0, 3.0)
-    p.add_row([x[0], x[1], z], [1.0, -1.0, -1.0], Sense.EQ, 0.0)
-    p.add_relu(y, z)
-    return p, x, z, y
-
-
-HAND_CASES = [
-    # (extra rows as (var, sense, rhs), expected)
-    ([("y", Sense.GE, 1.5)], SolveStatus.SAT),
-    ([("y", Sense.GE, 2.5)], SolveStatus.UNSAT),  # max relu(x1 − x2) = 2
-    ([("y", Sense.LE, -0.1)], SolveStatus.UNSAT),  # relu forces y >= 0 despite y's bound -1
-    ([("y", Sense.LE, 0.5), ("z", Sense.GE, 1.0)], SolveStatus.UNSAT),  # y = z >= 1
-    ([("y", Sense.EQ, 0.0), ("z", Sense.GE, 0.5)], SolveStatus.UNSAT),
-    ([("y", Sense.EQ, 0.0), ("z", Sense.LE, -0.5)], SolveStatus.SAT),
-    ([("y", Sense.GE, 1.0), ("x1", Sense.LE, -0.5)], SolveStatus.SAT),  # x = (1, -0.5): y = 1.5
-    ([("y", Sense.GE, 1.0), ("x1", Sense.GE, 0.5)], SolveStatus.UNSAT),  # y = x0 − x1 <= 0.5
-    ([("y", Sense.GE, 1.0), ("x1", Sense.LE, 0.0), ("x0", Sense.LE, 0.4)], SolveStatus.SAT),  # x1 = -1
-    ([("y", Sense.GE, 1.0), ("x1", Sense.GE, -0.5), ("x0", Sense.LE, 0.4)], SolveStatus.UNSAT),  # <= 0.9
-]
-
-
-def _hand_program(extra):
-    p, x, z, y = _relu_diff_program()
-    var = {"x0": x[0], "x1": x[1], "z": z, "y": y}
-    for name, sense, rhs in extra:
-        p.add_row([var[name]], [1.0], sense, rhs)
-    return p, y, z
-
-
-# --------------------------------------------------------------------------------------------------
-# tests
+# tests (helpers: tests/netkit.py)
 # --------------------------------------------------------------------------------------------------
 def test_registry_and_capabilities():
     b = get_backend("highs")
@@ -66,9 +38,11 @@ def test_registry_and_capabilities():
     assert b.version() == highspy.Highs().version()
 
 
-@pytest.mark.parametrize("extra, expected", HAND_CASES)
+@pytest.mark.parametrize("extra, expected", HAND_RELU_CASES)
 def test_hand_built_relu_programs(extra, expected):
-    p, y, z = _hand_program(extra)
+    p, var = hand_relu_program(extra)
+    y, z = var["y"], var["z"]
+    expected = {"sat": SolveStatus.SAT, "unsat": SolveStatus.UNSAT}[expected]
     out = HighsBackend().solve(p, timeout=30)
     assert out.status is expected, out.message
     if expected is SolveStatus.SAT:
@@ -226,7 +200,7 @@ def test_timeouts_are_reported_with_sound_bounds():
 
 
 def test_thread_counts_can_change_between_solves():
-    p, y, z = _hand_program([("y", Sense.GE, 1.5)])
+    p, _ = hand_relu_program([("y", Sense.GE, 1.5)])
     for threads in (2, 1, 2):
         assert HighsBackend().solve(p, timeout=10, threads=threads).status is SolveStatus.SAT
 
@@ -236,7 +210,7 @@ def test_solver_output_never_reaches_stdout(capfd, tmp_path):
     p, enc = encode_box(net, np.zeros(3), np.ones(3))
     p.set_objective(enc.outputs, [1.0, 0.0], maximize=True)
     HighsBackend().solve(p, timeout=10)
-    HighsBackend().solve(_hand_program([("y", Sense.GE, 2.5)])[0], timeout=10)
+    HighsBackend().solve(hand_relu_program([("y", Sense.GE, 2.5)])[0], timeout=10)
     write_model(p, tmp_path / "m.mps")
     write_model(p, tmp_path / "m.lp")
     captured = capfd.readouterr()

@@ -91,7 +91,7 @@ def test_unsupported_kinds_are_reported_and_refused(backend: MarabouBackend) -> 
     with pytest.raises(UnsupportedQueryError, match="objective"):
         backend.solve(q, TIMEOUT)
     r = p.copy()
-    r.add_ball(np.array([v["x1"], v["x2"]]), np.zeros(2), 0.5)
+    r.add_ball(np.array([v["x0"], v["x1"]]), np.zeros(2), 0.5)
     assert backend.unsupported(r) == ["quadratic"]
 
 

@@ -49,7 +49,7 @@ def test_registry_and_protocol() -> None:
     assert isinstance(b, Z3Backend) and isinstance(b, Backend)
     assert b.name == "z3" and b.version()[0].isdigit()
     p, v = relu_of_difference(0.5)
-    p.add_ball(np.array([v["x1"], v["x2"]]), np.zeros(2), 0.5)
+    p.add_ball(np.array([v["x0"], v["x1"]]), np.zeros(2), 0.5)
     p.set_objective([v["y"]], [1.0])
     assert b.unsupported(p) == []
     with pytest.raises(ConfigError, match="relu_encoding"):
