@@ -34,7 +34,7 @@ MODES = [pytest.param(False, id="bigm"), pytest.param(True, id="indicator")]
 
 
 # --------------------------------------------------------------------------------------------------
-# helpers (kept local: the test modules do not import each other)
+# helpers (the shared ones live in tests/netkit.py)
 # --------------------------------------------------------------------------------------------------
 def _size_limited() -> bool:
     try:
