@@ -28,7 +28,7 @@ import numpy as np
 from .network import Affine, Network, Relu
 from .program import Program, Sense, Tag
 
-__all__ = ["encode_network", "NetworkEncoding"]
+__all__ = ["encode_network", "NetworkEncoding", "widen_bounds"]
 
 # Bounds are widened by this much before they become variable bounds and big-M constants, so that
 # float rounding in the bound computation can never cut off a reachable point.
@@ -47,7 +47,12 @@ class NetworkEncoding:
     stable_inactive: tuple[int, ...]
 
 
-def _widen(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def widen_bounds(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds :func:`encode_network` really uses: ``[lo, hi]`` widened by ``BOUND_SLACK·(1 + |·|)``.
+
+    A neuron gets variables (``z``, ``h``, a binary) exactly when these widened bounds leave it unstable,
+    so code that adds rows on those variables (e.g. the twin-network cuts) must use the same widening.
+    """
     return lo - BOUND_SLACK * (1.0 + np.abs(lo)), hi + BOUND_SLACK * (1.0 + np.abs(hi))
 
 
@@ -85,7 +90,7 @@ def encode_network(
             layer_no += 1
             continue
         assert isinstance(lay, Relu)
-        lo, hi = _widen(
+        lo, hi = widen_bounds(
             np.asarray(lower[layer_no - 1], float).reshape(-1),
             np.asarray(upper[layer_no - 1], float).reshape(-1),
         )
@@ -118,7 +123,7 @@ def encode_network(
         counts_u.append(int(unstable.sum()))
         counts_a.append(int(active.sum()))
         counts_i.append(int(inactive.sum()))
-    lo, hi = _widen(np.asarray(lower[-1], float).reshape(-1), np.asarray(upper[-1], float).reshape(-1))
+    lo, hi = widen_bounds(np.asarray(lower[-1], float).reshape(-1), np.asarray(upper[-1], float).reshape(-1))
     y = prog.add_vars(f"{ns}.y", lo, hi)
     for i in range(y.size):
         nz = np.flatnonzero(P[i])

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import relaxations as rx
 from .bounds import crown_bounds, crown_linear, interval_bounds
-from .encode import encode_network
+from .encode import encode_network, widen_bounds
 from .errors import SpecError
 from .network import Network
 from .program import LinearRow, Program, Sense, Tag
@@ -548,12 +548,10 @@ def _add_twin_cuts(
     """Add the difference rows of :class:`GlobalRobustness` (``twin.*``) to a two-copy encoding.
 
     Neuron ``i`` of ReLU layer ``k`` has variables ``{ns}.z{k+1}[m]`` / ``{ns}.h{k+1}[m]`` exactly when
-    it is unstable under the (widened) bounds the encoder used, ``m`` being its rank among those
-    neurons (see :mod:`encoders.encode`); both copies were encoded with the same bounds, so the same
+    it is unstable under the widened bounds the encoder used (:func:`encoders.encode.widen_bounds`),
+    ``m`` being its rank among those neurons; both copies were encoded with the same bounds, so the same
     neurons have variables in both.
     """
-    from .encode import _widen
-
     where = {name: i for i, name in enumerate(prog.names)}
     ulp = 16.0 * float(np.finfo(np.float64).eps)
 
@@ -569,7 +567,7 @@ def _add_twin_cuts(
             )
 
     for k, rx_k in enumerate(tb.relax):
-        lo_k, hi_k = _widen(np.asarray(lower[k], float), np.asarray(upper[k], float))
+        lo_k, hi_k = widen_bounds(np.asarray(lower[k], float), np.asarray(upper[k], float))
         uidx = np.flatnonzero((lo_k < 0.0) & (hi_k > 0.0))
         for m, i in enumerate(uidx):
             za, zb = where[f"a.z{k + 1}[{m}]"], where[f"b.z{k + 1}[{m}]"]
