@@ -401,11 +401,14 @@ class GlobalRobustness:
     def margin(self) -> float:
         return rx.confidence_margin(self.kappa)
 
+    def _margins(self, net: Network) -> tuple[np.ndarray, np.ndarray]:
+        """CROWN bounds ``(lb, ub)`` of ``z_c − z_j`` (every ``j ≠ c``, in order) over D."""
+        lb, ub = crown_linear(net, self.domain_lo, self.domain_hi, margin_matrix(net.n_outputs, self.label))
+        return np.asarray(lb), np.asarray(ub)
+
     def never_confident(self, net: Network) -> bool:
         """Class ``c`` can never be κ-confident on D: some ``z_c − z_j`` is always below the margin."""
-        C = margin_matrix(net.n_outputs, self.label)
-        _, ub = crown_linear(net, self.domain_lo, self.domain_hi, C)
-        return bool(np.any(np.asarray(ub) < self.margin))
+        return bool(np.any(self._margins(net)[1] < self.margin))
 
     def twin(self, net: Network) -> TwinBounds:
         """Difference bounds of the two copies over the coupled pairs (see :mod:`encoders.twin`)."""
@@ -418,10 +421,9 @@ class GlobalRobustness:
     def open_targets(self, net: Network, tb: TwinBounds | None = None) -> list[int]:
         """Competitors ``j`` that bounds cannot exclude (class docstring), likeliest violation first."""
         c = self.label
-        if self.never_confident(net):
+        lb_b, ub_a = self._margins(net)
+        if np.any(ub_a < self.margin):  # class c is never κ-confident on D
             return []
-        C = margin_matrix(net.n_outputs, c)
-        lb_b, _ = crown_linear(net, self.domain_lo, self.domain_hi, C)
         others = [j for j in range(net.n_outputs) if j != c]
         pm = self.pair_margins(net, tb)
         keep = [(float(pm[j]), j) for r, j in enumerate(others) if pm[j] >= self.margin and lb_b[r] <= 0.0]

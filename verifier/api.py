@@ -163,9 +163,7 @@ def verify_global(
     3. solver: the remaining classes, likeliest violation first, through
        :func:`verifier.dispatch.verify` (encoding with the difference cuts; counterexamples replayed).
     """
-    from encoders.twin import pair_attack
-
-    from .replay import replay
+    from .replay import search_pairs
 
     t0 = time.perf_counter()
     lo, hi = (np.asarray(d, dtype=np.float64).reshape(-1) for d in domain)
@@ -176,10 +174,11 @@ def verify_global(
     props = {c: GlobalRobustness(delta, kappa, lo, hi, norm, c) for c in todo}
     results: list[Result] = []
     # 1. bounds
-    if config.quick_check:
+    if config.quick_check and todo:
+        tb = props[todo[0]].twin(net)  # the difference bounds do not depend on the class
         still = []
         for c in todo:
-            if props[c].quick_check(nets):
+            if not props[c].open_targets(net, tb):  # = GlobalRobustness.quick_check, sharing tb
                 results.append(
                     Result(
                         Verdict.VERIFIED,
@@ -200,21 +199,19 @@ def verify_global(
             for c in order if order is not None else sorted(todo, key=lambda c: -closeness.get(c, 0.0)):
                 if order is None and time.perf_counter() > search_deadline:
                     break
-                pairs, best = pair_attack(
-                    net, lo, hi, delta, kappa, c, norm, batch=batch, steps=steps, seed=config.seed
+                rep, best = search_pairs(
+                    props[c], nets, "no pair", batch=batch, steps=steps, seed=config.seed
                 )
                 closeness[c] = max(best, closeness.get(c, -np.inf))
-                for xa, xb in pairs:
-                    rep = replay(props[c], nets, {"a": xa, "b": xb})
-                    if rep.ok:
-                        hit = Result(
-                            Verdict.FALSIFIED,
-                            "attack",
-                            time.perf_counter() - t0,
-                            counterexample=rep.counterexample,
-                            message=f"class {c}: violating pair found by gradient search; replayed",
-                        )
-                        return combine([*results, hit], config.backend, t0)
+                if rep.ok:
+                    hit = Result(
+                        Verdict.FALSIFIED,
+                        "attack",
+                        time.perf_counter() - t0,
+                        counterexample=rep.counterexample,
+                        message=f"class {c}: violating pair found by gradient search; replayed",
+                    )
+                    return combine([*results, hit], config.backend, t0)
         todo.sort(key=lambda c: -closeness.get(c, 0.0))
     # 3. solver
     for c in todo:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ def attack(
     (:class:`~encoders.properties.GlobalRobustness`, networks ``a`` and ``b``) the pair search
     :func:`encoders.twin.pair_attack`.  A point counts only if it replays."""
     if set(nets) == {"a", "b"} and isinstance(prop, GlobalRobustness):
-        return _pair_attack(prop, nets, seed)
+        return search_pairs(prop, nets, "pair search found no violating pair", seed=seed)[0]
     if set(nets) != {"net"} or not hasattr(prop, "score"):
         return ReplayResult(False, None, "no attack for this property")
     net = nets["net"]
@@ -133,18 +134,25 @@ def attack(
     return last
 
 
-def _pair_attack(prop: GlobalRobustness, nets: Mapping[str, Network], seed: int) -> ReplayResult:
-    """Violating pairs for one class of the global property, each replayed until one holds."""
-    pairs, _ = pair_attack(
-        nets["a"], prop.domain_lo, prop.domain_hi, prop.delta, prop.kappa, prop.label, prop.norm, seed=seed
+def search_pairs(
+    prop: GlobalRobustness, nets: Mapping[str, Network], none_found: str, **search: Any
+) -> tuple[ReplayResult, float]:
+    """:func:`encoders.twin.pair_attack` for the property's class and settings (``search`` passes
+    ``batch``, ``steps``, ``step``, ``seed``, ``start``), then replay of its pairs until one holds.
+
+    Returns the first replayed pair (or the last failed replay, or ``none_found`` when the search found
+    no candidate) and the search's best score (how close it came).
+    """
+    pairs, best = pair_attack(
+        nets["a"], prop.domain_lo, prop.domain_hi, prop.delta, prop.kappa, prop.label, prop.norm, **search
     )
-    last = ReplayResult(False, None, "pair search found no violating pair")
+    last = ReplayResult(False, None, none_found)
     for xa, xb in pairs:
         rep = replay(prop, nets, {"a": xa, "b": xb})
         if rep.ok:
-            return rep
+            return rep, best
         last = rep
-    return last
+    return last, best
 
 
 def polish(prop, nets: Mapping[str, Network], xs: Mapping[str, np.ndarray], steps: int = 60) -> ReplayResult:
@@ -159,15 +167,10 @@ def polish(prop, nets: Mapping[str, Network], xs: Mapping[str, np.ndarray], step
     that replays counts (this cannot create a false FALSIFIED: :func:`replay` has the last word).
     """
     if set(xs) == {"a", "b"} and isinstance(prop, GlobalRobustness):
-        pairs, _ = pair_attack(
-            nets["a"], prop.domain_lo, prop.domain_hi, prop.delta, prop.kappa, prop.label, prop.norm,
-            batch=1, steps=steps, step=1e-3, start=(xs["a"], xs["b"]),
-        )
-        for xa, xb in pairs:
-            rep = replay(prop, nets, {"a": xa, "b": xb})
-            if rep.ok:
-                return rep
-        return ReplayResult(False, None, "polishing found no violating pair")
+        return search_pairs(
+            prop, nets, "polishing found no violating pair", batch=1, steps=steps, step=1e-3,
+            start=(xs["a"], xs["b"]),
+        )[0]
     if set(xs) != {"net"} or not hasattr(prop, "score"):
         return ReplayResult(False, None, "no polishing for this property")
     x, sc = ascend(prop, nets["net"], np.asarray(xs["net"], dtype=np.float64), steps, 1e-3)
