@@ -131,8 +131,8 @@ def _profile_vnncomp(
     recs: Sequence[vb.RunRecord], insts: Sequence[vb.Instance], path: Path, quick: bool
 ) -> str:
     """Profile ours on the slowest instance it did not decide (or its slowest one)."""
-    from verifier.api import verify_vnnlib
     from verifier.dispatch import DispatchConfig
+    from verifier.queries import verify_vnnlib
 
     ours = [r for r in recs if r.solver == "ours"]
     if not ours:
@@ -163,8 +163,8 @@ def _student(out: Path, quick: bool, seed: int) -> Any:
 
 
 def goal_global(out: Path, quick: bool, peer: bool, seed: int = 0) -> dict[str, Any]:
-    from verifier.api import verify_global
     from verifier.dispatch import DispatchConfig
+    from verifier.queries import verify_global
 
     net = _student(out, quick, seed)
     dom = (np.zeros(net.n_inputs), np.ones(net.n_inputs))
@@ -235,9 +235,9 @@ def goal_global(out: Path, quick: bool, peer: bool, seed: int = 0) -> dict[str, 
 # ==================================================================================================
 def goal_pac(out: Path, quick: bool, peer: bool, seed: int = 0) -> dict[str, Any]:
     from distill.data import load_dataset
-    from verifier.api import verify_local
     from verifier.certify import crown_local
     from verifier.dispatch import DispatchConfig
+    from verifier.queries import verify_local
 
     net = _student(out, quick, seed)
     data = load_dataset("digits", seed=seed)

@@ -195,8 +195,8 @@ def build_queries(
     models: dict[str, Any], quick: bool, seed: int = 0, root: Path | None = None
 ) -> list[Query]:
     """The query set (module docstring); quick mode keeps a handful of tiny queries."""
-    from verifier.api import verify_global, verify_local, verify_vnnlib
     from verifier.dispatch import verify
+    from verifier.queries import verify_global, verify_local, verify_vnnlib
 
     qs: list[Query] = []
     g_data = models["data:gaussians2d"]
@@ -337,8 +337,8 @@ def run_queries(
     """
     from tqdm import tqdm
 
-    import verifier.api  # noqa: F401  (warm imports before forking)
     import verifier.dispatch  # noqa: F401
+    import verifier.queries  # noqa: F401  (warm imports before forking)
 
     pairs = [(q, b) for q in queries for b in backends if q.tiny or b not in _FULL_ONLY]
     recs: list[RunRecord] = []

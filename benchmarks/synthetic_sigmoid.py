@@ -232,8 +232,8 @@ def _student_global(
     student_path: Path, cfg: SigmoidBenchConfig, kappa: float, norm: str, data: Any, seed: int
 ) -> dict[str, Any]:
     from encoders.network import load_onnx
-    from verifier.api import verify_global
     from verifier.dispatch import DispatchConfig
+    from verifier.queries import verify_global
 
     net = load_onnx(student_path)
     dcfg = DispatchConfig(backend=_backend(cfg, norm), timeout=cfg.global_timeout, seed=seed)

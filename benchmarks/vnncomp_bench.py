@@ -13,7 +13,7 @@ place), the same per-instance time limit and the same harness:
 * an answer that arrives after the instance's time limit counts as ``timeout`` (VNN-COMP rule).
 
 ``ours``
-    :func:`verifier.api.verify_vnnlib` with the dispatcher's default configuration (``backend="auto"``:
+    :func:`verifier.queries.verify_vnnlib` with the dispatcher's default configuration (``backend="auto"``:
     CROWN quick check, sampling/PGD, then Gurobi or HiGHS in a killable child, replay of every
     counterexample) — exactly what ``distillcert vnncomp`` runs per instance.
 ``maraboupy``
@@ -160,7 +160,7 @@ def default_root() -> Path:
 
 def read_family(root: Path, family: str) -> list[Instance]:
     """``root/family/instances.csv`` (``onnx,vnnlib,timeout``, no header) joined with ``expected.csv``."""
-    from verifier.commands import read_expected, read_instances
+    from verifier.vnncomp import read_expected, read_instances
 
     folder = root / family
     rows = read_instances(folder / "instances.csv")
@@ -194,8 +194,8 @@ def quick_instances(root: Path, n: int = 3) -> list[Instance]:
 # the two tools
 # ==================================================================================================
 def _ours(inst: Instance, timeout: float) -> dict[str, Any]:
-    from verifier.api import verify_vnnlib
     from verifier.dispatch import DispatchConfig
+    from verifier.queries import verify_vnnlib
 
     r = verify_vnnlib(inst.onnx, inst.vnnlib, DispatchConfig(timeout=timeout))
     return {"result": r.verdict.vnncomp, "detail": f"{r.backend}: {r.message}"[:300], "witness_ok": ""}
@@ -222,7 +222,7 @@ def _marabou(inst: Instance, timeout: float) -> dict[str, Any]:
 def _witness_replays(inst: Instance, x: Any) -> bool:
     """Does ``x`` (Marabou's input assignment) violate the property on onnxruntime's outputs?"""
     from encoders.network import load_onnx
-    from verifier.api import vnnlib_properties
+    from verifier.queries import vnnlib_properties
     from verifier.replay import replay
 
     net = load_onnx(inst.onnx)
@@ -243,7 +243,7 @@ SOLVERS: dict[str, Callable[[Instance, float], dict[str, Any]]] = {
 
 def _preimport(tools: Iterable[str]) -> None:
     """Import each tool once in the parent, so forked children start warm (fair to both)."""
-    import verifier.api  # noqa: F401
+    import verifier.queries  # noqa: F401
     import verifier.replay  # noqa: F401
 
     if "maraboupy" in tools:

@@ -33,11 +33,11 @@ import numpy as np
 
 from . import relaxations as rx
 from .bounds import crown_bounds, crown_linear, interval_bounds
+from .bounds.twin import TwinBounds, pair_margin_upper, twin_bounds
 from .encode import encode_network, widen_bounds
 from .errors import SpecError
 from .network import Network
 from .program import LinearRow, Program, Sense, Tag
-from .twin import TwinBounds, pair_margin_upper, twin_bounds
 
 __all__ = [
     "EncodeOptions",
@@ -357,15 +357,15 @@ class GlobalRobustness:
       re-solved.  Nothing piecewise-linear that is not a proven bound is ever used.
     * misclassification at x': ``OR_{j≠c} (z'_j − z'_c ≥ 0)``.
 
-    Twin-network (difference) bounds, :mod:`encoders.twin`
+    Twin-network (difference) bounds, :mod:`encoders.bounds.twin`
         A violation through competitor ``j`` needs ``(z_c − z_j)(x) ≥ m = ln(κ/(1−κ))`` (confidence
         item (i)) and ``(z_c − z_j)(x') ≤ 0``, hence
 
             Δ_j = (z_c − z_j)(x) − (z_c − z_j)(x') ≥ m.                                   (T)
 
-        :func:`encoders.twin.twin_bounds` bounds the layer-wise differences of the two copies over all
+        :func:`encoders.bounds.twin.twin_bounds` bounds the layer-wise differences of the two copies over all
         coupled pairs, and back-substitutes ``Δ_j`` through the difference relaxation
-        (:func:`encoders.twin.pair_margin_upper`).  A competitor ``j`` is *excluded* when
+        (:func:`encoders.bounds.twin.pair_margin_upper`).  A competitor ``j`` is *excluded* when
         ``max Δ_j < m`` (T fails), or when ``z_c − z_j > 0`` on all of ``D`` (no copy b can prefer
         ``j``).  :meth:`quick_check` proves the class when every competitor is excluded or class c can
         never be κ-confident; :meth:`encode` keeps only the competitors left in the disjunction.
@@ -411,7 +411,7 @@ class GlobalRobustness:
         return bool(np.any(self._margins(net)[1] < self.margin))
 
     def twin(self, net: Network) -> TwinBounds:
-        """Difference bounds of the two copies over the coupled pairs (see :mod:`encoders.twin`)."""
+        """Difference bounds of the two copies over the coupled pairs (see :mod:`encoders.bounds.twin`)."""
         return twin_bounds(net, self.domain_lo, self.domain_hi, self.delta, self.norm)
 
     def pair_margins(self, net: Network, tb: TwinBounds | None = None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Branch and bound over input splitting (``verifier.bab``).
+"""Branch and bound over input splitting (``verifier.search.input_split``).
 
 * Hand-built networks whose verdicts can be checked on paper: ``|x|`` on ``[−1, 2]`` (CROWN cannot
   close the root box, splitting can), a violation near ``x = 0``, and a conjunction that no single
@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from encoders.errors import ConfigError, UnsupportedQueryError
 from encoders.network import Network, load_onnx, network_from_layers, save_onnx
 from encoders.properties import GlobalRobustness, LocalRobustness, OutputDNFProperty
-from verifier.api import verify_vnnlib, vnnlib_properties
-from verifier.bab import SPLIT_RULES, BabConfig, BabStatus, bab_verify
 from verifier.dispatch import DispatchConfig, verify
+from verifier.queries import verify_vnnlib, vnnlib_properties
 from verifier.results import Verdict
+from verifier.search.input_split import SPLIT_RULES, BabConfig, BabStatus, bab_verify
 
 
 def saved(net: Network, folder: Path, name: str = "net.onnx") -> Network:
@@ -297,7 +297,7 @@ def test_acasxu_all_180(vnncomp_root: Path) -> None:
 @given(st.lists(st.floats(allow_nan=False, width=64), min_size=1, max_size=20))
 def test_float32_node_storage_rounds_outwards(values: list[float]) -> None:
     """Parent bounds are stored in float32: lower bounds never rise, upper bounds never fall."""
-    from verifier.bab import _down32, _up32
+    from verifier.search.input_split import _down32, _up32
 
     a = np.asarray(values)
     with np.errstate(over="ignore"):

@@ -211,7 +211,7 @@ def test_solver_study_journal_resumes(tmp_path: Path) -> None:
     import numpy as np
 
     from encoders.network import load_onnx, network_from_layers, save_onnx
-    from verifier.api import verify_local
+    from verifier.queries import verify_local
 
     layers = network_from_layers([(np.eye(2), np.zeros(2)), (np.eye(2), np.zeros(2))])
     net = load_onnx(save_onnx(layers, tmp_path / "id.onnx"))

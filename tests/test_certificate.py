@@ -23,9 +23,9 @@ def _one_torch_thread():
 
 def cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
     """``distillcert`` with only :mod:`verifier`'s subcommands registered (exit codes as in the CLI)."""
-    import verifier.cli as vcli
+    import verifier.cli.main as vcli
 
-    monkeypatch.setattr(vcli, "_REGISTRARS", ("verifier.commands",))
+    monkeypatch.setattr(vcli, "_REGISTRARS", ("verifier.cli.verify_cmds",))
     return vcli.main(argv)
 
 

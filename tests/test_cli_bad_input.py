@@ -40,7 +40,7 @@ def _cli_buildable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _commands() -> set[str]:
-    from verifier.cli import build_parser
+    from verifier.cli.main import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
@@ -53,7 +53,7 @@ def _need(command: str) -> None:
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from verifier.cli import main
+    from verifier.cli.main import main
 
     try:
         code = main([str(a) for a in argv])

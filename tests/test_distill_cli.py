@@ -14,13 +14,13 @@ from encoders.network import file_sha256, load_onnx
 
 @pytest.fixture(autouse=True)
 def _cli(monkeypatch: pytest.MonkeyPatch):
-    """One torch thread; and if ``verifier.commands`` cannot be imported, build the CLI from
+    """One torch thread; and if ``verifier.cli.verify_cmds`` cannot be imported, build the CLI from
     ``distill.commands`` alone so these tests exercise our handlers through the real framework."""
     n = torch.get_num_threads()
     try:
-        importlib.import_module("verifier.commands")
+        importlib.import_module("verifier.cli.verify_cmds")
     except ModuleNotFoundError:
-        import verifier.cli as cli
+        import verifier.cli.main as cli
 
         monkeypatch.setattr(cli, "_REGISTRARS", ("distill.commands",))
     yield
@@ -28,7 +28,7 @@ def _cli(monkeypatch: pytest.MonkeyPatch):
 
 
 def run(argv: list, capsys) -> tuple[int, str, str]:
-    from verifier.cli import main
+    from verifier.cli.main import main
 
     try:
         code = main([str(a) for a in argv])
@@ -52,7 +52,7 @@ def bad(argv: list, capsys, *needles: str) -> str:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> dict[str, Path]:
     """A tiny real run of the pipeline: teacher → student → export (module-scoped, reused)."""
-    from verifier.cli import main
+    from verifier.cli.main import main
 
     d = tmp_path_factory.mktemp("cli")
     assert (

@@ -303,7 +303,7 @@ except ModuleNotFoundError:
     sys.modules["distill.commands"] = m
 import verifier.backends.base as base
 base.BACKENDS["highs"] = "fake_vnncomp_backend:SlowOnMarked"
-from verifier.cli import main
+from verifier.cli.main import main
 sys.exit(main(sys.argv[2:]))
 '''
 

@@ -1,4 +1,4 @@
-"""Per-alternative margin MILPs (``verifier.margin``) against dense grids and the VNN-COMP instances.
+"""Per-alternative margin MILPs (``verifier.search.relu_split``) against dense grids and VNN-COMP instances.
 
 * 2-input networks: the verdict must agree with a dense grid whose answer is *certain* — a grid point
   with margin ≥ 0 is a violation; when the best grid margin plus a Lipschitz bound times the grid's
@@ -25,12 +25,14 @@ import numpy as np
 import pytest
 
 from encoders.bounds import crown_bounds
+from encoders.bounds.alpha import tighten_bounds
 from encoders.errors import ConfigError
 from encoders.network import Network, load_onnx, network_from_layers, ort_evaluate, save_onnx
 from encoders.properties import LocalRobustness, OutputDNFProperty
-from verifier.api import vnnlib_properties
 from verifier.dispatch import DispatchConfig
-from verifier.margin import (
+from verifier.queries import vnnlib_properties
+from verifier.results import Verdict
+from verifier.search.relu_split import (
     BabConfig,
     BabSearch,
     MarginConfig,
@@ -38,8 +40,6 @@ from verifier.margin import (
     encode_alternative,
     solve_output_property,
 )
-from verifier.results import Verdict
-from verifier.tighten import tighten_bounds
 
 GRID = 241
 

@@ -3,7 +3,7 @@
 The ground truth comes from :mod:`oracle` (activation-pattern enumeration + one LP per region, no
 code shared with the encoders or the backends).  Each case is saved as an ONNX file and re-loaded
 (so replay runs on a real file), then asked through :func:`verifier.dispatch.verify` (or the
-:mod:`verifier.api` wrappers) on every backend, twice:
+:mod:`verifier.queries` wrappers) on every backend, twice:
 
 * ``solver`` mode — ``quick_check=False, samples=0``: the answer must come from the solver;
 * ``full`` mode — the default pipeline (CROWN quick check and sampling first).
@@ -33,9 +33,9 @@ import pytest
 from encoders.errors import BackendUnavailableError
 from encoders.network import load_onnx, save_onnx
 from encoders.properties import Disagreement, GlobalRobustness
-from verifier.api import verify_local, verify_vnnlib
 from verifier.backends.base import get_backend
 from verifier.dispatch import DispatchConfig, verify
+from verifier.queries import verify_local, verify_vnnlib
 from verifier.results import Result, Verdict
 
 ALL_BACKENDS = ("gurobi", "highs", "marabou", "z3")

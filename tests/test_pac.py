@@ -285,7 +285,7 @@ def test_cli_pac():
 
 
 def test_cli_pac_through_distillcert_main(capsys):
-    """Through verifier.cli once the lead's verifier.commands registers ``pac`` (skipped until then)."""
+    """Through the CLI: ``distillcert pac`` is registered by verifier.cli.verify_cmds."""
     from verifier import cli
 
     try:

@@ -1,4 +1,4 @@
-"""``distillcert run`` / ``certify`` (verifier.run, verifier.certify_cmd): TOML configuration, bad inputs
+"""``distillcert run`` / ``certify`` (verifier.run, verifier.cli.certify_cmds): TOML configuration, bad inputs
 (exit 2, one line), and smoke runs on digits."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from encoders.errors import ConfigError
 
 
 def cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    import verifier.cli as vcli
+    import verifier.cli.main as vcli
 
-    monkeypatch.setattr(vcli, "_REGISTRARS", ("verifier.commands",))
+    monkeypatch.setattr(vcli, "_REGISTRARS", ("verifier.cli.verify_cmds",))
     return vcli.main(argv)
 
 

@@ -1,4 +1,4 @@
-"""α-CROWN and the triangle-relaxation LP (``verifier.tighten``).
+"""α-CROWN and the triangle-relaxation LP (``encoders.bounds.alpha``).
 
 Invariants a wrong bound would break: sampled points (box corners included) satisfy every tightened
 bound, for every α the backward pass is a lower bound of the true minimum (random α, not only the
@@ -18,9 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from encoders.bounds import crown_bounds, crown_linear
-from encoders.errors import ConfigError, SpecError
-from encoders.network import Network, network_from_layers
-from verifier.tighten import (
+from encoders.bounds.alpha import (
     AlphaConfig,
     SplitContext,
     _Pass,
@@ -29,6 +27,8 @@ from verifier.tighten import (
     lp_layer_bounds,
     tighten_bounds,
 )
+from encoders.errors import ConfigError, SpecError
+from encoders.network import Network, network_from_layers
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

@@ -1,4 +1,4 @@
-"""Twin-network difference bounds (encoders.twin) and their use by the global κ-robustness query.
+"""Twin-network difference bounds (encoders.bounds.twin) and their use by the global κ-robustness query.
 
 Soundness is tested by sampling: for random networks, domains, radii and both norms, pairs
 ``x, x' ∈ D`` with ``‖x − x'‖ ≤ δ`` are drawn (many of them on the corners of the coupling set, where
@@ -20,11 +20,17 @@ import pytest
 from hypothesis import given, settings
 
 from encoders.bounds import crown_bounds
+from encoders.bounds.twin import (
+    diff_relu_relaxation,
+    pair_attack,
+    pair_margin_upper,
+    twin_bounds,
+    twin_linear,
+)
 from encoders.network import Affine, Network, load_onnx, network_from_layers, save_onnx
 from encoders.properties import GlobalRobustness
-from encoders.twin import diff_relu_relaxation, pair_attack, pair_margin_upper, twin_bounds, twin_linear
-from verifier.api import verify_global
 from verifier.dispatch import DispatchConfig, verify
+from verifier.queries import verify_global
 from verifier.results import Verdict
 
 SETTINGS = settings(max_examples=40, deadline=None)

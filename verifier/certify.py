@@ -18,7 +18,7 @@ Steps (:func:`certify`)
    ``(x_i, c_T(x_i))``); it is exported to ONNX and everything downstream uses the exported weights.
 3. **Verify the student** at the base radius ``R = 3δ`` (seed kind) or ``R = δ`` (other kinds):
 
-   a. the global two-copy κ-confidence query over ``Dom`` (:func:`verifier.api.verify_global`, with a
+   a. the global two-copy κ-confidence query over ``Dom`` (:func:`verifier.queries.verify_global`, with a
       time budget).  If VERIFIED, the student is ``R``-robust at every point where it is κ-confident, so
       it covers every ``i ∈ K`` with ``argmax f_S(x_i) = c_T(x_i)`` and ``p(f_S(x_i))_{c_T} ≥ κ``;
    b. otherwise (and for the samples (a) does not cover) local robustness of ``f_S`` with label
@@ -1117,7 +1117,7 @@ def certify(
         )
         rec = journal.get(gkey)
         if rec is None:
-            from .api import verify_global
+            from .queries import verify_global
 
             log(
                 f"global two-copy query on the student: radius {r_glob:.4g}, kappa {config.kappa:g}, "

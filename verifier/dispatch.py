@@ -72,7 +72,7 @@ class DispatchConfig:
     bounds: str = "crown"
     seed: int = 0
     in_process: bool = False  # solve in this process (no hard kill); for daemonic workers
-    # --- branch and bound over input splitting (verifier.bab) ---
+    # --- branch and bound over input splitting (verifier.search.input_split) ---
     # BaB before any solver when the network has few inputs: None = only with backend "auto" (a named
     # backend or a portfolio then answers the query itself, as solver comparisons need); True/False force
     bab: bool | None = None
@@ -303,20 +303,20 @@ def verify(
                 "counterexample found by sampling/PGD; replayed on onnxruntime",
                 counterexample=rep.counterexample,
             )
-    # --- branch and bound over input splitting (verifier.bab): decides, or returns None to go on ---
+    # --- input-splitting branch and bound (verifier.search.input_split): decides, or None to go on ---
     # BaB is part of the automatic strategy; a named backend (or portfolio) answers the query itself
     # (solver comparison studies depend on that).
     use_bab = config.bab if config.bab is not None else config.backend == "auto"
     if use_bab and (options is None or options.target is None):
-        from .bab import bab_stage
+        from .search.input_split import bab_stage
 
         staged = bab_stage(prop, nets, config, t0, verify)
         if staged is not None:
             return staged
     # alpha/beta-CROWN branch and bound + per-alternative MILPs for single-network output properties
-    # (verifier.margin); returns None when it does not handle the query
+    # (verifier.search.relu_split); returns None when it does not handle the query
     if use_bab and set(nets) == {"net"} and (options is None or options.target is None):
-        from .margin import solve_output_property
+        from .search.relu_split import solve_output_property
 
         res = solve_output_property(prop, nets["net"], config, t0 + config.timeout)
         if res is not None:

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from encoders.bounds.twin import pair_attack
 from encoders.network import Network, ort_evaluate
 from encoders.properties import GlobalRobustness
-from encoders.twin import pair_attack
 
 from .results import Counterexample
 
@@ -114,7 +114,7 @@ def attack(
     """Cheap falsification: projected gradient ascent on the violation score from the box centre and
     random starts (single-network properties); for the two-copy global property
     (:class:`~encoders.properties.GlobalRobustness`, networks ``a`` and ``b``) the pair search
-    :func:`encoders.twin.pair_attack`.  A point counts only if it replays."""
+    :func:`encoders.bounds.twin.pair_attack`.  A point counts only if it replays."""
     if set(nets) == {"a", "b"} and isinstance(prop, GlobalRobustness):
         return search_pairs(prop, nets, "pair search found no violating pair", seed=seed)[0]
     if set(nets) != {"net"} or not hasattr(prop, "score"):
@@ -137,7 +137,7 @@ def attack(
 def search_pairs(
     prop: GlobalRobustness, nets: Mapping[str, Network], none_found: str, **search: Any
 ) -> tuple[ReplayResult, float]:
-    """:func:`encoders.twin.pair_attack` for the property's class and settings (``search`` passes
+    """:func:`encoders.bounds.twin.pair_attack` for the property's class and settings (``search`` passes
     ``batch``, ``steps``, ``step``, ``seed``, ``start``), then replay of its pairs until one holds.
 
     Returns the first replayed pair (or the last failed replay, or ``none_found`` when the search found
@@ -163,7 +163,7 @@ def polish(prop, nets: Mapping[str, Network], xs: Mapping[str, np.ndarray], step
     properties we run projected gradient ascent on the property's violation score (``prop.score``,
     ``>= 0`` iff violated) through the network's linear regions, from the candidate, with small
     steps, and replay the result; for the two-copy global property, the pair search
-    :func:`encoders.twin.pair_attack` started from the candidate pair with small steps.  Only a point
+    :func:`encoders.bounds.twin.pair_attack` started from the candidate pair with small steps.  Only a point
     that replays counts (this cannot create a false FALSIFIED: :func:`replay` has the last word).
     """
     if set(xs) == {"a", "b"} and isinstance(prop, GlobalRobustness):

@@ -8,6 +8,7 @@ instance, in instances-file order.
 
 from __future__ import annotations
 
+import csv
 import multiprocessing as mp
 import sys
 import time
@@ -34,8 +35,40 @@ class Instance:
     vnnlib_path: Path
 
 
+def read_instances(path: Path) -> list[tuple[str, str, float]]:
+    """``onnx,vnnlib,timeout`` rows (no header, as in VNN-COMP)."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    rows = []
+    with open(path, newline="") as fh:
+        for i, row in enumerate(csv.reader(fh), 1):
+            if not row or row[0].startswith("#"):
+                continue
+            if len(row) < 2 or (row[0] == "onnx" and i == 1):
+                if row[0] == "onnx":
+                    continue
+                raise DataError(f"{path}:{i}: expected onnx,vnnlib,timeout")
+            try:
+                timeout = float(row[2]) if len(row) > 2 and row[2].strip() else 300.0
+            except ValueError:
+                raise DataError(f"{path}:{i}: timeout {row[2]!r} is not a number") from None
+            rows.append((row[0].strip(), row[1].strip(), timeout))
+    return rows
+
+
+def read_expected(path: Path) -> dict[tuple[str, str], str]:
+    if not path.exists():
+        raise DataError(f"--expected {path}: no such file")
+    out = {}
+    with open(path, newline="") as fh:
+        for row in csv.reader(fh):
+            if len(row) >= 3 and row[0] != "onnx":
+                out[(Path(row[0]).name, Path(row[1]).name)] = row[2].strip()
+    return out
+
+
 def _solve_instance(inst: Instance, config: DispatchConfig) -> Result:
-    from .api import verify_vnnlib
+    from .queries import verify_vnnlib
 
     try:
         return verify_vnnlib(inst.onnx_path, inst.vnnlib_path, replace(config, timeout=inst.timeout))
@@ -62,7 +95,6 @@ def run_vnncomp(
     timeout: float | None = None,
     cluster: str | None = None,
 ) -> dict[str, Any]:
-    from .commands import read_expected, read_instances
 
     rows = read_instances(instances)
     root = root or instances.parent

@@ -31,7 +31,7 @@ from encoders.errors import DistillCertError, InputError
 
 # module path -> names of subcommands it registers (for --help ordering and lazy imports)
 _REGISTRARS: tuple[str, ...] = (
-    "verifier.commands",  # run, verify, pac, certify, check, vnncomp, info
+    "verifier.cli.verify_cmds",  # run, verify, pac, certify, check, vnncomp, info
     "distill.commands",  # train-teacher, distill, export, diagnose
 )
 

@@ -1,5 +1,5 @@
 r"""Tighter bounds: α-CROWN (optimised lower slopes), β-CROWN on ReLU-split sub-domains
-(:class:`SplitContext`, the bounding step of :class:`verifier.margin.BabSearch`), and the
+(:class:`SplitContext`, the bounding step of :class:`verifier.search.relu_split.BabSearch`), and the
 triangle-relaxation LP (reference).
 
 Notation as in :mod:`encoders.bounds`: the network is ``Affine_0, Relu, …, Affine_L``; ``z_k`` is the
@@ -62,9 +62,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from encoders.bounds import LayerBounds, crown_bounds, crown_linear, rounding_tolerance
 from encoders.errors import ConfigError, SpecError
 from encoders.network import Network
+
+from .crown import LayerBounds, crown_bounds, crown_linear, rounding_tolerance
 
 __all__ = [
     "AlphaConfig",
@@ -184,8 +185,9 @@ class _Pass:
     products with the stable rows of ``W_{k−1}``) is computed once.
     """
 
-    def __init__(self, net: Network, lo: np.ndarray, hi: np.ndarray, relax: list[_Relax], k: int,
-                 Lam: np.ndarray) -> None:
+    def __init__(
+        self, net: Network, lo: np.ndarray, hi: np.ndarray, relax: list[_Relax], k: int, Lam: np.ndarray
+    ) -> None:
         aff = net.affines
         self.aff, self.lo, self.hi, self.relax, self.k = aff, lo, hi, relax, k
         self.c, self.r = 0.5 * (lo + hi), 0.5 * (hi - lo)
@@ -209,16 +211,19 @@ class _Pass:
 
     def alpha_init(self) -> list[np.ndarray]:
         m = self.A_top.shape[0]
-        return [np.broadcast_to(self.relax[j].alpha0, (m, self.relax[j].alpha0.size)).copy()
-                for j in range(self.k)]
+        return [
+            np.broadcast_to(self.relax[j].alpha0, (m, self.relax[j].alpha0.size)).copy()
+            for j in range(self.k)
+        ]
 
     def run(self, alpha: list[np.ndarray], grad: bool) -> tuple[np.ndarray, list[np.ndarray] | None]:
         """Bound ``B(α)`` for every row and (optionally) ``∂B/∂α`` per relaxed layer."""
         val, grads, _ = self.run_full(alpha, grad)
         return val, grads
 
-    def run_full(self, alpha: list[np.ndarray], grad: bool) -> tuple[np.ndarray, list[np.ndarray] | None,
-                                                                     np.ndarray]:
+    def run_full(
+        self, alpha: list[np.ndarray], grad: bool
+    ) -> tuple[np.ndarray, list[np.ndarray] | None, np.ndarray]:
         """:meth:`run` plus the input coefficients ``A^{(−1)}`` (rows: ``Λ z_k ≥ A^{(−1)} x + κ``)."""
         k, aff = self.k, self.aff
         if k == 0:
@@ -275,9 +280,18 @@ def _margin(net: Network, lo: np.ndarray, hi: np.ndarray, k: int, Lam: np.ndarra
 # --------------------------------------------------------------------------------------------------
 # α-CROWN
 # --------------------------------------------------------------------------------------------------
-def alpha_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper, k: int, Lam: np.ndarray,
-                      config: AlphaConfig = AlphaConfig(), deadline: float | None = None,
-                      alpha_init: list[np.ndarray] | None = None) -> AlphaResult:
+def alpha_crown_lower(
+    net: Network,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    lower,
+    upper,
+    k: int,
+    Lam: np.ndarray,
+    config: AlphaConfig = AlphaConfig(),
+    deadline: float | None = None,
+    alpha_init: list[np.ndarray] | None = None,
+) -> AlphaResult:
     """Sound lower bounds of ``Λ z_k`` over the box, optimised over the lower slopes (module docstring).
 
     Parameters
@@ -303,8 +317,11 @@ def alpha_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper
     _check(net, lo, hi, lower, upper, k)
     relax = [_Relax.of(lower[j], upper[j]) for j in range(k)]
     pas = _Pass(net, lo, hi, relax, k, Lam)
-    alpha = pas.alpha_init() if alpha_init is None else [np.clip(np.array(a, dtype=np.float64), 0, 1)
-                                                         for a in alpha_init]
+    alpha = (
+        pas.alpha_init()
+        if alpha_init is None
+        else [np.clip(np.array(a, dtype=np.float64), 0, 1) for a in alpha_init]
+    )
     best, grads = pas.run(alpha, grad=config.iterations > 0 and k > 0)
     best_alpha = [a.copy() for a in alpha]
     m1 = [np.zeros_like(a) for a in alpha]
@@ -390,8 +407,9 @@ class SplitContext:
     candidates, never as a bound.
     """
 
-    def __init__(self, net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper, k: int,
-                 lam: np.ndarray) -> None:
+    def __init__(
+        self, net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper, k: int, lam: np.ndarray
+    ) -> None:
         lo = np.asarray(lo, dtype=np.float64).reshape(-1)
         hi = np.asarray(hi, dtype=np.float64).reshape(-1)
         _check(net, lo, hi, lower, upper, k)
@@ -467,8 +485,14 @@ class SplitContext:
         return S, alpha, beta
 
     # ---- optimisation ------------------------------------------------------------------------
-    def optimise(self, S: list[np.ndarray], alpha: list[np.ndarray], beta: list[np.ndarray],
-                 config: AlphaConfig = AlphaConfig(), deadline: float | None = None) -> SplitBoundResult:
+    def optimise(
+        self,
+        S: list[np.ndarray],
+        alpha: list[np.ndarray],
+        beta: list[np.ndarray],
+        config: AlphaConfig = AlphaConfig(),
+        deadline: float | None = None,
+    ) -> SplitBoundResult:
         """Projected Adam ascent on ``(α, β)`` per row; the best (sound, widened) bound per row."""
         k = self.k
         for j in range(k):
@@ -513,9 +537,18 @@ class SplitContext:
         return SplitBoundResult(self.sound(val, be), tuple(al), tuple(be), coef, tuple(gain))
 
 
-def beta_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper, k: int, lam: np.ndarray,
-                     splits: list[np.ndarray], config: AlphaConfig = AlphaConfig(),
-                     deadline: float | None = None) -> np.ndarray:
+def beta_crown_lower(
+    net: Network,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    lower,
+    upper,
+    k: int,
+    lam: np.ndarray,
+    splits: list[np.ndarray],
+    config: AlphaConfig = AlphaConfig(),
+    deadline: float | None = None,
+) -> np.ndarray:
     """Sound lower bounds of ``λ · z_k`` over the sub-domains given by ``splits`` (full-width arrays).
 
     ``splits``: per relaxed layer ``j < k`` an ``(m, n_j)`` array in ``{−1, 0, +1}`` (see
@@ -535,9 +568,15 @@ def beta_crown_lower(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper,
     return ctx.optimise(S, alpha, beta, config, deadline).lb
 
 
-def tighten_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, base: LayerBounds | None = None,
-                   config: AlphaConfig = AlphaConfig(), deadline: float | None = None,
-                   chunk: int = 256) -> LayerBounds:
+def tighten_bounds(
+    net: Network,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    base: LayerBounds | None = None,
+    config: AlphaConfig = AlphaConfig(),
+    deadline: float | None = None,
+    chunk: int = 256,
+) -> LayerBounds:
     """Intermediate bounds tightened layer by layer with α-CROWN; outputs by CROWN on top of them.
 
     For each hidden layer ``k ≥ 1`` (layer 0 is exact on a box), the neurons that ``base`` leaves
@@ -557,7 +596,7 @@ def tighten_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, base: LayerBoun
     for k in range(1, L):
         idx = np.flatnonzero((lows[k] < 0) & (ups[k] > 0))
         for s0 in range(0, idx.size, chunk):
-            part = idx[s0:s0 + chunk]
+            part = idx[s0 : s0 + chunk]
             n = part.size
             Lam = np.zeros((2 * n, lows[k].size))
             Lam[np.arange(n), part] = 1.0
@@ -576,8 +615,15 @@ def tighten_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, base: LayerBoun
 # --------------------------------------------------------------------------------------------------
 # the triangle-relaxation LP (reference; sound through its duals)
 # --------------------------------------------------------------------------------------------------
-def lp_layer_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper, k: int, Lam: np.ndarray,
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def lp_layer_bounds(
+    net: Network,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    lower,
+    upper,
+    k: int,
+    Lam: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Lower bounds of ``Λ z_k`` by the triangle-relaxation LP, one HiGHS solve per row (warm-started).
 
     LP over ``(x, z_0, h_0, …, z_{k−1}, h_{k−1})``::
@@ -615,8 +661,14 @@ def lp_layer_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper, 
         col_lo += [lj, np.where(r.active, np.maximum(lj, 0.0), 0.0)]
         col_hi += [uj, np.maximum(uj, 0.0)]
         for i in range(nj):  # z_i − W_i h_prev = b_i
-            rows.append((np.concatenate([[z[i]], cols_prev]), np.concatenate([[1.0], -aff[j].W[i]]),
-                         float(aff[j].b[i]), float(aff[j].b[i])))
+            rows.append(
+                (
+                    np.concatenate([[z[i]], cols_prev]),
+                    np.concatenate([[1.0], -aff[j].W[i]]),
+                    float(aff[j].b[i]),
+                    float(aff[j].b[i]),
+                )
+            )
         for i in range(nj):
             if r.active[i]:
                 rows.append((np.array([h[i], z[i]]), np.array([1.0, -1.0]), 0.0, 0.0))

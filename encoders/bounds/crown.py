@@ -95,8 +95,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, SpecError
-from .network import Affine, Network
+from ..errors import ConfigError, SpecError
+from ..network import Affine, Network
 
 __all__ = [
     "LayerBounds",

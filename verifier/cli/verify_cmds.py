@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ import numpy as np
 from encoders.errors import ConfigError, DataError, SpecError
 from encoders.network import load_onnx
 
-from .dispatch import BACKEND_CHOICES, DispatchConfig
-from .results import Result
+from ..dispatch import BACKEND_CHOICES, DispatchConfig
+from ..results import Result
 
 
 def _config(args: argparse.Namespace, default_timeout: float = 60.0) -> DispatchConfig:
@@ -130,7 +129,7 @@ def _result_json(r: Result) -> dict[str, Any]:
 
 
 def cmd_verify_vnnlib(args: argparse.Namespace) -> dict[str, Any]:
-    from .api import verify_vnnlib, vnnlib_properties
+    from ..queries import verify_vnnlib, vnnlib_properties
 
     if args.save_query:
         net = load_onnx(args.onnx)
@@ -139,7 +138,7 @@ def cmd_verify_vnnlib(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_verify_local(args: argparse.Namespace) -> dict[str, Any]:
-    from .api import verify_local
+    from ..queries import verify_local
 
     if not args.eps > 0:
         raise SpecError(f"--eps: must be positive, got {args.eps}")
@@ -148,7 +147,7 @@ def cmd_verify_local(args: argparse.Namespace) -> dict[str, Any]:
     dom = _domain(args, net.n_inputs)
     if dom is None:
         dom = (np.zeros(net.n_inputs), np.ones(net.n_inputs))
-    from .api import local_property
+    from ..queries import local_property
 
     prop = local_property(net, x0, args.eps, args.norm, dom)
     _save_query(args, prop, {"net": net})
@@ -172,7 +171,7 @@ def _check_kappa(kappa: float, n_classes: int) -> None:
 
 
 def cmd_verify_global(args: argparse.Namespace) -> dict[str, Any]:
-    from .api import verify_global
+    from ..queries import verify_global
 
     if not args.delta > 0:
         raise SpecError(f"--delta: must be positive, got {args.delta}")
@@ -189,7 +188,7 @@ def cmd_verify_global(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_verify_faithfulness(args: argparse.Namespace) -> dict[str, Any]:
-    from .api import faithfulness
+    from ..queries import faithfulness
 
     if not args.eps > 0:
         raise SpecError(f"--eps: must be positive, got {args.eps}")
@@ -206,40 +205,8 @@ def cmd_verify_faithfulness(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- vnncomp
-def read_instances(path: Path) -> list[tuple[str, str, float]]:
-    """``onnx,vnnlib,timeout`` rows (no header, as in VNN-COMP)."""
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    rows = []
-    with open(path, newline="") as fh:
-        for i, row in enumerate(csv.reader(fh), 1):
-            if not row or row[0].startswith("#"):
-                continue
-            if len(row) < 2 or (row[0] == "onnx" and i == 1):
-                if row[0] == "onnx":
-                    continue
-                raise DataError(f"{path}:{i}: expected onnx,vnnlib,timeout")
-            try:
-                timeout = float(row[2]) if len(row) > 2 and row[2].strip() else 300.0
-            except ValueError:
-                raise DataError(f"{path}:{i}: timeout {row[2]!r} is not a number") from None
-            rows.append((row[0].strip(), row[1].strip(), timeout))
-    return rows
-
-
-def read_expected(path: Path) -> dict[tuple[str, str], str]:
-    if not path.exists():
-        raise DataError(f"--expected {path}: no such file")
-    out = {}
-    with open(path, newline="") as fh:
-        for row in csv.reader(fh):
-            if len(row) >= 3 and row[0] != "onnx":
-                out[(Path(row[0]).name, Path(row[1]).name)] = row[2].strip()
-    return out
-
-
 def cmd_vnncomp(args: argparse.Namespace) -> dict[str, Any]:
-    from .vnncomp import run_vnncomp
+    from ..vnncomp import run_vnncomp
 
     _validate_backend(args)
     return run_vnncomp(
@@ -333,10 +300,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     pc.add_argument("--cluster", help="Dask scheduler address tcp://HOST:PORT")
     pc.set_defaults(func=cmd_vnncomp)
 
-    from .pac import register_pac
+    from ..pac import register_pac
 
     register_pac(sub)
 
-    from .certify_cmd import register_certify
+    from .certify_cmds import register_certify
 
     register_certify(sub)

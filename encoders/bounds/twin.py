@@ -81,9 +81,9 @@ from typing import Any
 
 import numpy as np
 
-from .bounds import crown_bounds, rounding_tolerance
-from .errors import SpecError
-from .network import Network
+from ..errors import SpecError
+from ..network import Network
+from .crown import crown_bounds, rounding_tolerance
 
 __all__ = [
     "DiffRelaxation",
@@ -375,7 +375,7 @@ def pair_margin_upper(net: Network, tb: TwinBounds, c: int) -> np.ndarray:
 # ==================================================================================================
 def _forward_backward(net: Network, X: np.ndarray, G: Any) -> tuple[np.ndarray, np.ndarray]:
     """Logits ``Z = f(X)`` (batch) and the input gradients of ``Σ_k G(Z)_k · f_k`` per row."""
-    from .network import Affine
+    from ..network import Affine
 
     masks = []
     h = X

@@ -10,7 +10,7 @@ from typing import Any
 
 from encoders.errors import CertificateError, ConfigError
 
-from .certify import GUARANTEE_KINDS, LIFTS, SAMPLINGS
+from ..certify import GUARANTEE_KINDS, LIFTS, SAMPLINGS
 
 __all__ = ["register_certify"]
 
@@ -85,7 +85,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    from .run import load_run_config, run, summary_text
+    from ..run import load_run_config, run, summary_text
 
     over = _overrides(args)
     if getattr(args, "teacher", None):
@@ -98,8 +98,8 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
-    from .certify import certify
-    from .run import load_run_config, summary_text
+    from ..certify import certify
+    from ..run import load_run_config, summary_text
 
     over = _overrides(args)
     over["teacher"] = args.teacher
@@ -123,7 +123,7 @@ def _result(cert: dict[str, Any], out: Path, summary: Any) -> dict[str, Any]:
 
 
 def _cmd_check(args: argparse.Namespace) -> dict[str, Any]:
-    from .certificate import check_certificate
+    from ..certificate import check_certificate
 
     if args.recheck < 0:
         raise ConfigError(f"--recheck must be >= 0, got {args.recheck}")

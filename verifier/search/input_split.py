@@ -71,8 +71,8 @@ from encoders.errors import ConfigError, UnsupportedQueryError
 from encoders.network import Affine, Network
 from encoders.properties import LocalRobustness, OutputDNFProperty
 
-from .replay import replay
-from .results import Counterexample
+from ..replay import replay
+from ..results import Counterexample
 
 _U = 2.0**-53  # unit roundoff of float64
 
@@ -140,14 +140,21 @@ class BabConfig:
     def __post_init__(self) -> None:
         if self.split not in SPLIT_RULES:
             raise ConfigError(
-                f"bab split: unknown rule {self.split!r} (choose from {', '.join(SPLIT_RULES)})")
+                f"bab split: unknown rule {self.split!r} (choose from {', '.join(SPLIT_RULES)})"
+            )
         if self.batch_size < 1:
             raise ConfigError(f"bab batch_size: must be at least 1, got {self.batch_size}")
         if self.max_open < 1 or self.min_width < 0:
             raise ConfigError(
-                f"bab: max_open must be ≥ 1 and min_width ≥ 0 (got {self.max_open}, {self.min_width})")
-        counts = (self.attack_samples, self.attack_starts, self.attack_steps, self.attack_boxes,
-                  self.attack_box_steps)
+                f"bab: max_open must be ≥ 1 and min_width ≥ 0 (got {self.max_open}, {self.min_width})"
+            )
+        counts = (
+            self.attack_samples,
+            self.attack_starts,
+            self.attack_steps,
+            self.attack_boxes,
+            self.attack_box_steps,
+        )
         if min(counts) < 0 or not self.attack_eta > 0:
             raise ConfigError("bab attack settings: counts must be ≥ 0 and attack_eta > 0")
 
@@ -216,8 +223,12 @@ class _Spec:
         v = alt[np.arange(y.shape[0]), k]
         # deciding row: argmax within alternative k
         ends = np.append(self.starts[1:], s.shape[1])
-        masked = np.where((np.arange(s.shape[1])[None, :] >= self.starts[k][:, None])
-                          & (np.arange(s.shape[1])[None, :] < ends[k][:, None]), s, -np.inf)
+        masked = np.where(
+            (np.arange(s.shape[1])[None, :] >= self.starts[k][:, None])
+            & (np.arange(s.shape[1])[None, :] < ends[k][:, None]),
+            s,
+            -np.inf,
+        )
         return v, np.argmax(masked, axis=1)
 
     def meets_region(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -235,15 +246,17 @@ class _Spec:
         return np.sqrt(np.einsum("ij,ij->i", gap, gap)) <= eps + slack
 
 
-def _stack(alts: list[tuple[np.ndarray, np.ndarray]],
-           n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stack(
+    alts: list[tuple[np.ndarray, np.ndarray]], n_out: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Cs, ds, starts, r = [], [], [], 0
     for A, b in alts:
         A = np.atleast_2d(np.asarray(A, dtype=np.float64))
         b = np.asarray(b, dtype=np.float64).reshape(-1)
         if A.shape[1] != n_out or A.shape[0] != b.size or A.shape[0] == 0:
             raise UnsupportedQueryError(
-                f"alternative with matrix {A.shape} and {b.size} bounds for {n_out} outputs")
+                f"alternative with matrix {A.shape} and {b.size} bounds for {n_out} outputs"
+            )
         Cs.append(A)
         ds.append(b)
         starts.append(r)
@@ -403,9 +416,17 @@ class _Nodes:
     @staticmethod
     def empty(n: int, K: int, H: int, R: int) -> _Nodes:
         f32 = np.float32
-        return _Nodes(np.zeros((0, n)), np.zeros((0, n)), np.zeros((0, K), dtype=bool), np.zeros(0),
-                      np.zeros((0, n)), np.zeros(0), np.zeros((0, H), f32), np.zeros((0, H), f32),
-                      np.zeros((0, R), f32))
+        return _Nodes(
+            np.zeros((0, n)),
+            np.zeros((0, n)),
+            np.zeros((0, K), dtype=bool),
+            np.zeros(0),
+            np.zeros((0, n)),
+            np.zeros(0),
+            np.zeros((0, H), f32),
+            np.zeros((0, H), f32),
+            np.zeros((0, R), f32),
+        )
 
 
 _NODE_FIELDS = ("lo", "hi", "possible", "score", "pref", "vmin", "bl", "bu", "lbc")
@@ -433,8 +454,9 @@ def _prior(net: Network, bl: np.ndarray, bu: np.ndarray) -> LayerBounds:
 
 def _take_bounds(layers: LayerBounds, idx: np.ndarray) -> LayerBounds:
     """The layer bounds of the boxes ``idx`` of a batched result."""
-    return LayerBounds(tuple(a[idx] for a in layers.lower), tuple(a[idx] for a in layers.upper),
-                       layers.method)
+    return LayerBounds(
+        tuple(a[idx] for a in layers.lower), tuple(a[idx] for a in layers.upper), layers.method
+    )
 
 
 def _instability_preference(net: Network, lo: np.ndarray, hi: np.ndarray, layers: LayerBounds) -> np.ndarray:
@@ -472,14 +494,22 @@ class _Search:
         self.stuck: list[_Nodes] = []
         self.cex: Counterexample | None = None
         self.stats: dict[str, Any] = {
-            "nodes_bounded": 0, "batches": 0, "closed": 0, "closed_by_combination": 0, "replays": 0,
-            "failed_replays": 0, "time_bounds_s": 0.0, "time_attack_s": 0.0, "max_open": 0,
+            "nodes_bounded": 0,
+            "batches": 0,
+            "closed": 0,
+            "closed_by_combination": 0,
+            "replays": 0,
+            "failed_replays": 0,
+            "time_bounds_s": 0.0,
+            "time_attack_s": 0.0,
+            "max_open": 0,
         }
         self._tried: set[bytes] = set()
 
     # ---- bounds ------------------------------------------------------------------------------
-    def bound(self, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray,
-              parent: _Nodes | None = None) -> _Nodes:
+    def bound(
+        self, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray, parent: _Nodes | None = None
+    ) -> _Nodes:
         """Bound boxes ``(B, n)``: prune alternatives soundly, score the boxes, compute split preferences.
 
         ``parent`` (one entry per box, e.g. the parents tiled for their two children) holds bounds valid
@@ -512,16 +542,26 @@ class _Search:
         B = lo.shape[0]
         hidden_l = np.concatenate([np.zeros((B, 0)), *(np.atleast_2d(a) for a in layers.lower[:-1])], axis=1)
         hidden_u = np.concatenate([np.zeros((B, 0)), *(np.atleast_2d(a) for a in layers.upper[:-1])], axis=1)
-        return _Nodes(lo, hi, possible, score, pref, np.full(lo.shape[0], np.inf), _down32(hidden_l),
-                      _up32(hidden_u), _down32(lb))
+        return _Nodes(
+            lo,
+            hi,
+            possible,
+            score,
+            pref,
+            np.full(lo.shape[0], np.inf),
+            _down32(hidden_l),
+            _up32(hidden_u),
+            _down32(lb),
+        )
 
     def bound_children(self, nodes: _Nodes, dims: np.ndarray) -> _Nodes:
         """Bisect every node at the midpoint of ``dims`` and bound the children ``[left; right]``."""
         twice = nodes.take(np.concatenate([np.arange(len(nodes))] * 2))
         return self.bound(*_children(nodes.lo, nodes.hi, dims), twice.possible, twice)
 
-    def combination_test(self, lo: np.ndarray, hi: np.ndarray, layers: LayerBounds, idx: np.ndarray, k: int,
-                         lb: np.ndarray) -> np.ndarray:
+    def combination_test(
+        self, lo: np.ndarray, hi: np.ndarray, layers: LayerBounds, idx: np.ndarray, k: int, lb: np.ndarray
+    ) -> np.ndarray:
         r"""Rule out alternative ``k`` on boxes where no single row does, by a nonnegative row combination.
 
         If every x of the box satisfied all rows ``c_r·f(x) ≤ d_r`` of alternative ``k``, then for any
@@ -590,8 +630,9 @@ class _Search:
         self.stats["failed_replays"] += 1
         return False
 
-    def pgd(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, steps: int,
-            eta0: float = 0.25) -> tuple[bool, np.ndarray]:
+    def pgd(
+        self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, steps: int, eta0: float = 0.25
+    ) -> tuple[bool, np.ndarray]:
         """Projected sign-gradient descent on ``v`` from points ``x`` in boxes ``[lo, hi]`` (all ``(P, n)``).
 
         Returns (a counterexample replayed?, the lowest value reached from each start).
@@ -627,8 +668,13 @@ class _Search:
         if found or self.cfg.attack_steps <= 0 or self.cfg.attack_starts <= 0:
             return found
         x = x[np.argsort(v)[: self.cfg.attack_starts]]
-        return self.pgd(x, np.broadcast_to(lo, x.shape), np.broadcast_to(hi, x.shape), self.cfg.attack_steps,
-                        self.cfg.attack_eta)[0]
+        return self.pgd(
+            x,
+            np.broadcast_to(lo, x.shape),
+            np.broadcast_to(hi, x.shape),
+            self.cfg.attack_steps,
+            self.cfg.attack_eta,
+        )[0]
 
     def attack_children(self, kids: _Nodes) -> bool:
         """Centres of all open children, then PGD in the worst few (by score and by ``vmin``).
@@ -645,8 +691,9 @@ class _Search:
         m = self.cfg.attack_boxes // 2
         if found or m <= 0 or self.cfg.attack_box_steps <= 0:
             return found
-        pick = np.unique(np.concatenate([live[np.argsort(kids.score[live])[:m]],
-                                         live[np.argsort(kids.vmin[live])[:m]]]))
+        pick = np.unique(
+            np.concatenate([live[np.argsort(kids.score[live])[:m]], live[np.argsort(kids.vmin[live])[:m]]])
+        )
         lo, hi = kids.lo[pick], kids.hi[pick]
         found, best = self.pgd(self.rng.uniform(lo, hi), lo, hi, self.cfg.attack_box_steps)
         kids.vmin[pick] = np.minimum(kids.vmin[pick], best)
@@ -835,7 +882,8 @@ def bab_verify(prop: Any, net: Network, budget_s: float, config: BabConfig = Bab
     spec = builder(prop, net)
     if spec.lo.size != net.n_inputs:
         raise UnsupportedQueryError(
-            f"the query has {spec.lo.size} inputs but the network takes {net.n_inputs}")
+            f"the query has {spec.lo.size} inputs but the network takes {net.n_inputs}"
+        )
     search = _Search(prop, net, spec, config, t0 + max(0.0, budget_s))
 
     def out(status: BabStatus) -> BabOutcome:
@@ -872,14 +920,21 @@ def _leaf_property(prop: Any, spec: _Spec, lo: np.ndarray, hi: np.ndarray, possi
     if spec.ball is not None:
         return None
     ends = np.append(spec.starts[1:], spec.d.size)
-    alts = tuple((spec.C[spec.starts[k]:ends[k]].copy(), spec.d[spec.starts[k]:ends[k]].copy())
-                 for k in np.flatnonzero(possible))
+    alts = tuple(
+        (spec.C[spec.starts[k] : ends[k]].copy(), spec.d[spec.starts[k] : ends[k]].copy())
+        for k in np.flatnonzero(possible)
+    )
     source = getattr(prop, "source", "") + " [bab leaf]"
     return OutputDNFProperty(lo.copy(), hi.copy(), alts, ns=spec.ns, source=source)
 
 
-def bab_stage(prop: Any, nets: Mapping[str, Network], config: Any, t0: float,
-              solve: Callable[[Any, Mapping[str, Network], Any], Any]) -> Any:
+def bab_stage(
+    prop: Any,
+    nets: Mapping[str, Network],
+    config: Any,
+    t0: float,
+    solve: Callable[[Any, Mapping[str, Network], Any], Any],
+) -> Any:
     """Branch and bound as a stage of :func:`verifier.dispatch.verify`.
 
     The caller decides whether BaB is wanted (``config.bab``); this stage applies when the property
@@ -894,7 +949,7 @@ def bab_stage(prop: Any, nets: Mapping[str, Network], config: Any, t0: float,
     """
     from dataclasses import replace as dc_replace
 
-    from .results import Result, Verdict
+    from ..results import Result, Verdict
 
     ns = getattr(prop, "ns", "net")
     net = nets.get(ns)
@@ -913,14 +968,20 @@ def bab_stage(prop: Any, nets: Mapping[str, Network], config: Any, t0: float,
         n = outcome.stats.get("nodes_bounded", 0)
         return result(Verdict.VERIFIED, "bab", f"branch and bound: {n} input boxes bounded, all closed")
     if outcome.status is BabStatus.FALSIFIED:
-        return result(Verdict.FALSIFIED, "bab", "counterexample found by branch and bound; replayed on "
-                      "onnxruntime", counterexample=outcome.counterexample)
+        return result(
+            Verdict.FALSIFIED,
+            "bab",
+            "counterexample found by branch and bound; replayed on onnxruntime",
+            counterexample=outcome.counterexample,
+        )
     leaves = outcome.leaves
     spec = _SPEC_BUILDERS[type(prop)](prop, net)
     if leaves is None or len(leaves) > config.bab_max_leaves:
         return None
-    sub_props = [_leaf_property(prop, spec, leaves.lo[i], leaves.hi[i], leaves.possible[i])
-                 for i in np.argsort(leaves.score)]
+    sub_props = [
+        _leaf_property(prop, spec, leaves.lo[i], leaves.hi[i], leaves.possible[i])
+        for i in np.argsort(leaves.score)
+    ]
     if any(p is None for p in sub_props):
         return None
     stats["bab_leaves_to_solver"] = len(sub_props)
@@ -934,14 +995,27 @@ def bab_stage(prop: Any, nets: Mapping[str, Network], config: Any, t0: float,
         if res.verdict is Verdict.FALSIFIED and res.counterexample is not None:
             rep = replay(prop, nets, {ns: res.counterexample.x})
             if rep.ok:
-                return result(Verdict.FALSIFIED, res.backend, "counterexample in a BaB leaf; replayed",
-                              counterexample=rep.counterexample, solver_version=res.solver_version)
+                return result(
+                    Verdict.FALSIFIED,
+                    res.backend,
+                    "counterexample in a BaB leaf; replayed",
+                    counterexample=rep.counterexample,
+                    solver_version=res.solver_version,
+                )
             return result(Verdict.UNKNOWN, res.backend, f"leaf counterexample rejected: {rep.reason}")
         if res.verdict is not Verdict.VERIFIED:
-            return Result(res.verdict, res.backend, time.perf_counter() - t0,
-                          message=f"branch-and-bound leaf undecided: {res.message}",
-                          solver_version=res.solver_version, stats={**stats, **res.stats})
+            return Result(
+                res.verdict,
+                res.backend,
+                time.perf_counter() - t0,
+                message=f"branch-and-bound leaf undecided: {res.message}",
+                solver_version=res.solver_version,
+                stats={**stats, **res.stats},
+            )
     backend = last.backend if last is not None else "bab"
-    return result(Verdict.VERIFIED, f"bab+{backend}",
-                  f"branch and bound left {len(sub_props)} boxes; the solver proved each infeasible",
-                  solver_version=last.solver_version if last is not None else "")
+    return result(
+        Verdict.VERIFIED,
+        f"bab+{backend}",
+        f"branch and bound left {len(sub_props)} boxes; the solver proved each infeasible",
+        solver_version=last.solver_version if last is not None else "",
+    )

@@ -157,7 +157,7 @@ def verify_global(
        κ-confident on the domain, or when the twin-network difference bounds exclude every competitor
        (:meth:`~encoders.properties.GlobalRobustness.quick_check`);
     2. search (``config.samples > 0``): projected-gradient search for violating pairs
-       (:func:`encoders.twin.pair_attack`), one cheap round over every class, then a larger round
+       (:func:`encoders.bounds.twin.pair_attack`), one cheap round over every class, then a larger round
        (closest class first) within a quarter of the time limit; a pair that replays on onnxruntime
        (:func:`verifier.replay.replay`) makes the property FALSIFIED;
     3. solver: the remaining classes, likeliest violation first, through

@@ -19,7 +19,7 @@ Pipeline of :func:`solve_output_property`
    CROWN lower bound ``min_x (A_k f(x))_r > b_{k,r}``.  No possible alternative ⇒ VERIFIED.
 2. Falsification, cheap: projected sign-gradient ascent (:func:`verifier.replay.ascend`) on each
    possible alternative's own margin from the box centre.
-3. Tighter intermediate bounds by α-CROWN (:func:`verifier.tighten.tighten_bounds`), then α-CROWN on
+3. Tighter intermediate bounds by α-CROWN (:func:`encoders.bounds.alpha.tighten_bounds`), then α-CROWN on
    each alternative's rows: prunes more alternatives, gives an upper bound ``t̄_k`` of each margin
    and the box corner where the optimised linear bound is tightest.
 4. Falsification from those corners (and a few random starts), alternatives in decreasing ``t̄_k``.
@@ -68,15 +68,21 @@ from typing import Any
 import numpy as np
 
 from encoders.bounds import LayerBounds, crown_bounds, crown_linear
+from encoders.bounds.alpha import (
+    AlphaConfig,
+    SplitBoundResult,
+    SplitContext,
+    alpha_crown_lower,
+    tighten_bounds,
+)
 from encoders.encode import BOUND_SLACK, encode_network
 from encoders.errors import BackendUnavailableError, ConfigError, LicenseLimitError
 from encoders.network import Network, network_from_layers
 from encoders.program import Program, Sense, Tag
 from encoders.properties import LocalRobustness, OutputDNFProperty
 
-from .replay import ReplayResult, ascend, polish, replay
-from .results import Outcome, Result, SolveStatus, Verdict
-from .tighten import AlphaConfig, SplitBoundResult, SplitContext, alpha_crown_lower, tighten_bounds
+from ..replay import ReplayResult, ascend, polish, replay
+from ..results import Outcome, Result, SolveStatus, Verdict
 
 __all__ = [
     "MarginConfig",
@@ -185,8 +191,10 @@ def alternatives_of(prop: Any, n_out: int) -> list[Alternative] | None:
     L∞ local robustness (label ``c``): one alternative per ``j ≠ c``: ``(e_c − e_j)·y ≤ 0``.
     """
     if isinstance(prop, OutputDNFProperty):
-        return [(np.asarray(A, dtype=np.float64), np.asarray(b, dtype=np.float64).reshape(-1))
-                for A, b in prop.alternatives]
+        return [
+            (np.asarray(A, dtype=np.float64), np.asarray(b, dtype=np.float64).reshape(-1))
+            for A, b in prop.alternatives
+        ]
     if isinstance(prop, LocalRobustness) and prop.norm == "inf":
         alts = []
         for j in prop.targets(n_out):
@@ -219,9 +227,17 @@ class EncodingInfo:
     active_last: int
 
 
-def encode_alternative(net: Network, lo: np.ndarray, hi: np.ndarray, lower: Sequence[np.ndarray],
-                       upper: Sequence[np.ndarray], alt: Alternative, monotone: bool = True,
-                       objective: bool = True, ns: str = "net") -> tuple[Program, EncodingInfo]:
+def encode_alternative(
+    net: Network,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    lower: Sequence[np.ndarray],
+    upper: Sequence[np.ndarray],
+    alt: Alternative,
+    monotone: bool = True,
+    objective: bool = True,
+    ns: str = "net",
+) -> tuple[Program, EncodingInfo]:
     """The MILP whose feasible points are the violations of ``alt`` in the box (module docstring).
 
     ``lower``/``upper``: sound pre-activation bounds of every affine layer over the box.
@@ -256,10 +272,12 @@ def encode_alternative(net: Network, lo: np.ndarray, hi: np.ndarray, lower: Sequ
                 prog.add_relu(h[pos], z[i], Tag.NETWORK)
             else:  # triangle relaxation: h ≥ z, h ≤ s (z − l)   (h ≥ 0 is its bound)
                 s = uk[i] / (uk[i] - lk[i])
-                prog.add_row([h[pos], z[i]], [1.0, -1.0], Sense.GE, 0.0, Tag.NETWORK,
-                             f"{ns}.tri_lo[{keep[i]}]")
-                prog.add_row([h[pos], z[i]], [1.0, -s], Sense.LE, -s * lk[i], Tag.NETWORK,
-                             f"{ns}.tri_up[{keep[i]}]")
+                prog.add_row(
+                    [h[pos], z[i]], [1.0, -1.0], Sense.GE, 0.0, Tag.NETWORK, f"{ns}.tri_lo[{keep[i]}]"
+                )
+                prog.add_row(
+                    [h[pos], z[i]], [1.0, -s], Sense.LE, -s * lk[i], Tag.NETWORK, f"{ns}.tri_up[{keep[i]}]"
+                )
         terms = [(h_cols, Gk)]
         info = EncodingInfo(n_bin, int(relaxable.sum()), int(exact.sum()), int(active.sum()))
     cols, coef = terms[0]
@@ -273,16 +291,29 @@ def encode_alternative(net: Network, lo: np.ndarray, hi: np.ndarray, lower: Sequ
         for r in range(A.shape[0]):
             nz = coef[r] != 0.0
             # t ≤ g0_r + coef_r · h   ⇔   coef_r·h − t ≥ −g0_r
-            prog.add_row(np.concatenate([cols[nz], [t]]), np.concatenate([coef[r][nz], [-1.0]]), Sense.GE,
-                         -float(g0[r]), Tag.PROPERTY, f"t<=margin{r}")
+            prog.add_row(
+                np.concatenate([cols[nz], [t]]),
+                np.concatenate([coef[r][nz], [-1.0]]),
+                Sense.GE,
+                -float(g0[r]),
+                Tag.PROPERTY,
+                f"t<=margin{r}",
+            )
         if objective:
             prog.set_objective([t], [1.0], maximize=True)
     prog.meta.update(property="margin", rows=int(A.shape[0]))
     return prog, info
 
 
-def _encode_hidden(prog: Program, net: Network, x: np.ndarray, lower: Sequence[np.ndarray],
-                   upper: Sequence[np.ndarray], keep: np.ndarray, ns: str) -> tuple[np.ndarray, int]:
+def _encode_hidden(
+    prog: Program,
+    net: Network,
+    x: np.ndarray,
+    lower: Sequence[np.ndarray],
+    upper: Sequence[np.ndarray],
+    keep: np.ndarray,
+    ns: str,
+) -> tuple[np.ndarray, int]:
     """Exact encoding of the pre-activations ``z_{L−1}[keep]`` of the last hidden layer; returns their
     variables and the number of ReLU binaries.
 
@@ -299,13 +330,15 @@ def _encode_hidden(prog: Program, net: Network, x: np.ndarray, lower: Sequence[n
     l0w, u0w = _widen(np.asarray(lower[0], float), np.asarray(upper[0], float))
     live0 = np.flatnonzero(u0w > 0.0)
     if L == 1 or live0.size == 0:
-        trunc = network_from_layers([(a.W, a.b) for a in aff[:L - 1]] + last)
-        enc = encode_network(prog, trunc, x, [*lower[:L - 1], lower[L - 1][keep]],
-                             [*upper[:L - 1], upper[L - 1][keep]], ns)
+        trunc = network_from_layers([(a.W, a.b) for a in aff[: L - 1]] + last)
+        enc = encode_network(
+            prog, trunc, x, [*lower[: L - 1], lower[L - 1][keep]], [*upper[: L - 1], upper[L - 1][keep]], ns
+        )
         return enc.outputs, int(sum(enc.unstable))
     first = network_from_layers([(aff[0].W[live0], aff[0].b[live0])])
-    z0 = encode_network(prog, first, x, [np.asarray(lower[0])[live0]], [np.asarray(upper[0])[live0]],
-                        f"{ns}.l0").outputs
+    z0 = encode_network(
+        prog, first, x, [np.asarray(lower[0])[live0]], [np.asarray(upper[0])[live0]], f"{ns}.l0"
+    ).outputs
     del prog.blocks[f"{ns}.l0"]
     act0 = l0w[live0] >= 0.0
     h0 = z0.copy()
@@ -313,13 +346,14 @@ def _encode_hidden(prog: Program, net: Network, x: np.ndarray, lower: Sequence[n
     h0[un0] = prog.add_vars(f"{ns}.h1", np.zeros(un0.size), np.maximum(u0w[live0][un0], 0.0))
     for i in un0:
         prog.add_relu(h0[i], z0[i], Tag.NETWORK)
-    mid = [(aff[1].W[:, live0], aff[1].b)] + [(a.W, a.b) for a in aff[2:L - 1]]
+    mid = [(aff[1].W[:, live0], aff[1].b)] + [(a.W, a.b) for a in aff[2 : L - 1]]
     if L == 2:
         rest = network_from_layers([(aff[1].W[np.ix_(keep, live0)], aff[1].b[keep])])
     else:
         rest = network_from_layers(mid + last)
-    enc = encode_network(prog, rest, h0, [*lower[1:L - 1], lower[L - 1][keep]],
-                         [*upper[1:L - 1], upper[L - 1][keep]], ns)
+    enc = encode_network(
+        prog, rest, h0, [*lower[1 : L - 1], lower[L - 1][keep]], [*upper[1 : L - 1], upper[L - 1][keep]], ns
+    )
     prog.blocks[ns]["input"] = x
     return enc.outputs, int(un0.size + sum(enc.unstable))
 
@@ -339,7 +373,7 @@ def _margin_cap(cols: np.ndarray, coef: np.ndarray, g0: np.ndarray, prog: Progra
 # solving
 # --------------------------------------------------------------------------------------------------
 def _gurobi_class():
-    from .backends.gurobi import GurobiBackend
+    from ..backends.gurobi import GurobiBackend
 
     class _GurobiWithParams(GurobiBackend):
         """Gurobi with extra parameters, and ``CUTOFF``/``USER_OBJ_LIMIT`` read for what they mean."""
@@ -358,7 +392,7 @@ def _gurobi_class():
 
 
 def _solve_highs(program: Program, timeout: float, threads: int) -> Outcome:
-    from .backends.highs import HighsBackend
+    from ..backends.highs import HighsBackend
 
     return HighsBackend().solve(program, timeout, threads)
 
@@ -371,7 +405,7 @@ def _choose(config: Any, program: Program) -> str | None:
     if want not in ("gurobi", "auto", "portfolio"):
         return None
     try:
-        from .backends.gurobi import fits_licence
+        from ..backends.gurobi import fits_licence
 
         if fits_licence(program):
             return "gurobi"
@@ -389,27 +423,50 @@ class _Run:
     version: str = ""
 
     def result(self, verdict: Verdict, backend: str, msg: str, cex: Any = None) -> Result:
-        return Result(verdict, backend, time.perf_counter() - self.t0, counterexample=cex, message=msg,
-                      solver_version=self.version, stats=self.stats)
+        return Result(
+            verdict,
+            backend,
+            time.perf_counter() - self.t0,
+            counterexample=cex,
+            message=msg,
+            solver_version=self.version,
+            stats=self.stats,
+        )
 
 
-def _alternative_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds, A: np.ndarray,
-                        alpha: AlphaConfig | None, deadline: float) -> tuple[np.ndarray, np.ndarray | None]:
+def _alternative_bounds(
+    net: Network,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    bounds: LayerBounds,
+    A: np.ndarray,
+    alpha: AlphaConfig | None,
+    deadline: float,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Sound lower bounds of ``A f(x)`` (rows) over the box — CROWN, improved by α-CROWN if asked —
     and, with α-CROWN, the box corners where each row's linear lower bound is smallest."""
     lb, _ = crown_linear(net, lo, hi, A, bounds=bounds)
     lb = np.asarray(lb, dtype=np.float64)
     corners = None
     if alpha is not None and alpha.iterations > 0 and len(net.affines) > 1:
-        res = alpha_crown_lower(net, lo, hi, bounds.lower, bounds.upper, len(net.affines) - 1, A, alpha,
-                                deadline)
+        res = alpha_crown_lower(
+            net, lo, hi, bounds.lower, bounds.upper, len(net.affines) - 1, A, alpha, deadline
+        )
         lb = np.maximum(lb, res.lb)
         corners = np.where(res.coef >= 0, lo, hi)
     return lb, corners
 
 
-def _pgd(prop: Any, net: Network, alt: Alternative, starts: Sequence[np.ndarray], lo: np.ndarray,
-         hi: np.ndarray, steps: int, deadline: float) -> tuple[ReplayResult | None, float]:
+def _pgd(
+    prop: Any,
+    net: Network,
+    alt: Alternative,
+    starts: Sequence[np.ndarray],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    steps: int,
+    deadline: float,
+) -> tuple[ReplayResult | None, float]:
     """Sign-gradient ascent on one alternative's margin from each start; a violation must replay."""
     sub = OutputDNFProperty(lo, hi, (alt,))
     best = -np.inf
@@ -438,11 +495,11 @@ class BabSearch:
     r"""Branch and bound over ReLU phases for one single-row alternative ``a·y ≤ b``; resumable.
 
     Sub-domain = the box with some root-unstable neurons fixed active (``z ≥ 0``) or inactive
-    (``z ≤ 0``).  Bound: :class:`verifier.tighten.SplitContext` (β-CROWN) gives a sound
+    (``z ≤ 0``).  Bound: :class:`encoders.bounds.alpha.SplitContext` (β-CROWN) gives a sound
     ``lb ≤ min a·f(x)`` over the sub-domain; ``lb > b`` closes it (no violation there: the margin
     ``b − a·f(x) < 0``).  Branch: the open sub-domains with the smallest ``lb`` first, ``batch`` per
     round; each is split on a neuron chosen by filtered smart branching — the ``candidates``
-    neurons with the largest estimated gain (:class:`~verifier.tighten.SplitContext`), each tried
+    neurons with the largest estimated gain (:class:`~encoders.bounds.alpha.SplitContext`), each tried
     with one pass at the inherited multipliers, keeping the split whose worse child bounds best.
     The two children cover the parent (a point with ``z = 0`` lies in both), so VERIFIED when no open
     sub-domain is left is sound.  Children inherit the parent's ``α``, ``β`` (the new split's
@@ -455,8 +512,16 @@ class BabSearch:
     search undecided for good (``finished``).
     """
 
-    def __init__(self, prop: Any, net: Network, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds,
-                 alt: Alternative, cfg: BabConfig = BabConfig()) -> None:
+    def __init__(
+        self,
+        prop: Any,
+        net: Network,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        bounds: LayerBounds,
+        alt: Alternative,
+        cfg: BabConfig = BabConfig(),
+    ) -> None:
         A, b = alt
         if A.shape[0] != 1:
             raise ValueError("BabSearch: single-row alternatives only")
@@ -470,8 +535,9 @@ class BabSearch:
         self.finished: BabOutcome | None = None
 
     # ---- helpers -----------------------------------------------------------------------------
-    def _split_rows(self, S: list[np.ndarray], rows: np.ndarray, flat: np.ndarray,
-                    sign: np.ndarray) -> list[np.ndarray]:
+    def _split_rows(
+        self, S: list[np.ndarray], rows: np.ndarray, flat: np.ndarray, sign: np.ndarray
+    ) -> list[np.ndarray]:
         """Copies of ``S[rows]`` with flat neuron index ``flat`` set to ``sign`` (row-wise)."""
         lay = np.searchsorted(self.offsets, flat, side="right") - 1
         out = []
@@ -538,8 +604,13 @@ class BabSearch:
             rep = self._attack(res)
             if rep is not None:
                 return self._done(Verdict.FALSIFIED, rep)
-            self.pool = {"S": S, "a": list(res.alpha), "b": list(res.beta), "lb": res.lb,
-                         "choice": self._choose(S, res)}
+            self.pool = {
+                "S": S,
+                "a": list(res.alpha),
+                "b": list(res.beta),
+                "lb": res.lb,
+                "choice": self._choose(S, res),
+            }
         rounds_here = 0
         while True:
             pool = self.pool
@@ -547,8 +618,10 @@ class BabSearch:
             if not keep.any():
                 st["bab_open"] = 0
                 return self._done(Verdict.VERIFIED)
-            pool = {key: ([v[keep] for v in val] if isinstance(val, list) else val[keep])
-                    for key, val in pool.items()}
+            pool = {
+                key: ([v[keep] for v in val] if isinstance(val, list) else val[keep])
+                for key, val in pool.items()
+            }
             self.pool = pool
             n_open = int(keep.sum())
             st["bab_open"] = n_open
@@ -564,36 +637,51 @@ class BabSearch:
             st["bab_rounds"] += 1
             if cfg.trace and st["bab_rounds"] % 20 == 1:
                 depth = sum((pool["S"][j] != 0).sum(axis=1) for j in range(L))
-                print(f"round {st['bab_rounds']} open {n_open} worst lb-b {pool['lb'].min() - self.thr:.4f} "
-                      f"depth mean {depth.mean():.1f} max {depth.max()}", flush=True)
+                print(
+                    f"round {st['bab_rounds']} open {n_open} worst lb-b {pool['lb'].min() - self.thr:.4f} "
+                    f"depth mean {depth.mean():.1f} max {depth.max()}",
+                    flush=True,
+                )
             rest = np.setdiff1d(np.arange(n_open), take)
             rep2 = np.repeat(take, 2)
             signs = np.tile(np.array([1, -1], dtype=np.int8), take.size)
             kS = self._split_rows(pool["S"], rep2, pool["choice"][rep2], signs)
-            res = ctx.optimise(kS, [a[rep2] for a in pool["a"]], [bb[rep2] for bb in pool["b"]], cfg.alpha,
-                               deadline)
+            res = ctx.optimise(
+                kS, [a[rep2] for a in pool["a"]], [bb[rep2] for bb in pool["b"]], cfg.alpha, deadline
+            )
             st["bab_domains"] += rep2.size
             rep = self._attack(res)
             if rep is not None:
                 return self._done(Verdict.FALSIFIED, rep)
             choice = self._choose(kS, res)
-            self.pool = {"S": [np.concatenate([pool["S"][j][rest], kS[j]]) for j in range(L)],
-                         "a": [np.concatenate([pool["a"][j][rest], res.alpha[j]]) for j in range(L)],
-                         "b": [np.concatenate([pool["b"][j][rest], res.beta[j]]) for j in range(L)],
-                         "lb": np.concatenate([pool["lb"][rest], res.lb]),
-                         "choice": np.concatenate([pool["choice"][rest], choice])}
+            self.pool = {
+                "S": [np.concatenate([pool["S"][j][rest], kS[j]]) for j in range(L)],
+                "a": [np.concatenate([pool["a"][j][rest], res.alpha[j]]) for j in range(L)],
+                "b": [np.concatenate([pool["b"][j][rest], res.beta[j]]) for j in range(L)],
+                "lb": np.concatenate([pool["lb"][rest], res.lb]),
+                "choice": np.concatenate([pool["choice"][rest], choice]),
+            }
 
 
-def bab_alternative(prop: Any, net: Network, lo: np.ndarray, hi: np.ndarray, bounds: LayerBounds,
-                    alt: Alternative, deadline: float, cfg: BabConfig = BabConfig()) -> BabOutcome:
+def bab_alternative(
+    prop: Any,
+    net: Network,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    bounds: LayerBounds,
+    alt: Alternative,
+    deadline: float,
+    cfg: BabConfig = BabConfig(),
+) -> BabOutcome:
     """:class:`BabSearch` on one alternative until ``deadline`` (multi-row alternatives: undecided)."""
     if alt[0].shape[0] != 1:
         return BabOutcome(None, None, {"bab": "multi-row alternative"})
     return BabSearch(prop, net, lo, hi, bounds, alt, cfg).advance(deadline)
 
 
-def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
-                          margin: MarginConfig | None = None) -> Result | None:
+def solve_output_property(
+    prop: Any, net: Network, config: Any, deadline: float, margin: MarginConfig | None = None
+) -> Result | None:
     """Decide a single-network output property alternative by alternative (module docstring).
 
     Parameters
@@ -628,8 +716,12 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
     rng = np.random.default_rng(getattr(config, "seed", 0))
 
     def falsified(rep: ReplayResult, how: str) -> Result:
-        return run.result(Verdict.FALSIFIED, "attack",
-                          f"counterexample found by {how}; replayed on onnxruntime", rep.counterexample)
+        return run.result(
+            Verdict.FALSIFIED,
+            "attack",
+            f"counterexample found by {how}; replayed on onnxruntime",
+            rep.counterexample,
+        )
 
     if any(A.shape[0] == 0 for A, _ in alts):  # an empty conjunction: every point of the box violates
         rep = replay(prop, {"net": net}, {"net": 0.5 * (lo + hi)})
@@ -637,10 +729,17 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
     # 1. CROWN: rule out alternatives
     t = time.perf_counter()
     base = crown_bounds(net, lo, hi)
-    possible = [k for k, (A, b) in enumerate(alts)
-                if not np.any(_alternative_bounds(net, lo, hi, base, A, None, deadline)[0] > b)]
-    st.update(crown_s=time.perf_counter() - t, unstable_crown=base.unstable_counts(),
-              alternatives=len(alts), possible_crown=len(possible))
+    possible = [
+        k
+        for k, (A, b) in enumerate(alts)
+        if not np.any(_alternative_bounds(net, lo, hi, base, A, None, deadline)[0] > b)
+    ]
+    st.update(
+        crown_s=time.perf_counter() - t,
+        unstable_crown=base.unstable_counts(),
+        alternatives=len(alts),
+        possible_crown=len(possible),
+    )
     if not possible:
         return run.result(Verdict.VERIFIED, "crown", "every alternative ruled out by CROWN bounds")
     # 2. cheap attack from the box centre
@@ -670,11 +769,15 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
             if cor is not None:
                 corners[k] = cor
         possible = keep
-        st.update(tighten_s=time.perf_counter() - t, unstable_alpha=bounds.unstable_counts(),
-                  possible_alpha=len(possible))
+        st.update(
+            tighten_s=time.perf_counter() - t,
+            unstable_alpha=bounds.unstable_counts(),
+            possible_alpha=len(possible),
+        )
         if not possible:
-            return run.result(Verdict.VERIFIED, "alpha-crown",
-                              "every alternative ruled out by α-CROWN bounds")
+            return run.result(
+                Verdict.VERIFIED, "alpha-crown", "every alternative ruled out by α-CROWN bounds"
+            )
     # likeliest violation first: the largest upper bound of the margin
     possible.sort(key=lambda k: -ub_margin.get(k, np.inf))
     st["order"] = [(k, round(ub_margin.get(k, np.inf), 4)) for k in possible]
@@ -701,8 +804,11 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
     while pending:
         for k in list(pending):
             if time.perf_counter() > deadline:
-                return run.result(Verdict.TIMEOUT, "bab", f"time limit reached in branch and bound with "
-                                  f"{len(pending)} alternatives open")
+                return run.result(
+                    Verdict.TIMEOUT,
+                    "bab",
+                    f"time limit reached in branch and bound with {len(pending)} alternatives open",
+                )
             t = time.perf_counter()
             if k not in searches:
                 searches[k] = BabSearch(prop, net, lo, hi, bounds, alts[k], cfg.bab)
@@ -714,9 +820,12 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
                 backends_used.add("bab")
                 pending.remove(k)
             elif bo.verdict is Verdict.FALSIFIED and bo.replay is not None:
-                return run.result(Verdict.FALSIFIED, "bab",
-                                  f"alternative {k}: counterexample found during branch and bound; "
-                                  "replayed on onnxruntime", bo.replay.counterexample)
+                return run.result(
+                    Verdict.FALSIFIED,
+                    "bab",
+                    f"alternative {k}: counterexample found during branch and bound; replayed on onnxruntime",
+                    bo.replay.counterexample,
+                )
             elif searches[k].finished is not None:  # undecidable by branch and bound: to the MILP
                 pending.remove(k)
                 milp_queue.append(k)
@@ -726,11 +835,15 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
     for k in milp_queue:
         left = deadline - time.perf_counter()
         if left <= 0:
-            return run.result(Verdict.TIMEOUT, "+".join(sorted(backends_used)) or "milp",
-                              f"time limit reached with alternative {k} (and maybe others) undecided")
+            return run.result(
+                Verdict.TIMEOUT,
+                "+".join(sorted(backends_used)) or "milp",
+                f"time limit reached with alternative {k} (and maybe others) undecided",
+            )
         t = time.perf_counter()
-        prog, info = encode_alternative(net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone,
-                                        cfg.objective, "net")
+        prog, info = encode_alternative(
+            net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone, cfg.objective, "net"
+        )
         backend = _choose(config, prog)
         if backend is None:
             return None
@@ -739,35 +852,54 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
         if rep is not None and not rep.ok and prog.objective is None and time.perf_counter() < deadline:
             # a feasibility search stops at the first point, typically on the margin's boundary, where
             # float32 replay can land a hair on the safe side: look for the point of largest margin
-            prog, info = encode_alternative(net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone,
-                                            True, "net")
-            out2 = _solve(backend, prog, deadline - time.perf_counter(), getattr(config, "threads", 1), cfg,
-                          keep_objective=True)
+            prog, info = encode_alternative(
+                net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone, True, "net"
+            )
+            out2 = _solve(
+                backend,
+                prog,
+                deadline - time.perf_counter(),
+                getattr(config, "threads", 1),
+                cfg,
+                keep_objective=True,
+            )
             rep2 = _replay_candidate(prop, net, prog, out2)
             if rep2 is not None:
                 out, rep = out2, rep2
         backends_used.add(backend)
         run.version = out.solver_version or run.version
         rec = per_alt.setdefault(k, {"alt": k})
-        rec.update({"milp_backend": backend, "milp_status": out.status.value,
-                    "milp_time_s": round(time.perf_counter() - t, 3),
-                    "binaries": info.binaries_hidden + info.exact_last, "relaxed_last": info.relaxed_last,
-                    "nodes": out.stats.get("nodes"), "variables": out.stats.get("variables"),
-                    "constraints": out.stats.get("constraints")})
+        rec.update(
+            {
+                "milp_backend": backend,
+                "milp_status": out.status.value,
+                "milp_time_s": round(time.perf_counter() - t, 3),
+                "binaries": info.binaries_hidden + info.exact_last,
+                "relaxed_last": info.relaxed_last,
+                "nodes": out.stats.get("nodes"),
+                "variables": out.stats.get("variables"),
+                "constraints": out.stats.get("constraints"),
+            }
+        )
         if out.status is SolveStatus.UNSAT:
             continue
         if rep is not None:
             rec["replay"] = rep.reason
             if rep.ok:
-                return run.result(Verdict.FALSIFIED, backend,
-                                  f"alternative {k}: MILP counterexample replayed on onnxruntime",
-                                  rep.counterexample)
+                return run.result(
+                    Verdict.FALSIFIED,
+                    backend,
+                    f"alternative {k}: MILP counterexample replayed on onnxruntime",
+                    rep.counterexample,
+                )
             if undecided is None:
-                undecided = run.result(Verdict.UNKNOWN, backend,
-                                       f"alternative {k}: solver candidate rejected: {rep.reason}")
+                undecided = run.result(
+                    Verdict.UNKNOWN, backend, f"alternative {k}: solver candidate rejected: {rep.reason}"
+                )
             continue
-        verdict = {SolveStatus.TIMEOUT: Verdict.TIMEOUT, SolveStatus.ERROR: Verdict.ERROR}.get(out.status,
-                                                                                              Verdict.UNKNOWN)
+        verdict = {SolveStatus.TIMEOUT: Verdict.TIMEOUT, SolveStatus.ERROR: Verdict.ERROR}.get(
+            out.status, Verdict.UNKNOWN
+        )
         if verdict is Verdict.TIMEOUT:
             return run.result(verdict, backend, f"alternative {k}: {out.message or 'solver time limit'}")
         if undecided is None:
@@ -775,15 +907,22 @@ def solve_output_property(prop: Any, net: Network, config: Any, deadline: float,
     if undecided is not None:
         return replace(undecided, time_s=time.perf_counter() - run.t0)
     n_bab = len(possible) - len(milp_queue)
-    return run.result(Verdict.VERIFIED, "+".join(sorted(backends_used)) or "bounds",
-                      f"all {len(alts)} alternatives ruled out: {len(alts) - len(possible)} by bounds, "
-                      f"{n_bab} by branch and bound, {len(milp_queue)} by MILP")
+    return run.result(
+        Verdict.VERIFIED,
+        "+".join(sorted(backends_used)) or "bounds",
+        f"all {len(alts)} alternatives ruled out: {len(alts) - len(possible)} by bounds, "
+        f"{n_bab} by branch and bound, {len(milp_queue)} by MILP",
+    )
 
 
 def _replay_candidate(prop: Any, net: Network, prog: Program, out: Outcome) -> ReplayResult | None:
     """Replay (then polish) the input part of a solver's assignment; None when there is none."""
-    if out.assignment is None or out.status not in (SolveStatus.SAT, SolveStatus.OPTIMAL, SolveStatus.UNKNOWN,
-                                                    SolveStatus.TIMEOUT):
+    if out.assignment is None or out.status not in (
+        SolveStatus.SAT,
+        SolveStatus.OPTIMAL,
+        SolveStatus.UNKNOWN,
+        SolveStatus.TIMEOUT,
+    ):
         return None
     xs = {"net": np.asarray(out.assignment)[prog.blocks["net"]["input"]]}
     rep = replay(prop, {"net": net}, xs)
@@ -793,8 +932,9 @@ def _replay_candidate(prop: Any, net: Network, prog: Program, out: Outcome) -> R
     return rep
 
 
-def _solve(backend: str, prog: Program, timeout: float, threads: int, cfg: MarginConfig,
-           keep_objective: bool = False) -> Outcome:
+def _solve(
+    backend: str, prog: Program, timeout: float, threads: int, cfg: MarginConfig, keep_objective: bool = False
+) -> Outcome:
     """Gurobi (with ``cfg.gurobi_params``; ``BestObjStop`` when maximising) or HiGHS (feasibility only
     unless ``keep_objective``); a licence refusal falls back to HiGHS."""
     highs_prog = prog if keep_objective else _without_objective(prog)
