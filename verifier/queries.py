@@ -241,7 +241,7 @@ def faithfulness(
     """FAITHUB (sound upper bound), EMPLB (PGD lower bound) and the disagreement verdict at ``x0``.
 
     ``method``: ``"crown"`` (seed 001 Eq. 10–11 on CROWN bounds), ``"split"`` (the same on 16 sub-boxes)
-    or ``"joint"`` (:func:`verifier.faithub.faithub_joint`: teacher and student coupled through the
+    or ``"joint"`` (:func:`verifier.search.pair_split.faithub_joint`: teacher and student coupled through the
     shared input, with input branch and bound for ``joint_time_limit`` seconds).
     """
     from distill.attacks import emplb as pgd_emplb
@@ -250,8 +250,8 @@ def faithfulness(
     t0 = time.perf_counter()
     dis = Disagreement(x0, eps, *(domain if domain is not None else (None, None)))
     lo, hi = dis.box()
-    if method == "joint":  # teacher–student coupled bound with input branch and bound (verifier.faithub)
-        from verifier.faithub import FaithubConfig, faithub_joint
+    if method == "joint":  # coupled teacher–student bound + branch and bound (search.pair_split)
+        from verifier.search.pair_split import FaithubConfig, faithub_joint
 
         fu = faithub_joint(teacher, student, lo, hi, FaithubConfig(time_limit=joint_time_limit)).faithub
     elif method == "split":
