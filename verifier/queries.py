@@ -11,7 +11,7 @@ verified.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,37 @@ def combine(results: Sequence[Result], backend: str, t0: float) -> Result:
         solver_version=next((r.solver_version for r in results if r.solver_version), ""),
         stats=stats,
     )
+
+
+def verify_property(
+    network: str | Path | Network | Mapping[str, Network],
+    prop: Any,
+    config: DispatchConfig | None = None,
+) -> Result:
+    """Answer one property query on one network — the public entry point (``from verifier import verify``).
+
+    Parameters
+    ----------
+    network
+        An ONNX path, a loaded :class:`~encoders.network.Network`, or a mapping of the names the property
+        uses to networks (``{"teacher": t, "student": s}`` for :class:`~encoders.properties.Disagreement`).
+    prop
+        A property of :mod:`encoders.properties` (local robustness, an output DNF over a box, global
+        two-copy κ-robustness, teacher–student disagreement).
+    config
+        Solver choice, time limit and strategy (default: ``DispatchConfig()``, backend ``auto``).
+
+    Returns
+    -------
+    Result
+        ``VERIFIED`` (the encoding proves the property), ``FALSIFIED`` (with a counterexample replayed on
+        onnxruntime), or an undecided verdict.
+    """
+    if isinstance(network, Mapping):
+        nets = {str(k): (v if isinstance(v, Network) else load_onnx(v)) for k, v in network.items()}
+    else:
+        nets = {"net": network if isinstance(network, Network) else load_onnx(network)}
+    return verify(prop, nets, config if config is not None else DispatchConfig())
 
 
 def vnnlib_properties(spec_path: str | Path, net: Network) -> list[OutputDNFProperty]:
