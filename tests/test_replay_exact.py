@@ -92,8 +92,22 @@ def test_edge_case_every_backend_agrees(edge, backend: str) -> None:
 
 def test_edge_case_cli_gurobi_json(edge) -> None:
     _, d = edge
-    cmd = [sys.executable, "-m", "verifier", "verify", "local", "--onnx", str(d / "edge.onnx"), "--point",
-           str(d / "x0.npy"), "--eps", str(EPS), "--backend", "gurobi", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "verifier",
+        "verify",
+        "local",
+        "--onnx",
+        str(d / "edge.onnx"),
+        "--point",
+        str(d / "x0.npy"),
+        "--eps",
+        str(EPS),
+        "--backend",
+        "gurobi",
+        "--json",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["verdict"] == "verified"
