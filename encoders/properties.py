@@ -33,7 +33,7 @@ import numpy as np
 
 from . import relaxations as rx
 from .bounds import crown_bounds, crown_linear, interval_bounds
-from .bounds.rounding import f32, f32_toward, within_box, within_l2, within_linf
+from .bounds.rounding import EPS64, f32, f32_toward, within_box, within_l2, within_linf
 from .bounds.twin import TwinBounds, pair_margin_upper, twin_bounds
 from .encode import encode_network, widen_bounds
 from .errors import SpecError
@@ -565,7 +565,7 @@ class GlobalRobustness:
         diff = b - a
         if self.norm == "inf":
             # a radius shrunk by a few ulps of |a| so that fl(a + d) − a still lies within δ
-            r = self.delta - 4.0 * np.finfo(np.float64).eps * (np.abs(a) + self.delta)
+            r = self.delta - 4.0 * EPS64 * (np.abs(a) + self.delta)
             b = np.clip(a + np.clip(diff, -r, r), lo, hi)
         else:
             nrm = float(np.linalg.norm(diff))
@@ -652,7 +652,7 @@ def _add_twin_cuts(
     neurons have variables in both.
     """
     where = {name: i for i, name in enumerate(prog.names)}
-    ulp = 16.0 * float(np.finfo(np.float64).eps)
+    ulp = 16.0 * EPS64
 
     def add(
         idx: list[int], coef: list[float], sense: Sense, rhs: float, name: str, scale: float = 0.0

@@ -111,6 +111,8 @@ from typing import Any
 import numpy as np
 
 from encoders.bounds import LayerBounds, crown_bounds, rounding_tolerance
+from encoders.bounds.rounding import ATOL as _ATOL
+from encoders.bounds.rounding import U as _U
 from encoders.errors import ConfigError, SpecError
 from encoders.network import Network
 
@@ -125,8 +127,6 @@ __all__ = [
     "faithub_joint",
 ]
 
-_U = 2.0**-53
-_ATOL = 1e-12
 _TINY = 1e-300
 
 
