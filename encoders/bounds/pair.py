@@ -77,6 +77,8 @@ import numpy as np
 from ..errors import SpecError
 from ..network import Network
 from .crown import LayerBounds, crown_bounds, rounding_tolerance
+from .rounding import ATOL as _ATOL
+from .rounding import U as _U
 
 __all__ = [
     "PairLinear",
@@ -86,8 +88,6 @@ __all__ = [
     "faithub_box_bound",
 ]
 
-_U = 2.0**-53
-_ATOL = 1e-12
 _TINY = 1e-300
 
 
