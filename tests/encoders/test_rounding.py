@@ -20,7 +20,7 @@ from encoders.bounds import crown_bounds_l2, crown_linear_ball_l2
 from encoders.bounds import rounding as R
 from encoders.network import network_from_layers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _exact_ball_min(w: np.ndarray, x0: np.ndarray, r: float) -> Decimal:

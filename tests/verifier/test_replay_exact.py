@@ -27,7 +27,7 @@ from verifier.queries import verify_local
 from verifier.replay import replay
 from verifier.results import Verdict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 X0 = np.array([0.1, 0.1])
 EPS = 0.05
 B15 = float(np.float32(0.15))  # 0.15000000596046448, the float32 nearest 0.15

@@ -27,7 +27,7 @@ from verifier.dispatch import DispatchConfig
 from verifier.results import Outcome, SolveStatus, Verdict
 from verifier.search.relu_split import MarginConfig, solve_output_property
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PIDS: dict[str, str] = {}
 
 
