@@ -1,4 +1,5 @@
-"""Certificates (verifier.certificate): schema, atomic writing, ``distillcert check`` catching tampering."""
+"""Certificates (verifier.certify.schema, .check): schema, atomic writing, ``distillcert check`` catching
+tampering."""
 
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def test_schema_and_contents(refused_cert):
 
 
 def test_check_passes_on_untouched_certificate(refused_cert, monkeypatch, capsys):
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     out, _ = refused_cert
     res = check_certificate(out / "certificate.json", recheck=5)
@@ -123,7 +124,7 @@ def test_check_catches_tampered_model(refused_cert, tmp_path, monkeypatch, capsy
     import onnx
     from onnx import numpy_helper
 
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     cpath = _copy(refused_cert[0], tmp_path / "c")
     f = cpath.parent / "student.onnx"
@@ -143,7 +144,7 @@ def test_check_catches_tampered_model(refused_cert, tmp_path, monkeypatch, capsy
 
 
 def test_check_catches_tampered_counterexample(refused_cert, tmp_path, monkeypatch, capsys):
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     cpath = _copy(refused_cert[0], tmp_path / "c")
     cert = json.loads(cpath.read_text())
@@ -159,7 +160,7 @@ def test_check_catches_tampered_counterexample(refused_cert, tmp_path, monkeypat
 
 
 def test_check_catches_tampered_verdict_and_sample(refused_cert, tmp_path):
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     cpath = _copy(refused_cert[0], tmp_path / "c")
     cert = json.loads(cpath.read_text())
@@ -173,7 +174,7 @@ def test_check_catches_tampered_verdict_and_sample(refused_cert, tmp_path):
 
 
 def test_check_catches_wrong_sample_size(refused_cert, tmp_path):
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     cpath = _copy(refused_cert[0], tmp_path / "c")
     cert = json.loads(cpath.read_text())
@@ -185,7 +186,7 @@ def test_check_catches_wrong_sample_size(refused_cert, tmp_path):
 
 def test_check_rerun_catches_a_false_verified_claim(refused_cert, tmp_path):
     """A falsified local query relabelled 'verified' (counterexample removed) is caught by the re-run."""
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     cpath = _copy(refused_cert[0], tmp_path / "c")
     cert = json.loads(cpath.read_text())
@@ -201,7 +202,7 @@ def test_check_rerun_catches_a_false_verified_claim(refused_cert, tmp_path):
 
 
 def test_load_errors(tmp_path, monkeypatch, capsys):
-    from verifier.certificate import load_certificate
+    from verifier.certify import load_certificate
 
     with pytest.raises(DataError, match="no such certificate"):
         load_certificate(tmp_path / "missing.json")
@@ -215,7 +216,7 @@ def test_load_errors(tmp_path, monkeypatch, capsys):
 
 
 def test_write_is_atomic_on_serialisation_error(tmp_path):
-    from verifier.certificate import write_certificate
+    from verifier.certify import write_certificate
 
     (tmp_path / "certificate.json").write_text('{"old": true}')
     with pytest.raises(ValueError):

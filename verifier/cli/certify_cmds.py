@@ -1,5 +1,5 @@
 """CLI: ``distillcert certify``, ``distillcert check`` and ``distillcert run`` (see :mod:`verifier.certify`,
-:mod:`verifier.certificate`, :mod:`verifier.run`)."""
+:mod:`verifier.certify.check`, :mod:`verifier.certify.run`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from encoders.errors import CertificateError, ConfigError
 
-from ..certify import GUARANTEE_KINDS, LIFTS, SAMPLINGS
+from ..certify.config import GUARANTEE_KINDS, LIFTS, SAMPLINGS
 
 __all__ = ["register_certify"]
 
@@ -85,7 +85,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..run import load_run_config, run, summary_text
+    from ..certify.run import load_run_config, run, summary_text
 
     over = _overrides(args)
     if getattr(args, "teacher", None):
@@ -98,8 +98,8 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
-    from ..certify import certify
-    from ..run import load_run_config, summary_text
+    from ..certify.pipeline import certify
+    from ..certify.run import load_run_config, summary_text
 
     over = _overrides(args)
     over["teacher"] = args.teacher
@@ -123,7 +123,7 @@ def _result(cert: dict[str, Any], out: Path, summary: Any) -> dict[str, Any]:
 
 
 def _cmd_check(args: argparse.Namespace) -> dict[str, Any]:
-    from ..certificate import check_certificate
+    from ..certify.check import check_certificate
 
     if args.recheck < 0:
         raise ConfigError(f"--recheck must be >= 0, got {args.recheck}")
