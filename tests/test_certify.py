@@ -251,7 +251,7 @@ def test_certified_where_teacher_is_robust(certified_run):
     assert all(q["verdict"] == "verified" for q in cert["local_queries"])
     assert "CERTIFIED" in cert["guarantee"]["text"] and "0.1-robust" in cert["guarantee"]["text"]
     on_disk = json.loads((out / "certificate.json").read_text())
-    assert on_disk["schema"] == "distillcert.certificate/1" and on_disk["verdict"] == "certified"
+    assert on_disk["schema"] == "distillcert.certificate/2" and on_disk["verdict"] == "certified"
     report = (out / "report.md").read_text()
     assert report.startswith("# distillcert certificate: **CERTIFIED**")
     for png in ("confidence.png", "rho.png", "samples.png"):

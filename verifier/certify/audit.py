@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from encoders.network import Network
 from encoders.properties import LocalRobustness
 
 from ..replay import replay
@@ -35,7 +34,7 @@ class Attack:
 
 
 def teacher_crosscheck(
-    teacher_model: Any, teacher_net: Network, balls: Balls, attack: Attack = Attack()
+    teacher_model: Any, teacher_net: Any, balls: Balls, attack: Attack = Attack()
 ) -> list[dict[str, Any]]:
     r"""PGD on the teacher in every ball ``B_{r_i}(x_i) ∩ Dom``; the witnesses that replay.
 

@@ -22,6 +22,7 @@ from encoders.network import file_sha256, load_onnx, ort_evaluate
 from encoders.properties import GlobalRobustness, LocalRobustness
 
 from .schema import CERT_NAME, SCHEMA, load_certificate
+from .teacher import OnnxFile, ir_or_none, teacher_logits
 
 __all__ = ["check_certificate"]
 
@@ -103,7 +104,11 @@ def check_certificate(
             else f"{rec['file']} has sha256 {got[:16]}…, certificate "
             f"records {rec['sha256'][:16]}… (model changed)",
         ):
-            nets[role] = load_onnx(f)
+            if role == "student":
+                nets[role] = load_onnx(f)
+            else:  # the teacher as the certifier evaluated it: its IR when encodable, else onnxruntime
+                tnet = ir_or_none(f) if cert["models"]["teacher"].get("encodable", True) else None
+                nets[role] = tnet if tnet is not None else OnnxFile(str(f))
     art = (cert.get("artifacts") or {}).get("samples")
     if art:
         f = base / art["file"]
@@ -169,7 +174,13 @@ def check_certificate(
     queries = cert["local_queries"]
     by_i = {int(q["i"]): q for q in queries}
     if "teacher" in nets:
-        zt = nets["teacher"].evaluate(X)
+        tnet = nets["teacher"]
+        zt = teacher_logits(
+            base / cert["models"]["teacher"]["file"],
+            None if isinstance(tnet, OnnxFile) else tnet,
+            bool(cert["models"]["teacher"].get("outputs_probabilities", False)),
+            X,
+        )
         ct = np.argmax(zt, axis=1)
         conf = softmax(zt)[np.arange(len(X)), ct]
         K = set(np.flatnonzero(conf >= config.kappa).tolist())
@@ -217,10 +228,14 @@ def check_certificate(
             queries[k]
             for k in sorted(rng.choice(len(queries), size=min(recheck, len(queries)), replace=False).tolist())
         ]
-        tmodel, smodel = (
-            load_model(base / cert["models"]["teacher"]["file"]),
-            load_model(base / cert["models"]["student"]["file"]),
-        )
+        tfile = base / cert["models"]["teacher"]["file"]
+        if isinstance(nets["teacher"], OnnxFile):
+            from distill.teacher import load_teacher
+
+            tmodel = load_teacher(tfile, domain=domain).module
+        else:
+            tmodel = load_model(tfile)
+        smodel = load_model(base / cert["models"]["student"]["file"])
         ii = np.array([q["i"] for q in pick])
         rho = margin_gradient_ratio(tmodel, smodel, X[ii], np.array([q["label"] for q in pick]), norm)
         bad_rho = []

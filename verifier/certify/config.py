@@ -28,7 +28,7 @@ __all__ = [
 
 GUARANTEE_KINDS = ("seed", "quality", "binomial", "auto")
 _KIND_PAC_NAME = {"seed": "seed_vc", "quality": "quality_space", "binomial": "binomial"}
-LIFTS = ("prop43", "prop43m", "prop42")
+LIFTS = ("prop43m", "prop43", "prop42")
 RADIUS_RULES = ("auto", "min", "fixed")
 SAMPLINGS = ("empirical", "heldout")
 DISTILL_ON = ("samples", "pool")
@@ -68,9 +68,14 @@ class CertifyConfig:
     sampling, distill_on
         ``"empirical"`` / ``"heldout"`` (module docstring); distil on the ``"samples"`` (Algorithm 1)
         or on the whole ``"pool"`` the samples come from.
-    lift, teacher_radius, eq13_scope
-        ``"prop43"`` (measured ρ), ``"prop43m"`` (measured ρ and margin ratio, see :func:`lift_factor`) or
-        ``"prop42"`` (ρ ≡ 1, assumed); radius rule ``"auto"`` (``"fixed"``
+    lift, lift_tolerance, teacher_radius, eq13_scope
+        ``"prop43m"`` (default: measured ρ and margin ratio, see
+        :func:`verifier.certify.lift.lift_factor`; a logit-scaled student cannot inflate it), ``"prop43"``
+        (measured ρ alone) or ``"prop42"`` (ρ ≡ 1, assumed).  Whatever the lift, the certificate is refused
+        where an established claim's factor exceeds the margin-corrected ``prop43m`` factor by more than the
+        factor ``1 + lift_tolerance`` (default 0.05): teacher and student margins then disagree beyond the
+        tolerance and the equal-margin assumption of ``prop43``/``prop42`` is refuted by the measurement.
+        Radius rule ``"auto"`` (``"fixed"``
         for binomial, ``"min"`` otherwise), ``"min"`` or ``"fixed"``; Eq. 13 (strict) on the
         ``"confident"`` samples or on ``"all"``, or its weak reading ``"kappa"`` (see ``_EQ13_DEFS``).
     method, distill_params, student_arch, epochs, distill_lr
@@ -79,6 +84,11 @@ class CertifyConfig:
         ``lambda_ce = 4``: with the CE term on the teacher's hard labels weighted up, the per-sample optimum
         of the KDIGA loss lies above the teacher's confidence, which is what Eq. 13 asks), student widths
         (default ``m-32-32-n``), epochs and learning rate.
+    eq13_hinge, eq13_rounds
+        Distillation aimed at Eq. 13 (:func:`distill.losses.distill_for_eq13`): weight of the hinge on the
+        confidence gap added to the distillation loss, and the number of rounds (each a fine-tuning with a
+        4x stronger hinge) tried while Eq. 13 fails on the distillation points.  ``eq13_hinge = 0`` and
+        ``eq13_rounds = 1``: the plain distillation loss.  Eq. 13's check itself is never weakened.
     teacher, teacher_arch, teacher_adv_eps, teacher_epochs
         ``distillcert run`` only: a teacher file (ONNX or ``.pt``) or, when empty, a teacher trained here
         (PGD-AT at ``teacher_adv_eps``; arch default ``m-128-128-n``).
@@ -104,7 +114,8 @@ class CertifyConfig:
     samples: int | None = None
     sampling: str = "empirical"
     distill_on: str = "samples"
-    lift: str = "prop43"
+    lift: str = "prop43m"
+    lift_tolerance: float = 0.05
     teacher_radius: str = "auto"
     eq13_scope: str = "confident"
     method: str = "kdiga"
@@ -113,6 +124,8 @@ class CertifyConfig:
     epochs: int = 100
     distill_lr: float = 0.05
     distill_weight_decay: float = 5e-4
+    eq13_hinge: float = 1.0
+    eq13_rounds: int = 4
     teacher: str | None = None
     teacher_arch: str | None = None
     teacher_adv_eps: float = 0.1
@@ -155,6 +168,10 @@ class CertifyConfig:
                 raise ConfigError(
                     f"--{_opt(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
                 )
+        if not (self.lift_tolerance >= 0 and math.isfinite(self.lift_tolerance)):
+            raise ConfigError(f"--lift-tolerance must be a finite number >= 0, got {self.lift_tolerance!r}")
+        if not (self.eq13_hinge >= 0 and math.isfinite(self.eq13_hinge)):
+            raise ConfigError(f"--eq13-hinge must be a finite number >= 0, got {self.eq13_hinge!r}")
         for name in ("global_timeout", "local_timeout", "local_budget", "distill_lr"):
             _check_pos(getattr(self, name), name)
         if not (self.distill_weight_decay >= 0 and math.isfinite(self.distill_weight_decay)):
@@ -165,6 +182,7 @@ class CertifyConfig:
             raise ConfigError(f"--teacher-adv-eps must be a finite number >= 0, got {self.teacher_adv_eps!r}")
         for name, lo in (
             ("epochs", 1),
+            ("eq13_rounds", 1),
             ("teacher_epochs", 1),
             ("jobs", 1),
             ("pgd_steps", 1),

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import pac
 from .config import RADIUS_FACTOR, CertifyConfig
+from .lift import inflated
 
 __all__ = ["assumptions", "decide", "guarantee_text"]
 
@@ -118,6 +119,25 @@ def decide(cert: Mapping[str, Any]) -> dict[str, Any]:
                     ),
                 }
             )
+    tol = float(p["lift_tolerance"])
+    infl = [
+        q
+        for q in queries
+        if q["verdict"] in _ESTABLISHED and inflated(q["lift_factor"], q["lift_factor_m"], tol)
+    ]
+    if infl:
+        worst = max(float(q["lift_factor"]) / max(float(q["lift_factor_m"]), 1e-300) for q in infl)
+        reasons.append(
+            {
+                "code": "lift_inflated",
+                "text": (
+                    f"the {p['lift']} lift exceeds the margin-corrected prop43m lift by more than the "
+                    f"tolerance {tol:g} at {len(infl)} of {len(queries)} confident samples (up to "
+                    f"{worst:.3g}x): teacher and student margins disagree, so the lift's equal-margin "
+                    "assumption is refuted; use lift = prop43m"
+                ),
+            }
+        )
     if lifted and teacher_r <= 0.0 and rule != "fixed":
         reasons.append(
             {"code": "lifted_radius_zero", "text": "the lifted teacher radius is zero (rho = 0 somewhere)"}

@@ -1,18 +1,16 @@
-r"""Stage 2, **distil**: stage the teacher's file in the output folder, and distil the student on the sample
+r"""Stage 2, **distil** the student on the sample
 (default KDIGA; seed 000 Algorithm 1 line 4: on ``(x_i, c_T(x_i))``), or reuse a student of the same key.
 The student is exported to ONNX and everything downstream uses the exported weights.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from encoders.errors import ModelFormatError
 from encoders.network import Network, file_sha256, load_onnx
 
 from ..journal import query_key
@@ -20,44 +18,7 @@ from .config import CertifyConfig
 from .context import RunContext
 from .sample import Sample, softmax
 
-__all__ = ["Student", "distil", "stage_teacher"]
-
-
-def stage_teacher(teacher_path: Path, out_dir: Path, data: Any) -> Path:
-    """The teacher's ONNX file inside ``out_dir`` (copied, or exported from a ``.pt`` checkpoint)."""
-    from distill.export import export_onnx, load_model
-
-    dst = out_dir / "teacher.onnx"
-    if not teacher_path.is_file():
-        raise ModelFormatError(f"--teacher {teacher_path}: no such file")
-    suffix = teacher_path.suffix.lower()
-    if suffix == ".onnx":
-        stale = not dst.exists() or file_sha256(dst) != file_sha256(teacher_path)
-        if stale and dst.resolve() != teacher_path.resolve():
-            shutil.copyfile(teacher_path, dst)
-            side = teacher_path.with_name(teacher_path.name + ".json")
-            if side.is_file():
-                shutil.copyfile(side, dst.with_name(dst.name + ".json"))
-        return dst
-    if suffix in (".pt", ".pth"):
-        model = load_model(teacher_path)
-        meta = dict(getattr(model, "meta", {}) or {})
-        src = file_sha256(teacher_path)
-        side = dst.with_name(dst.name + ".json")
-        if dst.exists() and side.is_file():
-            import json
-
-            try:
-                if json.loads(side.read_text()).get("source_sha256") == src:
-                    return dst
-            except (OSError, ValueError):
-                pass
-        meta.setdefault("dataset", data.name)
-        meta.setdefault("input_domain", {"lo": data.domain_lo.tolist(), "hi": data.domain_hi.tolist()})
-        meta["source_sha256"] = src
-        export_onnx(model, dst, data.n_features, meta)
-        return dst
-    raise ModelFormatError(f"--teacher {teacher_path}: expected an .onnx or .pt file")
+__all__ = ["Student", "distil"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +60,11 @@ def distil(
         config.distill_weight_decay,
         config.seed,
         data.name,
+        *(
+            ("eq13", config.eq13_hinge, config.eq13_rounds, config.eq13_scope, config.kappa)
+            if config.eq13_hinge > 0 or config.eq13_rounds > 1
+            else ()
+        ),
         config.data_seed,
     )
     path, summary = _student(config, ctx, teacher_model, X_distill.astype(np.float32), key)
@@ -129,36 +95,90 @@ def _student(
         if meta.get("certify_key") == key and meta.get("sha256") == file_sha256(path):
             log("student: reusing student.onnx from the output folder (same teacher, sample and settings)")
             return path, dict(meta.get("distill_summary") or {})
-    log(f"distilling the student ({config.method}, {len(X_distill)} points, {config.epochs} epochs)")
-    res = distill_student(
-        teacher_model,
-        X_distill,
-        method=config.method,
-        arch=config.student_arch,
-        epochs=config.epochs,
-        seed=config.seed,
-        labels="teacher",
-        lr=config.distill_lr,
-        cfg=DistillConfig(**config.distill_params),
-        weight_decay=config.distill_weight_decay,
-        domain=(data.domain_lo, data.domain_hi),
-        progress=log.progress,
-    )
-    summary = {
-        "method": res.config["method"],
-        "arch": res.config["arch"],
-        "epochs": res.config["epochs"],
-        "points": int(len(X_distill)),
-        "train_agreement": float(res.train_agreement),
-        "seconds_s": round(float(res.seconds), 3),
-    }
+    domain = (data.domain_lo, data.domain_hi)
+    if config.eq13_hinge > 0 or config.eq13_rounds > 1:
+        model, training, summary = _distil_eq13(config, ctx, teacher_model, X_distill, domain)
+    else:
+        log(f"distilling the student ({config.method}, {len(X_distill)} points, {config.epochs} epochs)")
+        res = distill_student(
+            teacher_model,
+            X_distill,
+            method=config.method,
+            arch=config.student_arch,
+            epochs=config.epochs,
+            seed=config.seed,
+            labels="teacher",
+            lr=config.distill_lr,
+            cfg=DistillConfig(**config.distill_params),
+            weight_decay=config.distill_weight_decay,
+            domain=domain,
+            progress=log.progress,
+        )
+        model, training = res.model, res.config
+        summary = {
+            "method": res.config["method"],
+            "arch": res.config["arch"],
+            "epochs": res.config["epochs"],
+            "points": int(len(X_distill)),
+            "train_agreement": float(res.train_agreement),
+            "seconds_s": round(float(res.seconds), 3),
+            "objective": "distillation loss only",
+        }
     meta = {
         "dataset": data.name,
         "input_domain": {"lo": data.domain_lo.tolist(), "hi": data.domain_hi.tolist()},
         "class_names": list(data.class_names),
-        "training": res.config,
+        "training": training,
         "certify_key": key,
         "distill_summary": summary,
     }
-    export_onnx(res.model, path, data.n_features, meta, seed=config.seed)
+    export_onnx(model, path, data.n_features, meta, seed=config.seed)
     return path, summary
+
+
+def _distil_eq13(
+    config: CertifyConfig, ctx: RunContext, teacher_model: Any, X_distill: np.ndarray, domain: Any
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    r"""Distillation aimed at Eq. 13 (:func:`distill.losses.distill_for_eq13`): the base loss plus
+    ``eq13_hinge`` times a hinge on the confidence gap at the distillation points (zero only where the
+    student is at least as confident as the teacher with room to spare, and agrees with it), retried with
+    a hinge ``growth`` times stronger up to ``eq13_rounds`` rounds while Eq. 13 fails.  Eq. 13 itself is
+    never weakened: the certifier re-checks it exactly on the exported student (:func:`~.lift.eq13`)."""
+    from distill.losses import DistillConfig, Eq13Config, distill_for_eq13
+
+    cfg = Eq13Config(
+        kappa=config.kappa,
+        scope=config.eq13_scope,
+        method=config.method,
+        distill=DistillConfig(**config.distill_params),
+        arch=config.student_arch,
+        epochs=config.epochs,
+        lr=config.distill_lr,
+        weight_decay=config.distill_weight_decay,
+        seed=config.seed,
+        hinge_weight=config.eq13_hinge,
+        max_rounds=config.eq13_rounds,
+    )
+    ctx.log(
+        f"distilling the student ({config.method} + Eq. 13 hinge {config.eq13_hinge:g}, up to "
+        f"{config.eq13_rounds} rounds; {len(X_distill)} points, {config.epochs} epochs)"
+    )
+    model, rep = distill_for_eq13(teacher_model, X_distill, cfg, domain=domain, progress=ctx.log.progress)
+    ctx.log(
+        f"Eq. 13 distillation: {rep.rounds} round(s), violations per round {list(rep.violations)} on the "
+        f"distillation points ({'holds' if rep.holds else 'still fails'} in training precision)"
+    )
+    summary = {
+        "method": rep.config["method"],
+        "arch": rep.config["arch"],
+        "epochs": config.epochs,
+        "points": int(len(X_distill)),
+        "train_agreement": float(rep.train_agreement),
+        "seconds_s": round(float(rep.seconds), 3),
+        "objective": "distillation loss + Eq. 13 hinge (distill.losses.eq13_hinge), retried while it fails",
+        "eq13_rounds": int(rep.rounds),
+        "eq13_hinge_weights": [float(w) for w in rep.hinge_weights],
+        "eq13_violations_per_round": [int(v) for v in rep.violations],
+        "eq13_worst_gap_per_round": [float(g) for g in rep.worst_gaps],
+    }
+    return model, rep.config, summary

@@ -25,6 +25,7 @@ __all__ = [
     "EQ13_DEFS",
     "Lift",
     "eq13",
+    "inflated",
     "lift",
     "lift_factor",
     "margin_gradient_ratio",
@@ -95,6 +96,24 @@ def margin_gradient_ratio(
     return r.min(axis=1) if r.size else np.zeros(len(X))
 
 
+def inflated(factor: float | None, factor_m: float | None, tolerance: float) -> bool:
+    r"""True when a lift factor exceeds the margin-corrected factor beyond the tolerance:
+    ``λ > (1 + tol) · λ_m`` (``λ_m`` of ``prop43m``).
+
+    Why this is the right test: under local linearity alone the teacher's distance to the ``j``-boundary
+    is ``μ_j ρ_j`` times the student's (:func:`lift_factor`), so ``λ_m R_i`` is what the measurements
+    support; ``prop43`` (``λ = min(1, min_j ρ_j)``) and ``prop42`` (``λ = 1``) claim more exactly by the
+    margin ratios ``1/μ_j``, i.e. when the student's margins exceed the teacher's — which a merely more
+    confident (e.g. logit-scaled) student does without being any more robust.  ``None`` (no factor
+    recorded) counts as not inflated only when both are ``None``.
+    """
+    if factor is None and factor_m is None:
+        return False
+    if factor is None or factor_m is None:
+        return True
+    return float(factor) > (1.0 + float(tolerance)) * float(factor_m)
+
+
 def lift_factor(
     lift: str, rho_j: np.ndarray, z_t: np.ndarray, z_s: np.ndarray, labels: np.ndarray
 ) -> np.ndarray:
@@ -113,6 +132,8 @@ def lift_factor(
       scaling the student's logits, which inflates ``ρ`` alone.
     """
     n = len(labels)
+    if n == 0:
+        return np.zeros(0)
     if lift == "prop42":
         return np.ones(n)
     rho = np.min(rho_j, axis=1) if rho_j.size else np.full(n, np.inf)
@@ -151,12 +172,14 @@ def eq13(config: CertifyConfig, smp: Sample, p_s: np.ndarray, c_s: np.ndarray) -
 @dataclass(frozen=True)
 class Lift:
     """Per confident sample (aligned with ``Sample.K``): ``rho_j`` ``(|K|, classes)``, ``rho`` (its row
-    minimum), the factor ``λ``, the student radius ``radii`` to verify and the teacher's ``lifted``
-    radius ``λ · radii``."""
+    minimum), the factor ``λ`` of the configured lift, the margin-corrected factor ``factor_m`` (``prop43m``,
+    the reference every lift is held to), the student radius ``radii`` to verify and the teacher's
+    ``lifted`` radius ``λ · radii``."""
 
     rho_j: np.ndarray
     rho: np.ndarray
     factor: np.ndarray
+    factor_m: np.ndarray
     radii: np.ndarray
     lifted: np.ndarray
 
@@ -169,9 +192,10 @@ def lift(config: CertifyConfig, smp: Sample, teacher: Any, student: Any, z_s: np
     rho_j = margin_gradient_ratios(teacher, student, smp.X[K], smp.c_t[K], config.norm)
     rho = rho_j.min(axis=1) if rho_j.size else np.zeros(len(K))
     factor = lift_factor(config.lift, rho_j, smp.z_t[K], z_s[K], smp.c_t[K])
+    factor_m = lift_factor("prop43m", rho_j, smp.z_t[K], z_s[K], smp.c_t[K])
     if smp.rule == "fixed":
         with np.errstate(divide="ignore"):
             radii = np.where(factor > 0, smp.R / np.where(factor > 0, factor, 1.0), np.inf)
     else:
         radii = np.full(len(K), smp.R)
-    return Lift(rho_j, rho, factor, radii, factor * radii)
+    return Lift(rho_j, rho, factor, factor_m, radii, factor * radii)

@@ -11,33 +11,21 @@ from typing import Any
 import numpy as np
 
 from encoders.errors import ModelFormatError
-from encoders.network import file_sha256, load_onnx
 
 from .audit import Attack, teacher_crosscheck
 from .config import RADIUS_FACTOR, CertifyConfig
 from .context import Balls, RunContext, now
 from .decide import assumptions, decide, guarantee_text
-from .distil import Student, distil, stage_teacher
+from .distil import Student, distil
 from .lift import Lift, eq13, lift
 from .sample import Sample, draw
 from .schema import SCHEMA, software_versions, write_certificate
+from .teacher import CertTeacher, load_cert_teacher
 from .verify import StudentVerification, verify_student
 
-__all__ = ["Teacher", "certify"]
+__all__ = ["certify"]
 
 _KIND_PAC_NAME = {"seed": "seed_vc", "quality": "quality_space", "binomial": "binomial"}
-
-
-@dataclass(frozen=True)
-class Teacher:
-    """The staged teacher: ``file`` in the output folder, the user's ``source`` path, its IR ``net``,
-    torch ``model`` and ``sha256``."""
-
-    file: Path
-    source: str
-    net: Any
-    model: Any
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -45,29 +33,13 @@ class _Stages:
     """Every stage's output, from which the certificate is assembled."""
 
     started: str
-    teacher: Teacher
+    teacher: CertTeacher
     smp: Sample
     student: Student
     eq13: dict[str, Any]
     lift: Lift
     sv: StudentVerification
     witnesses: list[dict[str, Any]]
-
-
-def _teacher(teacher_path: Path, ctx: RunContext) -> Teacher:
-    from distill.export import load_model
-
-    data = ctx.data
-    m = int(data.n_features)
-    teacher_file = stage_teacher(teacher_path, ctx.out, data)
-    net = load_onnx(teacher_file)
-    if net.n_inputs != m or net.n_outputs != data.n_classes:
-        raise ModelFormatError(
-            f"--teacher {teacher_path}: takes {net.n_inputs} inputs and gives "
-            f"{net.n_outputs} outputs, but {data.name} has {m} features and "
-            f"{data.n_classes} classes"
-        )
-    return Teacher(teacher_file, str(teacher_path), net, load_model(teacher_file), file_sha256(teacher_file))
 
 
 def certify(
@@ -97,8 +69,8 @@ def certify(
 
     # 1. sample
     t0 = time.perf_counter()
-    teacher = _teacher(Path(teacher_path), ctx)
-    smp = draw(config, data, teacher.net.evaluate)
+    teacher = load_cert_teacher(Path(teacher_path), ctx)
+    smp = draw(config, data, teacher.logits)
     log(
         f"guarantee kind {smp.kind}: s = {smp.s} samples (minimum {smp.choice['s_required']}; "
         f"d = {smp.choice['d'] or 'n/a'}); "
@@ -133,7 +105,7 @@ def certify(
     lifted_balls = Balls(
         smp.X[K], c_t[K], np.where(np.isfinite(lf.lifted), lf.lifted, 0.0), config.norm, ctx.domain
     )
-    witnesses = teacher_crosscheck(teacher.model, teacher.net, lifted_balls, Attack.of(config))
+    witnesses = teacher_crosscheck(teacher.model, teacher.replay_net, lifted_balls, Attack.of(config))
     for w in witnesses:
         w["i"] = int(K[w["i"]])
     durations["crosscheck_s"] = time.perf_counter() - t0
@@ -203,6 +175,8 @@ def _assemble(config: CertifyConfig, ctx: RunContext, st: _Stages) -> dict[str, 
                 "radius": float(radii[j]),
                 "rho": float(rho[j]) if np.isfinite(rho[j]) else None,
                 "lifted_radius": float(lifted[j]) if np.isfinite(lifted[j]) else None,
+                "lift_factor": float(st.lift.factor[j]),
+                "lift_factor_m": float(st.lift.factor_m[j]),
                 "verdict": str(status[j]),
                 "by": str(by[j]),
                 "time_s": round(float(qtime[j]), 4),
@@ -266,9 +240,12 @@ def _assemble(config: CertifyConfig, ctx: RunContext, st: _Stages) -> dict[str, 
                 "file": teacher.file.name,
                 "sha256": teacher.sha256,
                 "source": teacher.source,
-                "n_inputs": teacher.net.n_inputs,
-                "n_outputs": teacher.net.n_outputs,
-                "hidden_sizes": list(teacher.net.hidden_sizes),
+                "n_inputs": int(ctx.data.n_features),
+                "n_outputs": int(ctx.data.n_classes),
+                "hidden_sizes": list(teacher.net.hidden_sizes) if teacher.net is not None else None,
+                "encodable": teacher.net is not None,
+                "outputs_probabilities": teacher.probabilities,
+                "import": teacher.info,
             },
             "student": {
                 "file": student.file.name,
@@ -306,6 +283,7 @@ def _assemble(config: CertifyConfig, ctx: RunContext, st: _Stages) -> dict[str, 
             "tv_shift": config.tv_shift,
             "s_required": choice["s_required"],
             "lift": config.lift,
+            "lift_tolerance": config.lift_tolerance,
             "radius_rule": rule,
             "base_radius": R,
             "radius_factor": RADIUS_FACTOR[kind],

@@ -1,9 +1,9 @@
-"""The certificate: the ``distillcert.certificate/1`` schema, atomic writing and loading (the checker is
+"""The certificate: the ``distillcert.certificate/2`` schema, atomic writing and loading (the checker is
 :mod:`verifier.certify.check`).
 
-Schema ``distillcert.certificate/1`` (a JSON object; every path is relative to the certificate's folder)
+Schema ``distillcert.certificate/2`` (a JSON object; every path is relative to the certificate's folder)
 ------------------------------------------------------------------------------------------------------
-``schema``           ``"distillcert.certificate/1"``
+``schema``           ``"distillcert.certificate/2"``
 ``verdict``          ``"certified"`` or ``"refused"``; ``reasons``: ``[{"code", "text"}]`` when refused
 ``guarantee``        ``kind``, ``teacher_radius``, ``kappa``, ``epsilon``, ``epsilon_shifted`` (ε + Λ),
                      ``eta``, ``epsilon_achieved`` (binomial), ``violations``, ``text`` (plain words)
@@ -54,7 +54,7 @@ __all__ = [
     "write_certificate",
 ]
 
-SCHEMA = "distillcert.certificate/1"
+SCHEMA = "distillcert.certificate/2"
 CERT_NAME = "certificate.json"
 SAMPLES_NAME = "samples.npz"
 
@@ -108,7 +108,7 @@ def write_certificate(
 
 def load_certificate(path: str | Path) -> dict[str, Any]:
     """Read a certificate; ``DataError`` (exit 2) when the file is missing or not JSON,
-    ``CertificateError`` when its schema is not ``distillcert.certificate/1``."""
+    ``CertificateError`` when its schema is not ``distillcert.certificate/2``."""
     p = Path(path)
     if p.is_dir():
         p = p / CERT_NAME
