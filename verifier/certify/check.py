@@ -284,6 +284,10 @@ def check_certificate(
             if not contradictions
             else "; ".join(contradictions[:3]),
         )
+        _recheck_audit(ck, pick, X, nets, norm, domain, cfg)
+
+    # ---------------------------------------------------------------- lift audit records
+    _check_audit_records(ck, cert)
 
     # ---------------------------------------------------------------- verdict follows from the records
     try:
@@ -313,6 +317,74 @@ def check_certificate(
     return _finish(cpath, ck)
 
 
+def _check_audit_records(ck: _Checks, cert: dict[str, Any]) -> None:
+    """The lift audit's counts agree with the per-query outcomes, and every refuted claim has a replayable
+    ``teacher_direct`` counterexample (replayed with the others)."""
+    audit = cert["steps"].get("lift_audit")
+    if audit is None:
+        ck.add("lift audit", False, "the certificate has no lift_audit record")
+        return
+    queries = cert["local_queries"]
+    counts = {
+        k: sum(1 for q in queries if q.get("audit") == k) for k in ("confirmed", "undecided", "refuted")
+    }
+    ok = all(int(audit.get(k, 0)) == v for k, v in counts.items())
+    direct = {c["i"] for c in cert["counterexamples"] if c["kind"] == "teacher_direct"}
+    missing = [q["i"] for q in queries if q.get("audit") == "refuted" and q["i"] not in direct]
+    claims = int(audit.get("claims", 0))
+    frac = audit.get("fraction_confirmed")
+    ok_frac = frac is None or (claims > 0 and abs(float(frac) - counts["confirmed"] / claims) <= 1e-12)
+    detail = (
+        f"{counts['confirmed']} confirmed, {counts['undecided']} undecided, {counts['refuted']} refuted of "
+        f"{claims} lifted claims"
+        if audit.get("checkable", True)
+        else "teacher not directly checkable (PGD only)"
+    )
+    if not ok or not ok_frac:
+        detail = f"recorded counts/fraction disagree with the per-query outcomes ({detail})"
+    if missing:
+        detail = f"refuted claims without a counterexample at samples {missing[:5]}"
+    ck.add("lift audit", ok and ok_frac and not missing, detail)
+
+
+def _recheck_audit(
+    ck: _Checks,
+    pick: list[dict[str, Any]],
+    X: np.ndarray,
+    nets: dict[str, Any],
+    norm: str,
+    domain: tuple[np.ndarray, np.ndarray],
+    cfg: Any,
+) -> None:
+    """Re-run the picked ``confirmed`` lift-audit claims on the teacher (CROWN, then a solver): a falsified
+    claim contradicts the certificate."""
+    from ..dispatch import verify
+    from ..results import Verdict
+    from .context import Balls
+    from .verify import crown_local
+
+    tnet = nets.get("teacher")
+    todo = [q for q in pick if q.get("audit") == "confirmed" and q.get("lifted_radius")]
+    if not todo or tnet is None or isinstance(tnet, OnnxFile):
+        return
+    bad, confirmed = [], 0
+    for q in todo:
+        x0, r, c = X[q["i"]], float(q["lifted_radius"]), int(q["label"])
+        if crown_local(tnet, Balls(x0[None, :], np.array([c]), np.array([r]), norm, domain))[0]:
+            confirmed += 1
+            continue
+        res = verify(LocalRobustness(x0, r, c, norm, domain[0], domain[1]), {"net": tnet}, cfg)
+        if res.verdict is Verdict.FALSIFIED:
+            bad.append(f"sample {q['i']}: recorded confirmed but falsified on the teacher")
+        elif res.verdict is Verdict.VERIFIED:
+            confirmed += 1
+    ck.add(
+        "lift audit re-run",
+        not bad,
+        f"{confirmed} of {len(todo)} confirmed claims re-confirmed" if not bad else "; ".join(bad[:3]),
+    )
+
+
 def _replay_counterexample(
     ce: dict[str, Any],
     nets: dict[str, Any],
@@ -332,7 +404,7 @@ def _replay_counterexample(
     try:
         x = np.asarray(ce["x"], dtype=np.float64)
         kind = ce["kind"]
-        if kind in ("student_local", "teacher_pgd"):
+        if kind in ("student_local", "teacher_pgd", "teacher_direct"):
             i = int(ce["i"])
             if not 0 <= i < len(X):
                 return f"sample position {i} out of range"

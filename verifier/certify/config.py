@@ -100,6 +100,10 @@ class CertifyConfig:
         it are reported undecided — never dropped); parallel solver processes.
     pgd_steps, pgd_restarts
         Teacher cross-check attack strength (step ``2.5 r/steps``).
+    audit, audit_alpha, audit_budget
+        The lift audit (:func:`verifier.certify.audit.lift_audit`): on/off, α-CROWN iterations per claim,
+        and seconds for it (half of it at most for α-CROWN, the rest for solver queries at
+        ``local_timeout`` each).
     """
 
     data: str = "digits"
@@ -140,6 +144,9 @@ class CertifyConfig:
     jobs: int = 1
     pgd_steps: int = 50
     pgd_restarts: int = 5
+    audit: bool = True
+    audit_alpha: int = 20
+    audit_budget: float = 60.0
 
     def __post_init__(self) -> None:
         for name, typ in _FIELD_TYPES.items():
@@ -172,7 +179,7 @@ class CertifyConfig:
             raise ConfigError(f"--lift-tolerance must be a finite number >= 0, got {self.lift_tolerance!r}")
         if not (self.eq13_hinge >= 0 and math.isfinite(self.eq13_hinge)):
             raise ConfigError(f"--eq13-hinge must be a finite number >= 0, got {self.eq13_hinge!r}")
-        for name in ("global_timeout", "local_timeout", "local_budget", "distill_lr"):
+        for name in ("global_timeout", "local_timeout", "local_budget", "distill_lr", "audit_budget"):
             _check_pos(getattr(self, name), name)
         if not (self.distill_weight_decay >= 0 and math.isfinite(self.distill_weight_decay)):
             raise ConfigError(
@@ -187,6 +194,7 @@ class CertifyConfig:
             ("jobs", 1),
             ("pgd_steps", 1),
             ("pgd_restarts", 1),
+            ("audit_alpha", 0),
             ("samples", 1),
         ):
             v = getattr(self, name)

@@ -59,6 +59,18 @@ def decide(cert: Mapping[str, Any]) -> dict[str, Any]:
                 ),
             }
         )
+    refuted = [q for q in queries if q.get("audit") == "refuted"]
+    if refuted:
+        reasons.append(
+            {
+                "code": "lift_refuted",
+                "text": (
+                    f"lifted claim refuted: direct verification of the teacher found a counterexample at "
+                    f"{len(refuted)} lifted claim(s) (first at sample {refuted[0]['i']}, radius "
+                    f"{refuted[0]['lifted_radius']:.4g}), replayed on onnxruntime"
+                ),
+            }
+        )
     eq = steps["eq13"]
     if not eq["holds"]:
         reasons.append(

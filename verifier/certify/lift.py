@@ -187,7 +187,8 @@ class Lift:
 def lift(config: CertifyConfig, smp: Sample, teacher: Any, student: Any, z_s: np.ndarray) -> Lift:
     """ρ and λ at the confident samples (torch modules ``teacher``/``student``; student logits ``z_s`` on
     the sample), and the student radii of the radius rule: ``R`` (``"min"``), or ``R/λ`` (``"fixed"``: the
-    lifted radius is then exactly ``R``; ``+inf`` where ``λ = 0``)."""
+    lifted radius is then exactly ``R``; ``+inf`` where ``λ = 0``, and the lifted radius is 0 there: no
+    claim)."""
     K = smp.K
     rho_j = margin_gradient_ratios(teacher, student, smp.X[K], smp.c_t[K], config.norm)
     rho = rho_j.min(axis=1) if rho_j.size else np.zeros(len(K))
@@ -198,4 +199,5 @@ def lift(config: CertifyConfig, smp: Sample, teacher: Any, student: Any, z_s: np
             radii = np.where(factor > 0, smp.R / np.where(factor > 0, factor, 1.0), np.inf)
     else:
         radii = np.full(len(K), smp.R)
-    return Lift(rho_j, rho, factor, factor_m, radii, factor * radii)
+    lifted = np.where(factor > 0, factor * np.where(np.isfinite(radii), radii, 0.0), 0.0)
+    return Lift(rho_j, rho, factor, factor_m, radii, lifted)

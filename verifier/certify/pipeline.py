@@ -12,7 +12,7 @@ import numpy as np
 
 from encoders.errors import ModelFormatError
 
-from .audit import Attack, teacher_crosscheck
+from .audit import Attack, lift_audit, teacher_crosscheck
 from .config import RADIUS_FACTOR, CertifyConfig
 from .context import Balls, RunContext, now
 from .decide import assumptions, decide, guarantee_text
@@ -40,6 +40,9 @@ class _Stages:
     lift: Lift
     sv: StudentVerification
     witnesses: list[dict[str, Any]]
+    audit: dict[str, Any]
+    audit_outcome: np.ndarray
+    audit_cex: list[dict[str, Any]]
 
 
 def certify(
@@ -109,9 +112,10 @@ def certify(
     for w in witnesses:
         w["i"] = int(K[w["i"]])
     durations["crosscheck_s"] = time.perf_counter() - t0
+    audit, outcome, audit_cex = lift_audit(config, ctx, teacher, lifted_balls, sv.status == "verified")
 
     # 6. decide and write
-    st = _Stages(started, teacher, smp, student, eq, lf, sv, witnesses)
+    st = _Stages(started, teacher, smp, student, eq, lf, sv, witnesses, audit, outcome, audit_cex)
     cert = _assemble(config, ctx, st)
     dec = decide(cert)
     cert["verdict"] = dec["verdict"]
@@ -172,13 +176,14 @@ def _assemble(config: CertifyConfig, ctx: RunContext, st: _Stages) -> dict[str, 
                 "i": int(i),
                 "index": int(idx[i]),
                 "label": int(c_t[i]),
-                "radius": float(radii[j]),
+                "radius": float(radii[j]) if np.isfinite(radii[j]) else None,
                 "rho": float(rho[j]) if np.isfinite(rho[j]) else None,
                 "lifted_radius": float(lifted[j]) if np.isfinite(lifted[j]) else None,
                 "lift_factor": float(st.lift.factor[j]),
                 "lift_factor_m": float(st.lift.factor_m[j]),
                 "verdict": str(status[j]),
                 "by": str(by[j]),
+                "audit": str(st.audit_outcome[j]),
                 "time_s": round(float(qtime[j]), 4),
             }
         )
@@ -211,6 +216,22 @@ def _assemble(config: CertifyConfig, ctx: RunContext, st: _Stages) -> dict[str, 
                 "norm": config.norm,
                 "y": counter_global.y.tolist(),
                 "label": int(np.argmax(counter_global.y)),
+            }
+        )
+    for ce in st.audit_cex:
+        j = int(ce["j"])
+        i = int(K[j])
+        counterexamples.append(
+            {
+                "kind": "teacher_direct",
+                "network": "teacher",
+                "i": i,
+                "x0": X[i].tolist(),
+                "x": ce["x"],
+                "label": int(c_t[i]),
+                "radius": float(lifted[j]),
+                "norm": config.norm,
+                "y": ce["y"],
             }
         )
     for w in witnesses:
@@ -314,6 +335,7 @@ def _assemble(config: CertifyConfig, ctx: RunContext, st: _Stages) -> dict[str, 
                 "rho_below_1": int(np.sum(rho < 1.0)),
             },
             "eq13": st.eq13,
+            "lift_audit": st.audit,
             "crosscheck": {
                 "attack": "pgd-ce",
                 "steps": config.pgd_steps,

@@ -31,7 +31,7 @@ from ..results import Counterexample, Result, Verdict
 from .config import CertifyConfig
 from .context import Balls, RunContext
 
-__all__ = ["StudentVerification", "crown_local", "result_from_record", "verify_student"]
+__all__ = ["LocalQueries", "StudentVerification", "crown_local", "result_from_record", "verify_student"]
 
 
 def crown_local(net: Network, balls: Balls) -> np.ndarray:
@@ -200,15 +200,17 @@ def verify_student(
         )
     todo = np.flatnonzero(sv.status == "pending")
     if len(todo):
-        _LocalQueries(config, ctx, student, balls, sv, journal).run(todo)
+        LocalQueries(config, ctx, student, balls, sv, journal).run(todo)
     ctx.durations["local_s"] = time.perf_counter() - t0
     journal.close()
     return sv
 
 
 @dataclass
-class _LocalQueries:
-    """The solver stage of (b): one task per distinct (point, label, radius) key, journaled as it ends."""
+class LocalQueries:
+    """The solver stage of (b) — and of the lift audit on the teacher (``tag = "audit"``): one task per
+    distinct (point, label, radius) key on ``network`` (anything with ``net`` and ``sha256``), journaled as
+    it ends, within ``budget`` seconds (default ``config.local_budget``)."""
 
     config: CertifyConfig
     ctx: RunContext
@@ -216,6 +218,8 @@ class _LocalQueries:
     balls: Balls
     sv: StudentVerification
     journal: Journal
+    tag: str = "local"
+    budget: float | None = None
     keys: dict[str, list[int]] = field(default_factory=dict)
 
     def run(self, todo: np.ndarray) -> None:
@@ -223,7 +227,7 @@ class _LocalQueries:
         tasks = []
         for j in todo:
             k = query_key(
-                "local",
+                self.tag,
                 self.student.sha256,
                 b.X[j],
                 int(b.labels[j]),
@@ -249,7 +253,7 @@ class _LocalQueries:
                 for j in js:
                     self.sv.apply(j, result_from_record(rec))
         self.ctx.log(
-            f"local solver queries: {len(tasks)} to run, {len(self.keys) - len(tasks)} reused from the "
+            f"{self.tag} solver queries: {len(tasks)} to run, {len(self.keys) - len(tasks)} reused from the "
             f"journal ({len(todo)} samples)"
         )
         self._solve(tasks)
@@ -263,11 +267,12 @@ class _LocalQueries:
         from tqdm import tqdm
 
         config = self.config
+        budget = config.local_budget if self.budget is None else self.budget
         lcfg = DispatchConfig(backend=config.backend, timeout=config.local_timeout, seed=config.seed)
         t0 = time.perf_counter()
         bar = tqdm(
             total=len(tasks),
-            desc="local queries",
+            desc=f"{self.tag} queries",
             file=sys.stderr,
             disable=not (self.ctx.log.progress and sys.stderr.isatty()),
             leave=False,
@@ -283,7 +288,7 @@ class _LocalQueries:
         step = max(1, config.jobs)
         done = 0
         for a in range(0, len(tasks), step):
-            left = config.local_budget - (time.perf_counter() - t0)
+            left = budget - (time.perf_counter() - t0)
             if left <= 0:
                 break
             chunk = tasks[a : a + step]
@@ -294,9 +299,9 @@ class _LocalQueries:
         for t in tasks[done:]:
             for j in self.keys[t.key]:
                 self.sv.status[j] = "unknown"
-                self.sv.by[j] = "not run: local_budget exhausted"
+                self.sv.by[j] = f"not run: {self.tag} budget exhausted"
         if done < len(tasks):
             self.ctx.log(
-                f"local solver budget of {config.local_budget:g}s exhausted: {len(tasks) - done} queries "
+                f"{self.tag} solver budget of {budget:g}s exhausted: {len(tasks) - done} queries "
                 "not run (reported undecided)"
             )
