@@ -161,7 +161,10 @@ def _c_conv(node: _Node) -> Fn:
             return _CONV[k](x, w, b, stride=strides, padding=pads[:k], dilation=dil, groups=group)
         return _CONV[k](F.pad(x, _torch_pad(pads)), w, b, stride=strides, dilation=dil, groups=group)
 
-    _spatial_pads(node, len(node.attr("kernel_shape") or [0, 0]))  # reject bad auto_pad now
+    if node.attr("kernel_shape"):  # reject a bad auto_pad / pads length now (else at run time)
+        _spatial_pads(node, len(node.attr("kernel_shape")))
+    elif auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise _Unsupported(f"auto_pad={auto!r}")
     return fn
 
 
@@ -444,7 +447,7 @@ def _c_gather(node: _Node) -> Fn:
         ii = idx.to(torch.int64)
         ii = torch.where(ii < 0, ii + data.shape[a], ii)
         out = data.index_select(a, ii.reshape(-1))
-        return out.reshape(*data.shape[:a], *ii.shape, *data.shape[a + 1 :])
+        return out.reshape((*data.shape[:a], *ii.shape, *data.shape[a + 1 :]))
 
     return fn
 

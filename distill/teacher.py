@@ -625,7 +625,9 @@ def _encodable(
 def _load_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any], str]:
     """A distillcert checkpoint (``.pt`` dict) or a TorchScript archive."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns when the file is a TorchScript archive
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - not a plain checkpoint: try TorchScript below
         obj = None
     if isinstance(obj, dict) and "format" in obj:
@@ -634,7 +636,9 @@ def _load_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any], str]:
         model = load_model(path)
         return model, dict(getattr(model, "meta", {}) or {}), "checkpoint"
     try:
-        ts = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load is deprecated in favour of torch.export
+            ts = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         raise ModelFormatError(
