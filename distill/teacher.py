@@ -651,3 +651,21 @@ def _load_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any], str]:
 def frozen_copy(teacher: Teacher) -> TeacherLogits:
     """A deep copy of ``teacher.module`` (e.g. to cast to float64 without touching the original)."""
     return copy.deepcopy(teacher.module)
+
+
+def load_any_model(path: str | Path) -> nn.Module:
+    """A model file as a float32 torch module: :func:`distill.export.load_model` (checkpoints, and ONNX
+    graphs the verifiable IR collapses to an MLP), else — an ONNX graph the IR cannot represent, such as a
+    CNN teacher — the logits module of :func:`load_teacher` (parity-checked against onnxruntime).
+
+    Use it wherever a *teacher* is loaded: a teacher is only run, differentiated and attacked.
+    """
+    from .export import load_model
+
+    path = Path(path)
+    try:
+        return load_model(path)
+    except UnsupportedModelError:
+        if path.suffix.lower() != ".onnx":
+            raise
+        return load_teacher(path, check_encodable=False).module
