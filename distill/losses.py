@@ -747,6 +747,8 @@ def distill_for_eq13(
         X = np.asarray(data, np.float32).reshape(len(data), -1)
     if len(X) == 0:
         raise ConfigError("distill_for_eq13: no distillation points")
+    if len(X) >= 2**24:
+        raise ConfigError(f"distill_for_eq13: {len(X)} points; at most 2^24 are supported")
     method = resolve_method(cfg.method)
     loss_fn = LOSSES[method]
     z_t = _float64_logits(tmod, X)
@@ -757,17 +759,23 @@ def distill_for_eq13(
     base = dataclasses.replace(cfg.distill, domain=domain)
     base.validate()
 
+    # The teacher's logits at the distillation points are computed once (float32, as in training);
+    # each batch carries its row indices in an extra last column so the hinge can look them up.
+    zt32 = torch.from_numpy(logits_of(tmod, X)).float()
+    X_aug = np.concatenate([X, np.arange(len(X), dtype=np.float32)[:, None]], axis=1)  # exact below 2^24
+
     def make_step(cfg_loss: DistillConfig, lam: float) -> Callable[..., torch.Tensor]:
-        def step_loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor, frac: float) -> torch.Tensor:
+        def step_loss(m: nn.Module, xb_aug: torch.Tensor, yb: torch.Tensor, frac: float) -> torch.Tensor:
+            xb, rows = xb_aug[:, :-1], xb_aug[:, -1].long()
             c = cfg_loss
             if c.warmup > 0 and frac < c.warmup:
                 r = frac / c.warmup
                 c = dataclasses.replace(c, lambda_g=c.lambda_g * r, eps=c.eps * r)
             loss = loss_fn(m, tmod, xb, yb, c)
             if lam > 0:
-                with torch.no_grad():
-                    ft = tmod(xb.to(torch.float32)).to(xb.dtype)
-                h = eq13_hinge(m(xb), ft, cfg.kappa, cfg.scope, cfg.margin, cfg.agree_margin, cfg.slack)
+                h = eq13_hinge(
+                    m(xb), zt32[rows], cfg.kappa, cfg.scope, cfg.margin, cfg.agree_margin, cfg.slack
+                )
                 loss = loss + lam * h.mean()
             return loss
 
@@ -789,7 +797,7 @@ def distill_for_eq13(
                 first = r == 0
                 hist = fit(
                     student,
-                    X,
+                    X_aug,
                     y,
                     make_step(base if first else dataclasses.replace(base, warmup=0.0), lam),
                     int(cfg.epochs if first else cfg.round_epochs),

@@ -227,11 +227,15 @@ ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def param_dtype(model: object) -> torch.dtype:
-    """The dtype of a module's first floating-point parameter (float32 for anything else)."""
+    """The dtype of a module's first floating-point parameter, else of its first floating-point buffer
+    (an imported ONNX teacher holds its weights as buffers), else float32."""
     if isinstance(model, nn.Module):
         for p in model.parameters():
             if p.is_floating_point():
                 return p.dtype
+        for b in model.buffers():
+            if b.is_floating_point():
+                return b.dtype
     return torch.float32
 
 
