@@ -387,6 +387,27 @@ def export_module_onnx(module: nn.Module, path: Path, input_shape: tuple[int, ..
     return path
 
 
+def _export(module: nn.Module, path: Path, shape: tuple[int, ...], meta: dict[str, Any], domain: Any) -> Path:
+    """A Linear/ReLU MLP (anything :func:`distill.models.affine_layers` reads, e.g. an MLP checkpoint or
+    the sigmoid teacher) goes through :func:`distill.export.export_onnx` — a plain Gemm/Relu graph the
+    network IR encodes, with its sidecar; any other module through the TorchScript exporter."""
+    from .export import export_onnx
+    from .models import affine_layers
+
+    try:
+        affine_layers(module)
+    except InputError:
+        return export_module_onnx(_native(module), path, shape)
+    m = dict(meta)
+    if domain is not None and "input_domain" not in m:
+        n = int(np.prod(shape))
+        lo = np.broadcast_to(np.asarray(domain[0], np.float64).reshape(-1), (n,))
+        hi = np.broadcast_to(np.asarray(domain[1], np.float64).reshape(-1), (n,))
+        m["input_domain"] = {"lo": lo.tolist(), "hi": hi.tolist()}
+    export_onnx(module, path, int(np.prod(shape)), m)
+    return path
+
+
 # --------------------------------------------------------------------------------------------------
 # onnxruntime
 # --------------------------------------------------------------------------------------------------
@@ -516,10 +537,11 @@ def load_teacher(
         shape = _module_input_shape(module, input_shape)
         if export_path is None:
             export_path = Path(tempfile.mkdtemp(prefix="distillcert-teacher-")) / "teacher.onnx"
-        onnx_path = export_module_onnx(_native(module), Path(export_path), shape)
-        input_shape = shape
         if not meta:
             meta = dict(getattr(module, "meta", {}) or {})
+        onnx_path = _export(module, Path(export_path), shape, meta, domain)
+        meta = _sidecar(onnx_path) or meta  # an MLP export writes a sidecar (domain, classes, checks)
+        input_shape = shape
     else:
         onnx_path = Path(source)  # type: ignore[arg-type]
         meta = _sidecar(onnx_path)
