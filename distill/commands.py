@@ -186,9 +186,10 @@ def _cmd_train_teacher(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     from .attacks import robust_accuracy
     from .data import load_dataset
-    from .export import export_onnx, load_model, save_checkpoint
+    from .export import export_onnx, save_checkpoint
     from .losses import DistillConfig, distill_student, resolve_method
     from .models import check_arch_matches, parse_arch, predict
+    from .teacher import load_teacher_model
     from .train import model_meta
 
     method = resolve_method(args.method)
@@ -196,7 +197,7 @@ def _cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
         _nonneg("--" + name.replace("_", "-"), getattr(args, name))
     _positive_int("--epochs", args.epochs)
     widths = parse_arch(args.arch) if args.arch else None
-    teacher = load_model(args.teacher)
+    teacher = load_teacher_model(args.teacher)
     tmeta: dict[str, Any] = getattr(teacher, "meta", {}) or {}
     data_name = args.data or tmeta.get("dataset")
     if not data_name:
@@ -341,14 +342,14 @@ def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_diagnose(args: argparse.Namespace) -> dict[str, Any]:
     from .data import load_dataset
     from .diagnostics import diagnose
-    from .export import load_model
+    from .teacher import load_teacher_model
 
     _nonneg("--eps", args.eps)
     _positive_int("--steps", args.steps)
     _positive_int("--restarts", args.restarts)
     _positive_int("--max-points", args.max_points)
-    teacher = load_model(args.teacher)
-    student = load_model(args.student)
+    teacher = load_teacher_model(args.teacher)
+    student = load_teacher_model(args.student)
     tmeta: dict[str, Any] = getattr(teacher, "meta", {}) or {}
     smeta: dict[str, Any] = getattr(student, "meta", {}) or {}
     data_name = args.data or smeta.get("dataset") or tmeta.get("dataset")

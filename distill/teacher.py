@@ -68,6 +68,7 @@ __all__ = [
     "Teacher",
     "TeacherLogits",
     "load_teacher",
+    "load_teacher_model",
     "PARITY_POINTS",
     "PARITY_TOLERANCE",
     "PROBABILITY_TOLERANCE",
@@ -673,3 +674,20 @@ def _load_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any], str]:
         ) from None
     ts.eval()
     return ts, {}, "torchscript"
+
+
+def load_teacher_model(path: str | Path) -> nn.Module:
+    """A model file as a torch module mapping flat inputs to logits, whatever its architecture.
+
+    :func:`distill.export.load_model` first (checkpoints; ONNX graphs the network IR collapses to an
+    MLP, rebuilt as ``nn.Sequential``); an ONNX graph the IR refuses is imported with
+    :func:`load_teacher` (its parity-checked logits module, ``module.meta`` = sidecar).
+    """
+    from .export import load_model
+
+    try:
+        return load_model(path)
+    except UnsupportedModelError:
+        if Path(path).suffix.lower() != ".onnx":
+            raise
+        return load_teacher(path).module
