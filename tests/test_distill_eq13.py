@@ -159,3 +159,25 @@ def test_precomputed_teacher_terms_give_the_same_losses(digits_setup) -> None:
         kdiga(student, teacher, x, y, cfg), kdiga(student, teacher, x, y, cfg, ft=ft, gt=gt)
     )
     torch.testing.assert_close(sd(student, teacher, x, y, cfg), sd(student, teacher, x, y, cfg, ft=ft))
+
+
+def test_cli_distill_eq13(digits_setup, tmp_path, capsys) -> None:
+    import json
+
+    from distill.export import save_checkpoint
+    from distill.train import model_meta
+    from verifier.cli.main import main
+
+    d, teacher, _ = digits_setup
+    save_checkpoint(teacher, tmp_path / "t.pt", model_meta(d, {"arch": "64-48-10", "seed": 0}))
+    argv = ["distill", "--teacher", tmp_path / "t.pt", "--method", "sd", "--epochs", "20",
+            "--eq13-kappa", "0.9", "--eval-steps", "0", "--out", tmp_path / "s", "--no-progress"]  # fmt: skip
+    assert main([str(a) for a in argv]) == 0
+    assert "Eq. 13 (confident, kappa 0.9) on the training points" in capsys.readouterr().out
+    assert main([str(a) for a in argv] + ["--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["eq13"]["final"]["scope"] == "confident" and res["eq13"]["rounds"] >= 1
+    assert res["eq13"]["holds"] == (
+        res["eq13"]["final"]["violations"] == 0 and res["eq13"]["final"]["disagreements"] == 0
+    )
+    assert (tmp_path / "s" / "student.onnx").is_file()
