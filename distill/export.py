@@ -219,9 +219,8 @@ def load_model(path: str | Path) -> nn.Module:
 
     An ONNX file goes through :func:`encoders.network.load_onnx` (so every supported graph — Gemm,
     MatMul+Add, Conv, BatchNorm, Flatten, ... — collapses to affine layers) and is rebuilt as an
-    ``nn.Sequential`` of ``Linear``/``ReLU`` that can be attacked and distilled from.  A graph the IR
-    cannot represent (a CNN teacher, say) is refused here: :func:`distill.teacher.load_any_model` imports
-    it as a teacher instead (its logits module, parity-checked against onnxruntime).  The returned
+    ``nn.Sequential`` of ``Linear``/``ReLU`` that can be attacked and distilled from (a graph the IR
+    cannot represent: :func:`distill.teacher.load_teacher_model`).  The returned
     module carries the metadata as ``module.meta`` (checkpoint ``meta`` or ONNX sidecar, else ``{}``).
 
     Raises

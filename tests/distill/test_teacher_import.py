@@ -213,3 +213,18 @@ def test_bad_inputs(tmp_path) -> None:
         load_teacher(nn.Conv2d(1, 2, 3))
     with pytest.raises(ConfigError, match="at least 1000"):
         load_teacher(_cnn(), input_shape=(1, 8, 8), points=10)
+
+
+def test_affine_teachers_are_exported_as_encodable_gemm_graphs(tmp_path) -> None:
+    """An MLP checkpoint or the sigmoid teacher becomes a Gemm/Relu graph the network IR encodes."""
+    from distill.export import save_checkpoint
+    from distill.models import SigmoidTeacher
+
+    dom = (np.full(2, -3.0), np.full(2, 3.0))
+    T = load_teacher(SigmoidTeacher(2.0), domain=dom, export_path=tmp_path / "s.onnx")
+    assert T.encodable and _ops(T.onnx_path) == ["Gemm"] and T.meta["input_domain"]["lo"] == [-3.0, -3.0]
+    save_checkpoint(SigmoidTeacher(2.0), tmp_path / "s.pt", {"input_domain": {"lo": [-3, -3], "hi": [3, 3]}})
+    T2 = load_teacher(tmp_path / "s.pt", export_path=tmp_path / "s2.onnx")
+    assert T2.source_kind == "checkpoint" and T2.encodable and T2.parity == 0.0
+    X = np.array([[1.0, -0.5], [-2.0, 0.3]])
+    np.testing.assert_allclose(T2.logits(X), [[1.0, 0.0], [-3.4, 0.0]], atol=1e-6)
