@@ -7,15 +7,27 @@ The IR has two views of one network:
   and edges along the tensors that connect them.
 * ``Network.layers`` — the graph collapsed to a sequence ``Affine, Relu, Affine, Relu, …, Affine``
   on flattened (row-major) vectors, float64.  Every linear op between two ReLUs (MatMul, Gemm, Add,
-  Sub, Mul, Div by constants, BatchNormalization, Conv, Flatten, Reshape, …) is composed into one
-  ``Affine(W, b)`` with ``y = W x + b``.  Input normalisation (``(x - mean) / std``) therefore lands
-  inside the first affine layer and the verifier works in the ONNX input space.
+  Sub, Mul, Div by constants, BatchNormalization, Conv, AveragePool, ReduceSum, Slice, Gather, …) is
+  composed into one ``Affine(W, b)`` with ``y = W x + b``.  Input normalisation (``(x - mean) / std``)
+  therefore lands inside the first affine layer and the verifier works in the ONNX input space.
 
 Collapse algorithm.  Every non-constant tensor ``t`` is kept as an affine function of the current
-*basis* — the network input, or the output of the most recent ReLU — ``flat(t) = M·basis + c``.
-An op handler (looked up by op type in ``_HANDLERS``) composes its own linear map into ``(M, c)``.
-A ``Relu`` emits ``Affine(M, c)`` followed by ``Relu`` and makes its output the new basis.  A tensor
-that depends on an older basis than the current one (a skip connection) is rejected explicitly.
+*basis* — the network input, or the output of the most recent ReLU layer — ``flat(t) = M·basis + c``.
+An op handler (looked up by op type in the one table :data:`SUPPORTED_OPS`) composes its own linear
+map into ``(M, c)``; re-indexing ops (Slice, Split, Gather, Concat, Transpose, Expand, Pad, …) select
+rows.  A ``Relu`` emits ``Affine(M, c)`` followed by ``Relu`` and makes its output the new basis.
+
+Exact piecewise-linear ops are rewritten into ReLU layers by identities that hold for every real input,
+so bounds, encodings and every backend treat them as ordinary ReLUs (no new constraint kind):
+``max(a, b) = max(0, a − b) + max(0, b) − max(0, −b)`` (MaxPool, GlobalMaxPool, Max; Min by negation),
+``|x| = max(0, x) + max(0, −x)``, ``LeakyRelu_α(x) = max(0, x) − α max(0, −x)`` and
+``clip(x, l, u) = l + max(0, x − l) − max(0, x − u)``.
+
+A tensor that depends on an older basis than the current one (a skip connection) is rejected
+explicitly, as are nonlinear uses (product or quotient of two activations, a Cast that rounds, a Where
+whose condition depends on the input).  An output that does not depend on the input is the constant
+network ``y = 0·x + c``.  An input whose first dimension is a fixed size above 1 (or of rank 1) has no
+batch dimension: one sample is the whole tensor.
 """
 
 from __future__ import annotations
