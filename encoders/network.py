@@ -1127,9 +1127,11 @@ class OpSupport:
     handler
         The translation function.
     complete
-        True when every use is translated as long as the operands that are weights, shapes, axes or
-        indices in the ONNX spec are constants (the usual case of a trained network).  False when
-        some use with a non-constant *data* operand is rejected (e.g. ``Mul`` of two activations).
+        True when every use is translated as long as the operands that are parameters (the weight of
+        MatMul/Gemm/Conv, BatchNormalization statistics) or shapes, axes, pads or indices are constants,
+        as in a trained feed-forward network.  False when some use on activations alone is rejected:
+        ``Mul``/``Div`` of two activations, a ``Cast`` that rounds, a ``Where`` whose condition depends on
+        the input.  A solver front end that must not claim partial support lists only complete ops.
     limits
         What is rejected, in words (shown by ``distillcert info``).
     """
@@ -1163,7 +1165,7 @@ _ALL: dict[str, OpSupport] = {
     "GlobalMaxPool": OpSupport("relu", _h_maxpool, limits="batch 1"),
     "Identity": OpSupport("shape", _h_identity),
     "LeakyRelu": OpSupport("relu", _h_leaky_relu),
-    "MatMul": OpSupport("affine", _h_matmul, complete=False, limits="one operand constant"),
+    "MatMul": OpSupport("affine", _h_matmul, limits="one operand constant (a weight)"),
     "Max": OpSupport("relu", _h_max_min),
     "MaxPool": OpSupport("relu", _h_maxpool, limits="batch 1, no Indices output"),
     "Min": OpSupport("relu", _h_max_min),
