@@ -105,6 +105,11 @@ class Network:
         The ONNX file, if any (replay needs it).
     graph
         The typed-layer DAG read from the ONNX file.
+    input_names, input_shapes, output_names, output_shapes
+        Every ONNX input and output in graph order (``load_onnx`` fills them; empty for hand-built
+        networks).  With several inputs the flat input vector is their row-major entries concatenated
+        in this order, and likewise for the outputs; ``input_name``/``input_shape`` (and the output
+        pair) are the first ones.
     """
 
     layers: tuple[Layer, ...]
@@ -115,6 +120,10 @@ class Network:
     sha256: str = ""
     path: str | None = None
     graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    input_names: tuple[str, ...] = ()
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    output_names: tuple[str, ...] = ()
+    output_shapes: tuple[tuple[int, ...], ...] = ()
 
     # ---- sizes ------------------------------------------------------------------------------
     @property
@@ -1251,39 +1260,17 @@ def load_onnx(path: str | Path) -> Network:
         raise ModelFormatError(f"{path}: non-finite (NaN or inf) weights in initializer(s) {', '.join(bad)}")
 
     real_inputs = [i for i in g.input if i.name not in inits]
-    if len(real_inputs) != 1:
-        names = [i.name for i in real_inputs]
-        raise UnsupportedModelError(
-            f"{path}: expected exactly one network input, found {len(names)}: {names}"
-        )
-    if len(g.output) != 1:
-        raise UnsupportedModelError(f"{path}: expected exactly one network output, found {len(g.output)}")
-    inp = real_inputs[0]
-    dims = _dims(inp)
-    if not dims:
-        raise ModelFormatError(f"{path}: input {inp.name!r} has no shape information")
-    # The first dimension is the batch when the rank is above 1 and it is 1 or dynamic; a rank-1 input,
-    # or one whose first dimension is a fixed size above 1, has none (one sample is the whole tensor).
-    batched = len(dims) > 1 and not (isinstance(dims[0], int) and dims[0] > 1)
-    batch_dims, feat_dims = (dims[:1], dims[1:]) if batched else ([1], dims)
-    dynamic = [i for i, d in enumerate(feat_dims) if not isinstance(d, int)]
-    if len(dynamic) > 1:
-        raise ModelFormatError(
-            f"{path}: input {inp.name!r} has {len(dynamic)} dynamic non-batch dimensions {dims}; "
-            "at most one can be inferred"
-        )
-    if dynamic:
-        feat_dims = list(feat_dims)
-        feat_dims[dynamic[0]] = _infer_dim(g, inits, inp.name, feat_dims, dynamic[0], path)
-    feat = tuple(int(d) for d in feat_dims)
-    n_in = int(np.prod(feat))
-    input_shape = (1 if not isinstance(batch_dims[0], int) else int(batch_dims[0]), *feat)
-    if input_shape[0] != 1:
-        raise UnsupportedModelError(f"{path}: input batch dimension must be 1 or dynamic, found {dims[0]}")
-
+    if not real_inputs:
+        raise UnsupportedModelError(f"{path}: the model has no (non-initializer) input")
     ctx = _Ctx(str(path))
     ctx.values.update(inits)
-    ctx.values[inp.name] = _Sym(np.eye(n_in), np.zeros(n_in), input_shape if batched else feat, 0)
+    in_shapes = [_input_shape(g, inits, inp, path, len(real_inputs) == 1) for inp in real_inputs]
+    sizes = [int(np.prod(sh)) for sh in in_shapes]
+    n_in = sum(sizes)
+    eye = np.eye(n_in)
+    # several inputs are one flat input vector: their row-major entries concatenated in graph order
+    for inp, sh, off, size in zip(real_inputs, in_shapes, np.cumsum([0, *sizes]), sizes):
+        ctx.values[inp.name] = _Sym(eye[off : off + size], np.zeros(size), sh, 0)
     ctx.basis_size = n_in
 
     graph = nx.DiGraph()
@@ -1322,33 +1309,66 @@ def load_onnx(path: str | Path) -> Network:
         listing = "; ".join(f"{op} (node {name!r}): {why}" for op, name, why in problems)
         raise UnsupportedModelError(f"{path}: cannot translate {listing}", [(p[0], p[1]) for p in problems])
 
-    out_name = g.output[0].name
-    out = ctx.values.get(out_name)
-    if out is None:
-        raise UnsupportedModelError(f"{path}: output {out_name!r} is not produced by any node")
-    if isinstance(out, np.ndarray):  # a constant network: y = 0 · x + value (exact)
-        if out.dtype.kind not in "biuf":
-            raise UnsupportedModelError(f"{path}: output {out_name!r} is a constant of type {out.dtype}")
-        out = ctx.as_sym(out)
-    if out.basis != ctx.basis_id:
-        raise UnsupportedModelError(
-            f"{path}: output depends on a tensor before the last ReLU (skip connection)"
-        )
+    outs: list[_Sym] = []
+    for o in g.output:
+        out = ctx.values.get(o.name)
+        if out is None:
+            raise UnsupportedModelError(f"{path}: output {o.name!r} is not produced by any node")
+        if isinstance(out, np.ndarray):  # a constant output: y = 0 · x + value (exact)
+            if out.dtype.kind not in "biuf":
+                raise UnsupportedModelError(f"{path}: output {o.name!r} is a constant of type {out.dtype}")
+            out = ctx.as_sym(out)
+        if out.basis != ctx.basis_id:
+            raise UnsupportedModelError(
+                f"{path}: output {o.name!r} depends on a tensor before the last ReLU (skip connection)"
+            )
+        outs.append(out)
+    # several outputs are one flat output vector: their row-major entries concatenated in graph order
+    W_out = np.vstack([o.M for o in outs])
+    b_out = np.concatenate([o.c for o in outs])
     layers = list(ctx.layers)
-    layers.append(Affine(out.M.copy(), out.c.copy()))
+    layers.append(Affine(W_out, b_out))
     for lay in layers:
         if isinstance(lay, Affine) and not (np.all(np.isfinite(lay.W)) and np.all(np.isfinite(lay.b))):
             raise ModelFormatError(f"{path}: folding the graph produced non-finite weights")
     return Network(
         layers=tuple(layers),
-        input_name=inp.name,
-        input_shape=input_shape if batched else feat,
-        output_name=out_name,
-        output_shape=tuple(out.shape),
+        input_name=real_inputs[0].name,
+        input_shape=in_shapes[0],
+        output_name=g.output[0].name,
+        output_shape=tuple(outs[0].shape),
         sha256=digest,
         path=str(path),
         graph=graph,
+        input_names=tuple(i.name for i in real_inputs),
+        input_shapes=tuple(in_shapes),
+        output_names=tuple(o.name for o in g.output),
+        output_shapes=tuple(tuple(o.shape) for o in outs),
     )
+
+
+def _input_shape(g: Any, inits: dict, inp: Any, path: Path, infer: bool) -> tuple[int, ...]:
+    """The shape of one sample of input ``inp`` (with a leading batch dimension 1 when it has one).
+
+    The first dimension is the batch when the rank is above 1 and it is 1 or dynamic; a rank-1 input,
+    or one whose first dimension is a fixed size above 1, has none (one sample is the whole tensor).
+    One dynamic non-batch dimension is inferred from the first weight matrix when ``infer``.
+    """
+    dims = _dims(inp)
+    if not dims:
+        raise ModelFormatError(f"{path}: input {inp.name!r} has no shape information")
+    batched = len(dims) > 1 and not (isinstance(dims[0], int) and dims[0] > 1)
+    feat_dims = list(dims[1:] if batched else dims)
+    dynamic = [i for i, d in enumerate(feat_dims) if not isinstance(d, int)]
+    if len(dynamic) > 1 or (dynamic and not infer):
+        raise ModelFormatError(
+            f"{path}: input {inp.name!r} has {len(dynamic)} dynamic non-batch dimension(s) {dims}; "
+            + ("at most one can be inferred" if infer else "none can be inferred with several inputs")
+        )
+    if dynamic:
+        feat_dims[dynamic[0]] = _infer_dim(g, inits, inp.name, feat_dims, dynamic[0], path)
+    feat = tuple(int(d) for d in feat_dims)
+    return (1, *feat) if batched else feat
 
 
 def _infer_dim(g: Any, inits: dict, name: str, feat: list, pos: int, path: Path) -> int:
@@ -1371,7 +1391,10 @@ def ort_evaluate(path: str | Path, x: np.ndarray, input_shape: tuple[int, ...] |
     """Run the ONNX file on flat inputs ``x`` (``(n,)`` or ``(batch, n)``) with onnxruntime.
 
     Returns float64 outputs of shape ``(batch, n_out)`` (or ``(n_out,)`` for a single input).  Inputs
-    are fed one at a time when the model's batch dimension is fixed to 1.
+    are fed one at a time when the model's batch dimension is fixed to 1.  A model with several inputs
+    takes each flat sample as their row-major entries concatenated in graph order; the outputs of every
+    model are all its outputs, flattened and concatenated in graph order (the layout of
+    :func:`load_onnx`).
     """
     import onnxruntime as ort
 
@@ -1380,28 +1403,54 @@ def ort_evaluate(path: str | Path, x: np.ndarray, input_shape: tuple[int, ...] |
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    if len(sess.get_inputs()) > 1:
-        raise ModelFormatError(f"{path}: onnxruntime sees {len(sess.get_inputs())} inputs, expected one")
-    inp = sess.get_inputs()[0]
-    dtype = np.float64 if inp.type == "tensor(double)" else np.float32
-    x = np.asarray(x, dtype=dtype)
+    ins = sess.get_inputs()
+    x = np.asarray(x, dtype=np.float64)
     single = x.ndim == 1
     xb = np.atleast_2d(x).reshape(x.shape[0] if not single else 1, -1)
+
+    def flat(res: list) -> np.ndarray:  # every output of one run, flattened and concatenated
+        return np.concatenate([np.asarray(o).reshape(1, -1) for o in res], axis=1)
+
+    if len(ins) > 1:
+        y = np.concatenate([flat(sess.run(None, _split_inputs(path, ins, row))) for row in xb])
+        y = y.astype(np.float64)
+        return y[0] if single else y
+    inp = ins[0]
+    dtype = np.float64 if inp.type == "tensor(double)" else np.float32
+    xb = xb.astype(dtype)
     shape = list(input_shape) if input_shape else [d if isinstance(d, int) else -1 for d in inp.shape]
     static = bool(shape) and all(isinstance(d, int) and d > 0 for d in shape)
     if static and int(np.prod(shape)) == xb.shape[1]:  # one sample is the whole input tensor
-        outs = [sess.run(None, {inp.name: row.reshape(shape)})[0].reshape(1, -1) for row in xb]
+        outs = [flat(sess.run(None, {inp.name: row.reshape(shape)})) for row in xb]
     elif len(shape) <= 1:
-        outs = [sess.run(None, {inp.name: row.reshape(-1)})[0].reshape(1, -1) for row in xb]
+        outs = [flat(sess.run(None, {inp.name: row.reshape(-1)})) for row in xb]
     else:
         tail = [int(d) if isinstance(d, int) and d > 0 else -1 for d in shape[1:]]
         if xb.shape[0] == 1 or (isinstance(shape[0], int) and shape[0] == 1):
-            outs = [sess.run(None, {inp.name: row.reshape(1, *tail)})[0].reshape(1, -1) for row in xb]
+            outs = [flat(sess.run(None, {inp.name: row.reshape(1, *tail)})) for row in xb]
         else:
-            o = sess.run(None, {inp.name: xb.reshape(xb.shape[0], *tail)})[0]
-            outs = [o.reshape(xb.shape[0], -1)]
+            res = sess.run(None, {inp.name: xb.reshape(xb.shape[0], *tail)})
+            outs = [np.concatenate([o.reshape(xb.shape[0], -1) for o in res], axis=1)]
     y = np.concatenate(outs).astype(np.float64)
     return y[0] if single else y
+
+
+def _split_inputs(path: str | Path, ins: list, row: np.ndarray) -> dict[str, np.ndarray]:
+    """One flat sample cut into the model's inputs (row-major, graph order; a dynamic first dim is 1)."""
+    feed, off = {}, 0
+    for inp in ins:
+        dims = list(inp.shape)
+        if dims and not isinstance(dims[0], int):
+            dims[0] = 1
+        if not all(isinstance(d, int) and d >= 0 for d in dims):
+            raise ModelFormatError(f"{path}: input {inp.name!r} has dynamic dimensions {inp.shape}")
+        size = int(np.prod(dims))
+        dtype = np.float64 if inp.type == "tensor(double)" else np.float32
+        feed[inp.name] = row[off : off + size].astype(dtype).reshape(dims)
+        off += size
+    if off != row.size:
+        raise ModelFormatError(f"{path}: the inputs take {off} values, got {row.size}")
+    return feed
 
 
 def file_sha256(path: str | Path) -> str:

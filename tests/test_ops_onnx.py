@@ -577,3 +577,54 @@ def test_supported_ops_table() -> None:
     }
     with pytest.raises(TypeError):
         SUPPORTED_OPS["Sigmoid"] = SUPPORTED_OPS["Relu"]  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------------------------------
+# several inputs and outputs: one flat vector each, concatenated in graph order
+# --------------------------------------------------------------------------------------------------
+def _multi_io_model() -> onnx.ModelProto:
+    """``r = relu(x1 − x2)``, ``y1 = 2 r`` and ``y2 = r[0, 0] + 10`` for ``x1 ∈ R^2``, ``x2 ∈ R^(1×2)``."""
+    g = helper.make_graph(
+        [
+            N("Sub", ["x1", "x2"], ["d"]),
+            N("Relu", ["d"], ["r"]),
+            N("Mul", ["r", "two"], ["y1"]),
+            N("Gather", ["r", "i0"], ["g"], axis=1),
+            N("Add", ["g", "ten"], ["y2"]),
+        ],
+        "multi",
+        [
+            helper.make_tensor_value_info("x1", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("y1", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, 1]),
+        ],
+        [K("two", 2.0), K("ten", [10.0]), I64("i0", [0])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def test_several_inputs_and_outputs(tmp_path: Path) -> None:
+    p = tmp_path / "multi.onnx"
+    onnx.save(_multi_io_model(), p)
+    net = load_onnx(p)
+    assert net.input_names == ("x1", "x2") and net.input_shapes == ((2,), (1, 2))
+    assert net.output_names == ("y1", "y2") and net.output_shapes == ((1, 2), (1, 1))
+    assert net.n_inputs == 4 and net.n_outputs == 3
+    x = np.array([1.0, -1.0, 0.5, 0.5])  # x1 = (1, -1), x2 = (0.5, 0.5)
+    assert _close(net.evaluate(x), np.array([1.0, 0.0, 10.5])) <= 1e-9
+    assert _close(ort_evaluate(p, x), np.array([1.0, 0.0, 10.5])) <= 1e-6
+    xs = np.random.default_rng(0).uniform(-2, 2, size=(20, 4))
+    assert _close(net.evaluate(xs), ort_evaluate(p, xs)) <= 1e-5
+    # y1[0] = 2 relu(x1[0] − x2[0]) <= 2 · (1 − 0.5) on the box: >= 1.01 UNSAT, >= 0.99 SAT
+    lo, hi = np.array([0.0, 0, 0.5, 0]), np.array([1.0, 1, 1, 1])
+    assert _solve(net, p, lo, hi, 0, 1.01)[2].status is SolveStatus.UNSAT
+    prop, nets, out = _solve(net, p, lo, hi, 0, 0.99)
+    assert out.status is SolveStatus.SAT
+    looser = OutputDNFProperty(lo, hi, ((prop.alternatives[0][0], np.array([-0.98])),))
+    assert replay(looser, nets, {"net": out.assignment[prop.encode(nets).blocks["net"]["input"]]}).ok
