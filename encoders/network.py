@@ -55,6 +55,7 @@ __all__ = [
     "file_sha256",
     "SUPPORTED_OPS",
     "OpSupport",
+    "OP_ELEMENT_TYPES",
 ]
 
 
@@ -1200,6 +1201,9 @@ _ALL: dict[str, OpSupport] = {
 #: name.  ``distillcert info`` and ``distillcert-vnnlib supports --onnx-operators`` read it; README
 #: documents it.
 SUPPORTED_OPS: Mapping[str, OpSupport] = MappingProxyType(dict(sorted(_ALL.items())))
+#: Element types an op is limited to on non-constant tensors (others: any real-valued type): a Cast of
+#: an activation is exact only to float32 or float64 (float16/bfloat16 round, integer/bool truncate).
+OP_ELEMENT_TYPES: Mapping[str, tuple[str, ...]] = MappingProxyType({"Cast": ("float32", "float64")})
 
 
 def _dims(value_info: Any) -> list[int | str]:

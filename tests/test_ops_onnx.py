@@ -23,7 +23,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from encoders.errors import UnsupportedModelError
-from encoders.network import SUPPORTED_OPS, OpSupport, load_onnx, ort_evaluate
+from encoders.network import OP_ELEMENT_TYPES, SUPPORTED_OPS, OpSupport, load_onnx, ort_evaluate
 from encoders.properties import OutputDNFProperty
 from verifier.backends.base import get_backend
 from verifier.replay import replay
@@ -575,6 +575,7 @@ def test_supported_ops_table() -> None:
         "Mul",
         "Where",
     }
+    assert set(OP_ELEMENT_TYPES) <= set(SUPPORTED_OPS) and OP_ELEMENT_TYPES["Cast"] == ("float32", "float64")
     with pytest.raises(TypeError):
         SUPPORTED_OPS["Sigmoid"] = SUPPORTED_OPS["Relu"]  # type: ignore[index]
 
