@@ -967,42 +967,56 @@ def _max_groups(ctx: _Ctx, s: _Sym, groups: list[np.ndarray], out_shape: tuple[i
 
     Formulation: ``max(a, b) = max(0, a − b) + max(0, b) − max(0, −b)`` (an identity for all reals,
     since ``b = max(0, b) − max(0, −b)``).  Each tree level is one ReLU layer whose pre-activations
-    are ``a − b, b, −b`` for every pair and ``v, −v`` for an unpaired entry (carried through unchanged
-    as ``max(0, v) − max(0, −v)``); the next level reads the sums.  A window of ``k`` entries takes
-    ``ceil(log2 k)`` layers and ``k − 1`` genuine max-ReLUs.  Because the result is an ordinary
-    ``Affine (Relu Affine)*`` network, every bound method, encoder and backend handles it exactly as
-    any ReLU: each MILP backend spends one binary per unstable ReLU with big-M constants from the
-    sound pre-activation bounds (``a − b ∈ [l_a − u_b, u_a − l_b]`` at worst), and a ``b`` of fixed
-    sign leaves its carry ReLUs stable (no binary).
+    are ``a − b`` and the carry of ``b`` for every pair, and the carry of an unpaired entry ``v``; the
+    carry of ``v`` is ``max(0, v) − max(0, −v)``, or just ``max(0, v) = v`` when ``v`` is non-negative
+    by construction (a non-negative combination of the previous ReLU layer's outputs plus a
+    non-negative constant — e.g. max pooling after a ReLU).  The next level reads the sums.  A window of
+    ``k`` entries takes ``ceil(log2 k)`` layers and ``k − 1`` genuine max-ReLUs.  Because the result is
+    an ordinary ``Affine (Relu Affine)*`` network, every bound method, encoder and backend handles it
+    exactly as any ReLU: each MILP backend spends one binary per unstable ReLU, with big-M constants
+    from the sound pre-activation bounds (``a − b ∈ [l_a − u_b, u_a − l_b]`` at worst), and a carry of
+    fixed sign is a stable ReLU (no binary).
     """
     cur = s
     gs = [np.asarray(g, dtype=np.int64) for g in groups]
     while any(g.size > 1 for g in gs):
-        A: list[int] = []
-        B: list[int] = []
-        S: list[int] = []
-        plan: list[list[tuple[bool, int]]] = []
+        nonneg = (cur.basis > 0) & np.all(cur.M >= 0.0, axis=1) & (cur.c >= 0.0)
+        plus: list[int] = []  # pre-activation rows: +row of cur
+        minus: list[int] = []  # −row of cur
+        pairs: list[tuple[int, int]] = []  # a − b
+        # each next-level entry: list of (pre-activation row, coefficient); rows numbered below
+        terms: list[list[tuple[str, int, float]]] = []
+        new_groups: list[list[int]] = []
+
         for g in gs:
-            items = []
-            for t in range(0, g.size - 1, 2):
-                items.append((True, len(A)))
-                A.append(int(g[t]))
-                B.append(int(g[t + 1]))
-            if g.size % 2:
-                items.append((False, len(S)))
-                S.append(int(g[-1]))
-            plan.append(items)
-        nP, nS = len(A), len(S)
-        Ai, Bi, Si = (np.array(z, dtype=np.int64) for z in (A, B, S))
-        preM = np.vstack([cur.M[Ai] - cur.M[Bi], cur.M[Bi], -cur.M[Bi], cur.M[Si], -cur.M[Si]])
-        prec = np.concatenate([cur.c[Ai] - cur.c[Bi], cur.c[Bi], -cur.c[Bi], cur.c[Si], -cur.c[Si]])
+            ng = []
+            for t in range(0, g.size - 1 + g.size % 2, 2):
+                acc: list[tuple[str, int, float]] = []
+                if t + 1 < g.size:  # a pair (g[t], g[t+1]): max(0, a − b) + carry(b)
+                    pairs.append((int(g[t]), int(g[t + 1])))
+                    acc.append(("d", len(pairs) - 1, 1.0))
+                v = int(g[min(t + 1, g.size - 1)])  # the entry carried: b, or the unpaired last one
+                plus.append(v)
+                acc.append(("p", len(plus) - 1, 1.0))
+                if not nonneg[v]:
+                    minus.append(v)
+                    acc.append(("m", len(minus) - 1, -1.0))
+                ng.append(len(terms))
+                terms.append(acc)
+            new_groups.append(ng)
+        A = np.array([a for a, _ in pairs], dtype=np.int64)
+        B = np.array([b for _, b in pairs], dtype=np.int64)
+        P, Q = np.array(plus, dtype=np.int64), np.array(minus, dtype=np.int64)
+        preM = np.vstack([cur.M[A] - cur.M[B], cur.M[P], -cur.M[Q]])
+        prec = np.concatenate([cur.c[A] - cur.c[B], cur.c[P], -cur.c[Q]])
         h = ctx.emit_relu(_Sym(preM, prec, (preM.shape[0],), cur.basis))
-        U = np.zeros((nP + nS, h.M.shape[0]))
-        k, q = np.arange(nP), np.arange(nS)
-        U[k, k], U[k, nP + k], U[k, 2 * nP + k] = 1.0, 1.0, -1.0
-        U[nP + q, 3 * nP + q], U[nP + q, 3 * nP + nS + q] = 1.0, -1.0
-        cur = _Sym(U, np.zeros(nP + nS), (nP + nS,), h.basis)
-        gs = [np.array([j if pair else nP + j for pair, j in items], dtype=np.int64) for items in plan]
+        off = {"d": 0, "p": len(pairs), "m": len(pairs) + len(plus)}
+        U = np.zeros((len(terms), h.M.shape[0]))
+        for r, acc in enumerate(terms):
+            for kind, k, w in acc:
+                U[r, off[kind] + k] += w
+        cur = _Sym(U, np.zeros(len(terms)), (len(terms),), h.basis)
+        gs = [np.array(g, dtype=np.int64) for g in new_groups]
     return _rows(cur, np.array([int(g[0]) for g in gs], dtype=np.int64).reshape(out_shape))
 
 

@@ -216,6 +216,19 @@ CASES: dict[str, tuple[Callable[[], onnx.ModelProto], np.ndarray | None, np.ndar
         AR16,
         np.array([5.0, 7, 13, 15]),
     ),
+    "conv_relu_maxpool": (  # max pooling of ReLU outputs: carries are single ReLUs (non-negative)
+        lambda: model(
+            [
+                N("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+                N("Relu", ["c"], ["r"]),
+                N("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+            ],
+            [K("W", [[[[1.0, -1.0], [0.5, 0.25]]]])],
+            [1, 1, 3, 3],
+        ),
+        None,
+        None,
+    ),
     "maxpool_pads_ceil": (
         lambda: model(
             [N("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 1, 0, 1], ceil_mode=1)],
@@ -419,6 +432,7 @@ MILP_CASES = [
     ("pad_reflect", 0),
     ("maxpool_2x2_stride2", 2),
     ("maxpool_pads_ceil", 5),
+    ("conv_relu_maxpool", 3),  # max of ReLU(affine): convex
     ("maxpool_same_upper_1d", 4),
     ("global_max_pool", 1),
     ("average_pool_include_pad", 0),
@@ -465,6 +479,13 @@ def test_maxpool_suite_property(tmp_path: Path) -> None:
     prop = OutputDNFProperty(lo, hi, ((np.eye(1), np.array([1.99])),), source="mp")
     out = get_backend("highs").solve(prop.encode({"net": net}), timeout=60)
     assert out.status is SolveStatus.UNSAT
+
+
+def test_maxpool_after_relu_carries_one_relu(tmp_path: Path) -> None:
+    """16 ReLUs of the 4x4 conv, then 2x2 pools of non-negative entries: 8 pairs x (a − b, b), then
+    4 pairs x 2; over unconstrained-sign inputs each carry would take two ReLUs."""
+    assert load_onnx(_save(tmp_path, "conv_relu_maxpool")).hidden_sizes == [16, 16, 8]
+    assert load_onnx(_save(tmp_path, "maxpool_2x2_stride2")).hidden_sizes == [24, 12]  # a − b, b, −b
 
 
 def test_maxpool_crown_bounds_contain_samples(tmp_path: Path) -> None:
