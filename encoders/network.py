@@ -1169,31 +1169,35 @@ class OpSupport:
 _ALL: dict[str, OpSupport] = {
     "Abs": OpSupport("relu", _h_abs),
     "Add": OpSupport("affine", _h_elementwise),
-    "AveragePool": OpSupport("affine", _h_avgpool, limits="no ceil_mode"),
-    "BatchNormalization": OpSupport("affine", _h_batchnorm, limits="inference mode"),
-    "Cast": OpSupport(
-        "shape", _h_cast, complete=False, limits="a non-constant tensor only to FLOAT or DOUBLE"
+    "AveragePool": OpSupport(
+        "affine", _h_avgpool, limits="batch 1; no ceil_mode; no SAME padding with dilations"
     ),
+    "BatchNormalization": OpSupport("affine", _h_batchnorm, limits="inference mode, constant statistics"),
+    "Cast": OpSupport("shape", _h_cast, complete=False, limits="activations only to float32/float64"),
     "Clip": OpSupport("relu", _h_clip, limits="min <= max"),
     "Concat": OpSupport("shape", _h_concat),
     "Constant": OpSupport("const", _h_constant),
     "ConstantOfShape": OpSupport("const", _h_constant_of_shape),
-    "Conv": OpSupport("affine", _h_conv, limits="batch 1"),
-    "Div": OpSupport("affine", _h_elementwise, complete=False, limits="divisor constant"),
+    "Conv": OpSupport(
+        "affine", _h_conv, limits="constant weights and bias; batch 1; no SAME padding with dilations"
+    ),
+    "Div": OpSupport("affine", _h_elementwise, complete=False, limits="divisor constant, non-zero"),
     "Dropout": OpSupport("shape", _h_dropout, limits="inference mode, no mask output"),
     "Expand": OpSupport("shape", _h_expand),
     "Flatten": OpSupport("shape", _h_flatten),
     "Gather": OpSupport("shape", _h_gather),
-    "Gemm": OpSupport("affine", _h_gemm, limits="first operand non-constant"),
+    "Gemm": OpSupport("affine", _h_gemm, limits="A an activation, B and C constant"),
     "GlobalAveragePool": OpSupport("affine", _h_avgpool, limits="batch 1"),
     "GlobalMaxPool": OpSupport("relu", _h_maxpool, limits="batch 1"),
     "Identity": OpSupport("shape", _h_identity),
     "LeakyRelu": OpSupport("relu", _h_leaky_relu),
     "MatMul": OpSupport("affine", _h_matmul, limits="one operand constant (a weight)"),
     "Max": OpSupport("relu", _h_max_min),
-    "MaxPool": OpSupport("relu", _h_maxpool, limits="batch 1, no Indices output"),
+    "MaxPool": OpSupport(
+        "relu", _h_maxpool, limits="batch 1; no Indices output; no SAME padding with dilations"
+    ),
     "Min": OpSupport("relu", _h_max_min),
-    "Mul": OpSupport("affine", _h_elementwise, complete=False, limits="one operand constant"),
+    "Mul": OpSupport("affine", _h_elementwise, complete=False, limits="one operand constant (not x·x)"),
     "Neg": OpSupport("affine", _h_neg),
     "Pad": OpSupport("shape", _h_pad, limits="modes constant, reflect, edge"),
     "ReduceMean": OpSupport("affine", _h_reduce_mean),
@@ -1209,7 +1213,7 @@ _ALL: dict[str, OpSupport] = {
     "Tile": OpSupport("shape", _h_tile),
     "Transpose": OpSupport("shape", _h_transpose),
     "Unsqueeze": OpSupport("shape", _h_unsqueeze),
-    "Where": OpSupport("shape", _h_where, complete=False, limits="condition constant"),
+    "Where": OpSupport("shape", _h_where, complete=False, limits="condition constant (not input-dependent)"),
 }
 #: THE table of ONNX op types the importer understands (op type → :class:`OpSupport`), sorted by
 #: name.  ``distillcert info`` and ``distillcert-vnnlib supports --onnx-operators`` read it; README
