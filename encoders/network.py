@@ -552,13 +552,15 @@ def _h_concat(node: Any, ctx: _Ctx) -> None:
 
 
 def _h_cast(node: Any, ctx: _Ctx) -> None:
+    import onnx
+
     v = ctx.values[node.input[0]]
+    dt = onnx.helper.tensor_dtype_to_np_dtype(int(_attrs(node)["to"]))
     if isinstance(v, _Sym):
+        if np.dtype(dt).kind != "f":  # to int/bool rounds or thresholds: not the identity
+            raise _Unsupported(f"Cast of a non-constant tensor to {np.dtype(dt).name}")
         ctx.values[node.output[0]] = v  # float casts of a real-valued tensor: value unchanged
     else:
-        import onnx
-
-        dt = onnx.helper.tensor_dtype_to_np_dtype(int(_attrs(node)["to"]))
         ctx.values[node.output[0]] = v.astype(dt)
 
 
@@ -587,6 +589,8 @@ _HANDLERS: dict[str, tuple[str, _Handler]] = {
 }
 #: ONNX op types the importer understands (README documents this table).
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(_HANDLERS))
+#: Element types an op is limited to on non-constant tensors (others: any real-valued type).
+OP_ELEMENT_TYPES: dict[str, tuple[str, ...]] = {"Cast": ("bfloat16", "float16", "float32", "float64")}
 
 
 def _dims(value_info: Any) -> list[int | str]:
@@ -780,9 +784,9 @@ def ort_evaluate(path: str | Path, x: np.ndarray, input_shape: tuple[int, ...] |
     tail = [int(d) if isinstance(d, int) and d > 0 else -1 for d in shape[1:]] if len(shape) > 1 else [-1]
     fixed_batch = len(shape) > 1 and isinstance(shape[0], int) and shape[0] == 1
     if len(shape) <= 1:
-        outs = [sess.run(None, {inp.name: row.reshape(-1)})[0] for row in xb]
+        outs = [sess.run(None, {inp.name: row.reshape(-1)})[0].reshape(1, -1) for row in xb]  # no batch axis
     elif fixed_batch or xb.shape[0] == 1:
-        outs = [sess.run(None, {inp.name: row.reshape(1, *tail)})[0] for row in xb]
+        outs = [sess.run(None, {inp.name: row.reshape(1, *tail)})[0].reshape(1, -1) for row in xb]
     else:
         outs = [sess.run(None, {inp.name: xb.reshape(xb.shape[0], *tail)})[0]]
     y = np.concatenate([o.reshape(o.shape[0] if o.ndim > 1 else 1, -1) for o in outs]).astype(np.float64)

@@ -200,8 +200,10 @@ class Atom:
     def holds(self, x: np.ndarray) -> bool:
         """Exact check at a concrete float assignment (rational arithmetic, strictness respected)."""
         s = sum((a * Fraction(float(x[v])) for v, a in self.coefs.items()), Fraction(0))
-        s += sum((c * Fraction(float(x[v])) * Fraction(float(x[w])) for (v, w), c in self.quad.items()),
-                 Fraction(0))
+        s += sum(
+            (c * Fraction(float(x[v])) * Fraction(float(x[w])) for (v, w), c in self.quad.items()),
+            Fraction(0),
+        )
         return s < self.rhs if self.strict else s <= self.rhs
 
 
@@ -382,8 +384,16 @@ class _Builder:
                     offset += t.size
                     groups[kind].append(t)
                     variables.append(t)
-            nets.append(NetworkDecl(n.name, tuple(groups["input"]), tuple(groups["hidden"]),
-                                    tuple(groups["output"]), n.equal_to or None, n.isometric_to or None))
+            nets.append(
+                NetworkDecl(
+                    n.name,
+                    tuple(groups["input"]),
+                    tuple(groups["hidden"]),
+                    tuple(groups["output"]),
+                    n.equal_to or None,
+                    n.isometric_to or None,
+                )
+            )
         self._vnnlib = vnnlib
         terms: list[tuple[Atom, ...]] = [()]
         for a in self.vq.assertions:
@@ -500,7 +510,9 @@ def parse_vnnlib2_text(text: str, name: str = "<vnnlib>", max_terms: int = MAX_T
     try:
         import vnnlib
     except ImportError:  # pragma: no cover - a declared dependency
-        raise SpecError(f"{name}: reading VNN-LIB 2.0 needs the 'vnnlib' package (pip install vnnlib)") from None
+        raise SpecError(
+            f"{name}: reading VNN-LIB 2.0 needs the 'vnnlib' package (pip install vnnlib)"
+        ) from None
     try:
         vq = vnnlib.parse_query_string(text)
     except vnnlib.VNNLibException as ex:
@@ -522,8 +534,9 @@ def _parser_message(msg: str) -> str:
             if errs:
                 e = errs[0]
                 more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
-                return (f"line {e.get('line', '?')}: {e.get('message', 'error')}: "
-                        f"{e.get('hint', '')}{more}").strip()
+                return (
+                    f"line {e.get('line', '?')}: {e.get('message', 'error')}: {e.get('hint', '')}{more}"
+                ).strip()
         except (ValueError, AttributeError):
             pass
     return " ".join(msg.split())[:300]
@@ -567,8 +580,9 @@ def decimal(v: float) -> str:
     return s
 
 
-def tensor_decl(kind: str, name: str, shape: Iterable[int], dtype: str = "float32",
-                onnx_name: str | None = None) -> str:
+def tensor_decl(
+    kind: str, name: str, shape: Iterable[int], dtype: str = "float32", onnx_name: str | None = None
+) -> str:
     """``(declare-input X float32 [1,784])`` (``onnx_name`` quoted for hidden nodes)."""
     dims = ",".join(str(int(d)) for d in shape)
     tail = f' "{onnx_name}"' if onnx_name else ""
@@ -588,3 +602,164 @@ def linear_text(terms: Sequence[tuple[float, str]], rhs: float, sense: str = "<=
 
 
 __all__ += ["tensor_decl", "linear_text", "DTYPE_NAMES", "REAL_LIKE_TYPES"]
+
+
+# --------------------------------------------------------------------------------------------------
+# queries distillcert writes (verify global / faithfulness --save-vnnlib)
+# --------------------------------------------------------------------------------------------------
+def _io_shape(shape: Sequence[int], n: int) -> tuple[int, ...]:
+    """A declaration shape for an ONNX tensor shape (dynamic dimensions as 1); ``[n]`` if it does not
+    hold ``n`` elements."""
+    dims = tuple(int(d) if int(d) > 0 else 1 for d in shape)
+    return dims if dims and int(np.prod(dims)) == n else (n,)
+
+
+def _elems(name: str, shape: tuple[int, ...]) -> list[str]:
+    return [f"{name}[{','.join(str(int(i)) for i in idx)}]" for idx in np.ndindex(*shape)]
+
+
+def _box_asserts(elems: Sequence[str], lo: np.ndarray, hi: np.ndarray) -> list[str]:
+    return [
+        f"(assert (and (>= {e} {decimal(lo[i])}) (<= {e} {decimal(hi[i])})))" for i, e in enumerate(elems)
+    ]
+
+
+def _header(comment: str, decls: Sequence[str]) -> list[str]:
+    out = [f"; {ln}".rstrip() for ln in comment.splitlines()]
+    return [*out, "", "(vnnlib-version <2.0>)", "", *decls, ""]
+
+
+def global_robustness_text(
+    in_shape: Sequence[int],
+    out_shape: Sequence[int],
+    n_in: int,
+    n_out: int,
+    delta: float,
+    kappa: float,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    norm: str = "inf",
+    classes: Sequence[int] | None = None,
+) -> str:
+    """VNN-LIB 2.0 source of the global two-copy κ-confidence δ-robustness violation.
+
+    Networks ``N`` and ``N2`` ``(equal-to N)``; both inputs in the domain box ``[lo, hi]``; coupling
+    ``|X_i − X2_i| <= δ`` for every element (L∞) or ``Σ (X_i − X2_i)² <= δ²`` (L2, the ``POLY``
+    theory); violation ``⋁_c ⋁_{j≠c} ( ⋀_{k≠c} Y_c − Y_k >= m  ∧  Y2_j >= Y2_c )`` with
+    ``m = ln(κ/(1−κ))`` rounded down.
+
+    Softmax confidence is not linear.  ``softmax_c(y) >= κ`` implies ``y_c − y_k >= m`` for every k, and
+    for two classes the two are equivalent, so the written query is exact for two classes and a
+    *superset* of the violations otherwise: its ``unsat`` proves the property; a ``sat`` witness of it
+    must still be checked against the softmax condition.
+    """
+    if norm not in ("inf", "2"):
+        raise SpecError(f"--norm: {norm!r} cannot be written (inf or 2)")
+    if not (delta > 0 and 0 < kappa < 1):
+        raise SpecError("global robustness needs delta > 0 and 0 < kappa < 1")
+    lo = np.asarray(lo, dtype=np.float64).reshape(-1)
+    hi = np.asarray(hi, dtype=np.float64).reshape(-1)
+    si, so = _io_shape(in_shape, n_in), _io_shape(out_shape, n_out)
+    X, X2, Y, Y2 = _elems("X", si), _elems("X2", si), _elems("Y", so), _elems("Y2", so)
+    m = _round_down(Fraction(math.log(kappa / (1.0 - kappa))))
+    m = math.nextafter(m, -math.inf)  # the logarithm itself is rounded: one more ulp down
+    exact = "exact (two classes)" if n_out == 2 else "the logit-margin superset (see the docstring)"
+    comment = (
+        f"Global two-copy robustness written by distillcert: delta={delta!r} ({norm}), kappa={kappa!r}.\n"
+        f"sat = a kappa-confident input of N whose delta-neighbour is classified differently; "
+        f"confidence is {exact}."
+    )
+    decls = [
+        f"(declare-network N {tensor_decl('input', 'X', si)} {tensor_decl('output', 'Y', so)})",
+        f"(declare-network N2 (equal-to N) {tensor_decl('input', 'X2', si)} {tensor_decl('output', 'Y2', so)})",
+    ]
+    out = _header(comment, decls)
+    out += ["; domain", *_box_asserts(X, lo, hi), *_box_asserts(X2, lo, hi), "", "; coupling"]
+    d = decimal(delta)
+    if norm == "inf":
+        for a, b in zip(X, X2):
+            out.append(f"(assert (and (<= (- {a} {b}) {d}) (<= (- {b} {a}) {d})))")
+    else:
+        sq = " ".join(f"(* (- {a} {b}) (- {a} {b}))" for a, b in zip(X, X2))
+        r2 = _round_up(Fraction(delta) * Fraction(delta))
+        out.append(
+            f"(assert (<= (+ {sq}) {decimal(r2)}))" if len(X) > 1 else f"(assert (<= {sq} {decimal(r2)}))"
+        )
+    out += ["", "; violation: confident at X, another class at least as high at X2"]
+    terms = []
+    for c in classes if classes is not None else range(n_out):
+        conf = " ".join(f"(>= (- {Y[c]} {Y[k]}) {decimal(m)})" for k in range(n_out) if k != c)
+        for j in range(n_out):
+            if j != c:
+                terms.append(f"    (and {conf} (>= {Y2[j]} {Y2[c]}))")
+    out += ["(assert (or", *terms, "))"]
+    return "\n".join(out) + "\n"
+
+
+def disagreement_text(
+    in_shape: Sequence[int],
+    out_shape: Sequence[int],
+    n_in: int,
+    n_out: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    eps: float | None = None,
+) -> str:
+    """VNN-LIB 2.0 source of teacher–student disagreement on the box ``[lo, hi]``.
+
+    Networks ``T`` (teacher) and ``S`` (student) with inputs ``XT = XS`` (element-wise equalities: one
+    shared input) in the box; violation ``⋁_i ⋁_{k≠i} ( ⋀_{j≠i} YT_i >= YT_j  ∧  YS_k >= YS_i )`` — the
+    teacher ranks ``i`` first (ties included) and the student does not rank it strictly first; exactly
+    :class:`~encoders.properties.Disagreement`.
+    """
+    lo = np.asarray(lo, dtype=np.float64).reshape(-1)
+    hi = np.asarray(hi, dtype=np.float64).reshape(-1)
+    si, so = _io_shape(in_shape, n_in), _io_shape(out_shape, n_out)
+    XT, XS, YT, YS = _elems("XT", si), _elems("XS", si), _elems("YT", so), _elems("YS", so)
+    comment = (
+        "Teacher-student disagreement written by distillcert"
+        + (f" (L-inf ball, eps={eps!r})" if eps is not None else "")
+        + ".\nsat = one input on which the student does not rank the teacher's top class strictly first."
+    )
+    decls = [
+        f"(declare-network T {tensor_decl('input', 'XT', si)} {tensor_decl('output', 'YT', so)})",
+        f"(declare-network S {tensor_decl('input', 'XS', si)} {tensor_decl('output', 'YS', so)})",
+    ]
+    out = _header(comment, decls)
+    out += ["; input box", *_box_asserts(XT, lo, hi), *_box_asserts(XS, lo, hi), "", "; one shared input"]
+    out += [f"(assert (== {a} {b}))" for a, b in zip(XT, XS)]
+    out += ["", "; violation", "(assert (or"]
+    for i in range(n_out):
+        top = " ".join(f"(>= {YT[i]} {YT[j]})" for j in range(n_out) if j != i)
+        for k in range(n_out):
+            if k != i:
+                out.append(f"    (and {top} (>= {YS[k]} {YS[i]}))")
+    out.append("))")
+    return "\n".join(out) + "\n"
+
+
+def save_query_bundle(path: str | Path, text: str, networks: dict[str, str | Path]) -> dict[str, str]:
+    """Write ``text`` to ``path`` and copy each network's ONNX file next to it as ``NAME.onnx``.
+
+    Returns ``{"vnnlib": path, NAME: onnx path, …, "command": the distillcert-vnnlib command line}``.
+    The query is checked with the official parser before anything is written.
+    """
+    import shutil
+
+    parse_vnnlib2_text(text, str(path))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    out: dict[str, str] = {"vnnlib": str(p)}
+    for name, src in networks.items():
+        dst = p.parent / f"{p.stem}.{name}.onnx"
+        if Path(src).resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+        out[name] = str(dst)
+    p.write_text(text)
+    out["command"] = (
+        "distillcert-vnnlib verify " + str(p) + "".join(f" --network {n}={out[n]}" for n in networks)
+    )
+    return out
+
+
+__all__ += ["global_robustness_text", "disagreement_text", "save_query_bundle"]

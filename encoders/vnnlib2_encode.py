@@ -106,8 +106,10 @@ def hidden_network(path: str | Path, onnx_name: str, shape: Sequence[int], workd
         elif any(i.name == onnx_name for i in g.input):
             target = onnx_name
         else:
-            raise SpecError(f"{path}: the query names hidden node {onnx_name!r}, but the ONNX graph has "
-                            "no tensor or node of that name")
+            raise SpecError(
+                f"{path}: the query names hidden node {onnx_name!r}, but the ONNX graph has "
+                "no tensor or node of that name"
+            )
     keep: set[str] = set()
     todo = [target]
     while todo:
@@ -126,7 +128,8 @@ def hidden_network(path: str | Path, onnx_name: str, shape: Sequence[int], workd
         raise SpecError(f"{path}: hidden node {onnx_name!r} is a graph input, not a computed tensor")
     used = {i for n in nodes for i in n.input}
     sub = helper.make_graph(
-        nodes, f"{g.name}_to_{target}",
+        nodes,
+        f"{g.name}_to_{target}",
         [i for i in g.input if i.name in used or i.name not in {t.name for t in g.initializer}],
         [helper.make_tensor_value_info(target, elem, list(shape))],
         [t for t in g.initializer if t.name in used],
@@ -211,8 +214,12 @@ def _plan_term(query: Query, term: tuple[Atom, ...], insts: Sequence[Instance]) 
             else:
                 lo[v] = max(lo[v], _down_up(b, up=False))
             continue
-        if (len(vs) == 2 and all(is_in[v] for v in vs) and not a.strict
-                and sorted(a.coefs.values()) == [-1, 1]):
+        if (
+            len(vs) == 2
+            and all(is_in[v] for v in vs)
+            and not a.strict
+            and sorted(a.coefs.values()) == [-1, 1]
+        ):
             u = next(v for v in vs if a.coefs[v] == 1)
             w = next(v for v in vs if a.coefs[v] == -1)
             pair_le[(u, w)] = min(pair_le.get((u, w), a.rhs), a.rhs)
@@ -232,8 +239,9 @@ def _plan_term(query: Query, term: tuple[Atom, ...], insts: Sequence[Instance]) 
     if len(insts) == 2 and insts[0].root == insts[1].root and not alias:
         A, B = (_flat_of(i) for i in insts)
         if A.size == B.size:
-            ds = [pair_le.get((int(u), int(w))) for u, w in zip(A, B)] + \
-                 [pair_le.get((int(w), int(u))) for u, w in zip(A, B)]
+            ds = [pair_le.get((int(u), int(w))) for u, w in zip(A, B)] + [
+                pair_le.get((int(w), int(u))) for u, w in zip(A, B)
+            ]
             if all(d is not None for d in ds) and len(set(ds)) == 1 and ds[0] > 0:
                 coupling = Coupling(insts[0].ns, insts[1].ns, "inf", _down_up(ds[0], up=True))
                 for u, w in zip(A, B):
@@ -246,8 +254,10 @@ def _plan_term(query: Query, term: tuple[Atom, ...], insts: Sequence[Instance]) 
                     break
     for q in quad:
         if id(q) not in used_atoms:
-            raise SpecError(f"{query.path}:{q.line or '?'}: cannot encode a non-linear constraint "
-                            "(only the L2 coupling of two equal-to copies is supported)")
+            raise SpecError(
+                f"{query.path}:{q.line or '?'}: cannot encode a non-linear constraint "
+                "(only the L2 coupling of two equal-to copies is supported)"
+            )
     for w, u in alias.items():  # the alias target's box is the intersection of both
         lo[u], hi[u] = max(lo[u], lo[w]), min(hi[u], hi[w])
         lo[w], hi[w] = lo[u], hi[u]
@@ -256,8 +266,10 @@ def _plan_term(query: Query, term: tuple[Atom, ...], insts: Sequence[Instance]) 
     if bad.size:
         t, k = query.var_of(int(bad[0]))
         side = "lower" if not np.isfinite(lo[bad[0]]) else "upper"
-        raise SpecError(f"{query.path}: input {t.element_name(k)} has no constant {side} bound "
-                        "(every input element needs one in every disjunct)")
+        raise SpecError(
+            f"{query.path}: input {t.element_name(k)} has no constant {side} bound "
+            "(every input element needs one in every disjunct)"
+        )
     empty = np.flatnonzero(is_in & (lo > hi))
     if empty.size:
         return _TermPlan(lo, hi, (), None, (_FALSE,), term)
@@ -298,8 +310,12 @@ def plan_query(query: Query, insts: Sequence[Instance], bounds: str = "crown") -
         p = _plan_term(query, term, insts)
         if p.rest == (_FALSE,):
             continue  # an empty input box: this term is unsatisfiable
-        key = (p.lo.tobytes() + p.hi.tobytes() + repr(p.alias).encode()
-               + (repr((p.coupling.norm, p.coupling.delta)) if p.coupling else "").encode())
+        key = (
+            p.lo.tobytes()
+            + p.hi.tobytes()
+            + repr(p.alias).encode()
+            + (repr((p.coupling.norm, p.coupling.delta)) if p.coupling else "").encode()
+        )
         groups.setdefault(key, []).append(p)
     return [QueryProperty(query, tuple(insts), tuple(ps)) for ps in groups.values()]
 
@@ -375,7 +391,9 @@ class QueryProperty:
             lo, hi = self.box_of(inst)
             key = (inst.root, lo.tobytes() + hi.tobytes())
             if key not in layer_bounds:
-                lb = crown_bounds(inst.net, lo, hi) if method == "crown" else interval_bounds(inst.net, lo, hi)
+                lb = (
+                    crown_bounds(inst.net, lo, hi) if method == "crown" else interval_bounds(inst.net, lo, hi)
+                )
                 layer_bounds[key] = (list(lb.lower), list(lb.upper))
             lower, upper = layer_bounds[key]
             enc = encode_network(prog, inst.net, xs_a, lower, upper, inst.ns)
@@ -496,8 +514,12 @@ class QueryProperty:
         return [Program.row(d, u, Sense.LE, rhs, Tag.PROPERTY, "l2cut")]
 
 
-def make_instances(query: Query, files: Mapping[str, str | Path], workdir: str | Path | None = None,
-                   loaded: dict[str, Network] | None = None) -> list[Instance]:
+def make_instances(
+    query: Query,
+    files: Mapping[str, str | Path],
+    workdir: str | Path | None = None,
+    loaded: dict[str, Network] | None = None,
+) -> list[Instance]:
     """One :class:`Instance` per declared network, reading each ONNX file once.
 
     ``files`` maps every network not marked ``equal-to`` to its ONNX file.  Raises
@@ -511,30 +533,37 @@ def make_instances(query: Query, files: Mapping[str, str | Path], workdir: str |
     twin = len(query.networks) == 2 and len(copies) == 1
     for k, decl in enumerate(query.networks):
         if decl.isomorphic_to:
-            raise SpecError(f"{query.path}: network {decl.name!r} is declared isomorphic-to "
-                            f"{decl.isomorphic_to!r}; isomorphic networks are not supported")
+            raise SpecError(
+                f"{query.path}: network {decl.name!r} is declared isomorphic-to "
+                f"{decl.isomorphic_to!r}; isomorphic networks are not supported"
+            )
         root = query.root(decl.name)
         path = str(files[root])
         if path not in loaded:
             loaded[path] = load_onnx(path)
         net = loaded[path]
         if len(decl.inputs) != 1 or len(decl.outputs) != 1:
-            raise SpecError(f"{query.path}: network {decl.name!r} declares {len(decl.inputs)} input and "
-                            f"{len(decl.outputs)} output tensors; only one of each is supported")
+            raise SpecError(
+                f"{query.path}: network {decl.name!r} declares {len(decl.inputs)} input and "
+                f"{len(decl.outputs)} output tensors; only one of each is supported"
+            )
         t_in, t_out = decl.inputs[0], decl.outputs[0]
         if t_in.size != net.n_inputs or t_out.size != net.n_outputs:
             raise SpecError(
                 f"{query.path}: network {decl.name!r} declares {t_in.name} {list(t_in.shape)} and "
                 f"{t_out.name} {list(t_out.shape)} but {path} maps {net.n_inputs} inputs to "
-                f"{net.n_outputs} outputs")
+                f"{net.n_outputs} outputs"
+            )
         hidden = []
         for t in decl.hidden:
             if not t.onnx_name:
                 raise SpecError(f"{query.path}: hidden tensor {t.name!r} names no ONNX node")
             hn = hidden_network(path, t.onnx_name, t.shape, workdir)
             if hn.n_inputs != net.n_inputs or hn.n_outputs != t.size:
-                raise SpecError(f"{query.path}: hidden tensor {t.name} {list(t.shape)} has {t.size} elements "
-                                f"but ONNX node {t.onnx_name!r} computes {hn.n_outputs}")
+                raise SpecError(
+                    f"{query.path}: hidden tensor {t.name} {list(t.shape)} has {t.size} elements "
+                    f"but ONNX node {t.onnx_name!r} computes {hn.n_outputs}"
+                )
             hidden.append((t, hn))
         ns = ("a", "b")[k] if twin else f"n{k}:{decl.name}"
         insts.append(Instance(decl, ns, net, root, tuple(hidden)))

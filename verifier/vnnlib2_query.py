@@ -92,9 +92,12 @@ def read_query(path: str | Path, network_names: list[str] | None = None) -> Quer
             box.append(Atom({i: Fraction(-1)}, Fraction(-float(c.lo[i]))))
         for A, b in c.dnf.alternatives:
             rows = tuple(
-                Atom({spec.n_inputs + j: Fraction(float(A[r, j])) for j in np.flatnonzero(A[r])},
-                     Fraction(float(b[r])))
-                for r in range(A.shape[0]))
+                Atom(
+                    {spec.n_inputs + j: Fraction(float(A[r, j])) for j in np.flatnonzero(A[r])},
+                    Fraction(float(b[r])),
+                )
+                for r in range(A.shape[0])
+            )
             terms.append(tuple(box) + rows)
     net = NetworkDecl(name, (x,), (), (y,))
     return Query((net,), (x, y), spec.n_inputs + spec.n_outputs, tuple(terms), str(path), version="2021")
@@ -109,8 +112,9 @@ def _check_mapping(q: Query, files: Mapping[str, str]) -> None:
     if extra:
         copies = [n for n in extra if n in {d.name for d in q.networks}]
         why = " (declared equal-to another network: it uses that network's file)" if copies else ""
-        raise SpecError(f"{q.path}: --network given for {', '.join(extra)}, which the query does not "
-                        f"declare{why}")
+        raise SpecError(
+            f"{q.path}: --network given for {', '.join(extra)}, which the query does not declare{why}"
+        )
     for n, f in files.items():
         if not Path(f).is_file():
             raise SpecError(f"--network {n}={f}: no such file")
@@ -132,8 +136,10 @@ def _check_types(q: Query, files: Mapping[str, str]) -> None:
         outs = list(model.graph.output)
         for t in decl.tensors:
             if t.dtype not in REAL_LIKE_TYPES:
-                raise SpecError(f"{q.path}: {t.name} has element type {t.dtype}; only real and floating-point "
-                                "tensors can be analysed")
+                raise SpecError(
+                    f"{q.path}: {t.name} has element type {t.dtype}; only real and floating-point "
+                    "tensors can be analysed"
+                )
             if t.dtype == "real":
                 continue
             vi = None
@@ -144,8 +150,10 @@ def _check_types(q: Query, files: Mapping[str, str]) -> None:
             if vi is not None:
                 et = elem_names.get(vi.type.tensor_type.elem_type)
                 if et is not None and et != t.dtype:
-                    raise SpecError(f"{q.path}: {t.name} is declared {t.dtype} but {files[root]} has "
-                                    f"{et} {t.kind} {vi.name!r}")
+                    raise SpecError(
+                        f"{q.path}: {t.name} is declared {t.dtype} but {files[root]} has "
+                        f"{et} {t.kind} {vi.name!r}"
+                    )
 
 
 def _simple_cases(q: Query) -> list[OutputDNFProperty] | None:
@@ -206,8 +214,9 @@ def _answer_from_results(results: list[Result]) -> str:
     return VERDICT_WORDS[undecided[0].verdict] if undecided else "unsat"
 
 
-def solve_query(query_path: str | Path, files: Mapping[str, str], timeout: float,
-                config: DispatchConfig | None = None) -> QueryAnswer:
+def solve_query(
+    query_path: str | Path, files: Mapping[str, str], timeout: float, config: DispatchConfig | None = None
+) -> QueryAnswer:
     """Answer a VNN-LIB query (see the module docstring).  Raises :class:`~encoders.errors.InputError`
     subclasses for anything that cannot be read or encoded (the CLI turns them into exit 2)."""
     t0 = time.perf_counter()
@@ -223,7 +232,9 @@ def solve_query(query_path: str | Path, files: Mapping[str, str], timeout: float
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _solve(q: Query, files: Mapping[str, str], config: DispatchConfig, t0: float, workdir: str) -> QueryAnswer:
+def _solve(
+    q: Query, files: Mapping[str, str], config: DispatchConfig, t0: float, workdir: str
+) -> QueryAnswer:
     if not q.terms:
         return QueryAnswer("unsat", q, message="the asserts are unsatisfiable as written", engine="none")
     simple = _simple_cases(q)
@@ -232,8 +243,10 @@ def _solve(q: Query, files: Mapping[str, str], config: DispatchConfig, t0: float
         net = load_onnx(files[name])
         decl = q.networks[0]
         if decl.inputs[0].size != net.n_inputs or decl.outputs[0].size != net.n_outputs:
-            raise SpecError(f"{q.path}: declares {decl.inputs[0].size} inputs and {decl.outputs[0].size} "
-                            f"outputs but {files[name]} has {net.n_inputs} inputs and {net.n_outputs} outputs")
+            raise SpecError(
+                f"{q.path}: declares {decl.inputs[0].size} inputs and {decl.outputs[0].size} "
+                f"outputs but {files[name]} has {net.n_inputs} inputs and {net.n_outputs} outputs"
+            )
         if not simple:
             return QueryAnswer("unsat", q, message="every input box is empty", engine="dnf")
         return _run_dnf(q, simple, net, config, t0)
@@ -247,11 +260,12 @@ def _solve(q: Query, files: Mapping[str, str], config: DispatchConfig, t0: float
         if left <= 0:
             results.append(Result(Verdict.TIMEOUT, config.backend, 0.0, message="time limit"))
             break
-        r = verify(p, p.nets(), replace(config, timeout=left))
+        r = _verify_guarded(p, p.nets(), replace(config, timeout=left))
         if r.verdict is Verdict.FALSIFIED:
             if p.witness and q.satisfied_by(p.witness[-1]):
-                return QueryAnswer("sat", q, p.witness[-1], r.message, _engine(p), time.perf_counter() - t0,
-                                   (*results, r))
+                return QueryAnswer(
+                    "sat", q, p.witness[-1], r.message, _engine(p), time.perf_counter() - t0, (*results, r)
+                )
             r = replace(r, verdict=Verdict.UNKNOWN, message="witness failed the exact check")
         results.append(r)
         if r.verdict is not Verdict.VERIFIED:
@@ -259,6 +273,31 @@ def _solve(q: Query, files: Mapping[str, str], config: DispatchConfig, t0: float
     status = _answer_from_results(results)
     msg = "; ".join(r.message for r in results if r.message)[:500]
     return QueryAnswer(status, q, None, msg, _engine(props[0]), time.perf_counter() - t0, tuple(results))
+
+
+def _verify_guarded(prop: Any, nets: Mapping[str, Network], config: DispatchConfig) -> Result:
+    """:func:`verifier.dispatch.verify`; if a stage crashes, once more without branch and bound (its
+    answer is as sound), else an UNKNOWN result naming the crash (never a verdict)."""
+    import sys
+
+    t0 = time.perf_counter()
+    try:
+        return verify(prop, nets, config)
+    except (ArithmeticError, IndexError, ValueError) as exc:
+        sys.stderr.write(
+            f"distillcert-vnnlib: warning: {type(exc).__name__} in the solver pipeline ({exc}); "
+            "retrying without branch and bound\n"
+        )
+    left = config.timeout - (time.perf_counter() - t0)
+    try:
+        return verify(prop, nets, replace(config, bab=False, timeout=max(left, 0.5)))
+    except (ArithmeticError, IndexError, ValueError) as exc:
+        return Result(
+            Verdict.UNKNOWN,
+            config.backend,
+            time.perf_counter() - t0,
+            message=f"internal error: {type(exc).__name__}: {exc}",
+        )
 
 
 def _engine(p: QueryProperty) -> str:
@@ -270,15 +309,16 @@ def _engine(p: QueryProperty) -> str:
     return "milp"
 
 
-def _run_dnf(q: Query, props: list[OutputDNFProperty], net: Network, config: DispatchConfig,
-             t0: float) -> QueryAnswer:
+def _run_dnf(
+    q: Query, props: list[OutputDNFProperty], net: Network, config: DispatchConfig, t0: float
+) -> QueryAnswer:
     results: list[Result] = []
     for p in props:
         left = config.timeout - (time.perf_counter() - t0)
         if left <= 0:
             results.append(Result(Verdict.TIMEOUT, config.backend, 0.0, message="time limit"))
             break
-        r = verify(p, {"net": net}, replace(config, timeout=left))
+        r = _verify_guarded(p, {"net": net}, replace(config, timeout=left))
         if r.verdict is Verdict.FALSIFIED and r.counterexample is not None:
             flat = _dnf_witness(q, p, net, r.counterexample.x)
             if flat is not None:
@@ -316,3 +356,39 @@ def format_assignment(q: Query, flat: np.ndarray) -> list[str]:
 
 def answer_json(a: QueryAnswer) -> dict[str, Any]:
     return {"status": a.status, "engine": a.engine, "time_s": round(a.time_s, 3), "message": a.message}
+
+
+_STATUS_VERDICT = {
+    "sat": Verdict.FALSIFIED,
+    "unsat": Verdict.VERIFIED,
+    "timed-out": Verdict.TIMEOUT,
+    "unknown": Verdict.UNKNOWN,
+}
+
+
+def verify_instance(onnx_path: str | Path, query_path: str | Path, config: DispatchConfig) -> Result:
+    """A VNN-COMP instance whose property is a VNN-LIB 2.0 query over one network (``distillcert
+    vnncomp``): the query's only file network is mapped to ``onnx_path``; the answer as a :class:`Result`
+    (its counterexample holds the first input and output tensors of the assignment)."""
+    from .results import Counterexample
+
+    t0 = time.perf_counter()
+    q = parse_vnnlib2(query_path)
+    nets = q.file_networks
+    if len(nets) != 1:
+        raise SpecError(
+            f"{query_path}: declares {len(nets)} networks needing a file; a VNN-COMP instance "
+            "has one ONNX file"
+        )
+    ans = solve_query(query_path, {nets[0]: str(onnx_path)}, config.timeout, config)
+    cex = None
+    if ans.status == "sat" and ans.assignment is not None:
+        d = q.networks[0]
+        cex = Counterexample(ans.assignment[d.inputs[0].indices], ans.assignment[d.outputs[0].indices])
+    return Result(
+        _STATUS_VERDICT[ans.status],
+        ans.engine or config.backend,
+        time.perf_counter() - t0,
+        counterexample=cex,
+        message=ans.message,
+    )

@@ -44,31 +44,35 @@ def _version() -> str:
 
 
 def _ops() -> list[str]:
-    from encoders.network import SUPPORTED_OPS
+    """One line per op of the importer's table: the name, then the element types it is limited to
+    (none listed: every type of ``--onnx-element-types``), as the standard's format has it."""
+    from encoders.network import OP_ELEMENT_TYPES, SUPPORTED_OPS
 
-    return list(SUPPORTED_OPS)
+    return [" ".join((op, *OP_ELEMENT_TYPES.get(op, ()))) for op in SUPPORTED_OPS]
 
 
-_CAPABILITIES.update({
-    # ONNX
-    "onnx-opset-versions": lambda: ["7", "21"],
-    # The encoders reason over the reals; float witnesses are replayed in float32 on onnxruntime, but
-    # an unsat answer is not a claim about float32 rounding: only "real" is claimed.
-    "onnx-element-types": lambda: ["real"],
-    "onnx-operators": _ops,
-    "onnx-operators-unsat-proofs": lambda: [],
-    # VNN-LIB queries
-    "vnnlib-versions": lambda: ["2.0", "2.0"],
-    "hidden-node-theories": lambda: ["H"],
-    "multiple-input-output-theories": lambda: ["SIO"],
-    "multiple-network-theories": lambda: ["SNET", "MNET", "MENET"],
-    "multiple-node-comparison-theories": lambda: ["MNC"],
-    "arithmetic-complexity-theories": lambda: ["BND", "OUTC", "LIN"],
-    "optimised-disjunctive-reasoning": lambda: ["false"],
-    # outputs
-    "serialise-assignments": lambda: ["false"],
-    "unsat-proofs": lambda: ["false"],
-})
+_CAPABILITIES.update(
+    {
+        # ONNX
+        "onnx-opset-versions": lambda: ["7", "21"],
+        # The encoders reason over the reals; float witnesses are replayed in float32 on onnxruntime, but
+        # an unsat answer is not a claim about float32 rounding: only "real" is claimed.
+        "onnx-element-types": lambda: ["real"],
+        "onnx-operators": _ops,
+        "onnx-operators-unsat-proofs": lambda: [],
+        # VNN-LIB queries
+        "vnnlib-versions": lambda: ["2.0", "2.0"],
+        "hidden-node-theories": lambda: ["H"],
+        "multiple-input-output-theories": lambda: ["SIO"],
+        "multiple-network-theories": lambda: ["SNET", "MNET", "MENET"],
+        "multiple-node-comparison-theories": lambda: ["MNC"],
+        "arithmetic-complexity-theories": lambda: ["BND", "OUTC", "LIN"],
+        "optimised-disjunctive-reasoning": lambda: ["false"],
+        # outputs
+        "serialise-assignments": lambda: ["false"],
+        "unsat-proofs": lambda: ["false"],
+    }
+)
 # accepted spellings used by the older drafts of chapter 5
 _ALIASES = {"multiple-inputs-output-theories": "multiple-input-output-theories"}
 
@@ -86,12 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     v = sub.add_parser("verify", help="answer a VNN-LIB query: sat / unsat / unknown / timed-out")
     v.add_argument("query", help="the .vnnlib query (VNN-LIB 2.0, or the 2021 dialect)")
-    v.add_argument("--network", action="append", default=[], metavar="NAME=FILE",
-                   help="ONNX file of a declared network (once per network not marked equal-to)")
+    v.add_argument(
+        "--network",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="ONNX file of a declared network (once per network not marked equal-to)",
+    )
     v.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
     v.add_argument("--backend", default="auto", help="solver backend (default auto)")
-    v.add_argument("--serialise-assignments", metavar="DIR", default=None,
-                   help="not supported (capability false): refused")
+    v.add_argument(
+        "--serialise-assignments",
+        metavar="DIR",
+        default=None,
+        help="not supported (capability false): refused",
+    )
     v.add_argument("--unsat-proofs", metavar="FILE", default=None, help="not supported: refused")
     s = sub.add_parser("supports", help="report a capability (chapter 5.4)")
     g = s.add_mutually_exclusive_group(required=True)
@@ -142,8 +155,10 @@ def cmd_verify(args: argparse.Namespace) -> list[str]:
     budget = max(0.5, 0.85 * args.timeout - (time.perf_counter() - t0) - 1.0)
     with _stdout_to_stderr():
         ans = solve_query(args.query, files, budget, DispatchConfig(backend=args.backend))
-    sys.stderr.write(f"distillcert-vnnlib: {ans.status} via {ans.engine or '-'} in {ans.time_s:.2f}s"
-                     f"{': ' + ans.message if ans.message else ''}\n")
+    sys.stderr.write(
+        f"distillcert-vnnlib: {ans.status} via {ans.engine or '-'} in {ans.time_s:.2f}s"
+        f"{': ' + ans.message if ans.message else ''}\n"
+    )
     lines = [ans.status]
     if ans.status == "sat" and ans.assignment is not None and ans.query is not None:
         lines += format_assignment(ans.query, ans.assignment)

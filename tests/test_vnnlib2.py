@@ -1,0 +1,392 @@
+"""VNN-LIB 2.0: the reader (official parser), the multi-network encoder, the chapter-5 command line,
+the writers behind ``--save-vnnlib`` and the round trip through the official parser.
+
+Networks are hand-built so every verdict can be checked by hand:
+
+* ``relu1``: ``y = relu(x)`` (1 → 1);
+* ``lin2``:  ``y = (x0 + x1, x0 − x1)`` (2 → 2, no ReLU);
+* ``cls2``:  2 classes, ``y0 = relu(x) − relu(−x)`` … see each test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from encoders.errors import SpecError
+from encoders.network import SUPPORTED_OPS, load_onnx, network_from_layers, ort_evaluate, save_onnx
+from encoders.vnnlib2 import (
+    decimal,
+    disagreement_text,
+    global_robustness_text,
+    is_vnnlib2_text,
+    parse_vnnlib2_text,
+)
+from verifier.dispatch import DispatchConfig
+from verifier.vnnlib2_query import format_assignment, solve_query
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = DispatchConfig(backend="auto", timeout=60.0)
+
+HEAD = "(vnnlib-version <2.0>)\n"
+
+
+def _net(tmp_path: Path, name: str, layers) -> Path:
+    return save_onnx(network_from_layers(layers), tmp_path / f"{name}.onnx")
+
+
+@pytest.fixture
+def relu1(tmp_path: Path) -> Path:
+    return _net(tmp_path, "relu1", [(np.eye(1), np.zeros(1)), (np.eye(1), np.zeros(1))])
+
+
+@pytest.fixture
+def lin2(tmp_path: Path) -> Path:
+    return _net(tmp_path, "lin2", [(np.array([[1.0, 1.0], [1.0, -1.0]]), np.zeros(2))])
+
+
+def _q(tmp_path: Path, text: str, name: str = "q.vnnlib") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# ------------------------------------------------------------------------------------------ reader
+def test_reader_shapes_indexing_and_atoms() -> None:
+    q = parse_vnnlib2_text(
+        HEAD + "(declare-network N (declare-input X float32 [2,3]) (declare-output Y float32 [1,2]))\n"
+        "(assert (<= X[1,2] 0.5))\n"
+        "(assert (or (< (+ Y[0,0] (* 2.0 Y[0,1])) 1.0) (== Y[0,1] 3.0)))\n"
+    )
+    assert [t.name for t in q.variables] == ["X", "Y"] and q.n_vars == 8
+    assert q.variables[1].offset == 6
+    assert len(q.terms) == 2
+    first = q.terms[0]
+    assert first[0].coefs == {5: Fraction(1)} and first[0].rhs == Fraction(0.5)  # X[1,2] = 1*3 + 2
+    lt = first[1]
+    assert lt.strict and lt.coefs == {6: Fraction(1), 7: Fraction(2)} and lt.rhs == 1
+    eq = q.terms[1][1:]
+    assert len(eq) == 2 and {a.rhs for a in eq} == {Fraction(3), Fraction(-3)}
+
+
+def test_reader_equal_to_hidden_and_l2_polynomial() -> None:
+    q = parse_vnnlib2_text(
+        HEAD + '(declare-network N (declare-input X float32 [2]) (declare-hidden H float32 [2] "h")'
+        " (declare-output Y float32 [1]))\n"
+        "(declare-network M (equal-to N) (declare-input X2 float32 [2]) (declare-output Y2 float32 [1]))\n"
+        "(assert (<= (+ (* (- X[0] X2[0]) (- X[0] X2[0])) (* (- X[1] X2[1]) (- X[1] X2[1]))) 0.25))\n"
+    )
+    assert q.root("M") == "N" and q.file_networks == ["N"]
+    assert q.networks[0].hidden[0].onnx_name == "h"
+    (atom,) = q.terms[0]
+    x0, x20 = 0, 5  # X[0], X2[0] (X:0-1, H:2-3, Y:4, X2:5-6, Y2:7)
+    assert atom.quad[(x0, x0)] == 1 and atom.quad[(x0, x20)] == -2 and not atom.coefs
+
+
+@pytest.mark.parametrize(
+    "body, what",
+    [
+        ("(assert (<= (* X[0] X[0] X[0]) 1.0))", "degree above 2"),
+        ("(assert (<= X[0] 1))", "line 3"),  # an int constant for a float32 variable: the parser's type check
+        ("(assert (<= X[5] 1.0))", ""),
+    ],
+)
+def test_reader_errors_are_one_line_spec_errors(body: str, what: str) -> None:
+    text = HEAD + "(declare-network N (declare-input X float32 [2]) (declare-output Y float32 [1]))\n" + body
+    with pytest.raises(SpecError) as ei:
+        parse_vnnlib2_text(text, "q.vnnlib")
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith("q.vnnlib") and what in msg
+
+
+def test_dialect_detection_and_decimal_writer() -> None:
+    assert is_vnnlib2_text("; c\n(vnnlib-version <2.0>)\n")
+    assert not is_vnnlib2_text("(declare-const X_0 Real)\n; (declare-network N)\n")
+    for v in (0.1, -2.5e-12, 1e20, 3.0, -0.0, 5e-324):
+        s = decimal(v)
+        assert "e" not in s.lower() and "." in s and float(s) == v
+
+
+# ------------------------------------------------------------------------------ one-network answers
+def test_single_network_sat_assignment_block_replays(tmp_path: Path, relu1: Path) -> None:
+    q = _q(
+        tmp_path,
+        HEAD + "(declare-network N (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
+        "(assert (and (>= X[0] -1.0) (<= X[0] 1.0)))\n(assert (>= Y[0] 0.75))\n",
+    )
+    ans = solve_query(q, {"N": str(relu1)}, 30, CFG)
+    assert ans.status == "sat" and ans.engine == "dnf"
+    x, y = ans.assignment
+    assert x >= 0.75 and np.float32(x) == x
+    assert y == ort_evaluate(relu1, np.array([x]))[0]
+    block = format_assignment(ans.query, ans.assignment)
+    assert block[0] == "X float32 [1]" and block[2] == "Y float32 [1]" and float(block[3]) == y
+
+
+def test_single_network_unsat_and_strict(tmp_path: Path, relu1: Path) -> None:
+    head = HEAD + "(declare-network N (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
+    box = "(assert (and (>= X[0] -1.0) (<= X[0] 1.0)))\n"
+    assert (
+        solve_query(_q(tmp_path, head + box + "(assert (>= Y[0] 1.5))"), {"N": str(relu1)}, 30, CFG).status
+        == "unsat"
+    )
+    # y < 0 is impossible for a ReLU; its closure y <= 0 is not: the answer may be unknown, never sat
+    st = solve_query(
+        _q(tmp_path, head + box + "(assert (< Y[0] 0.0))", "s.vnnlib"), {"N": str(relu1)}, 30, CFG
+    )
+    assert st.status in ("unsat", "unknown")
+
+
+def test_hidden_node_and_input_output_coupling(tmp_path: Path) -> None:
+    # y = relu(2x - 1): hidden "z" is the Gemm output 2x - 1 (before the ReLU)
+    net = save_onnx(
+        network_from_layers([(np.array([[2.0]]), np.array([-1.0])), (np.eye(1), np.zeros(1))]),
+        tmp_path / "h.onnx",
+    )
+    head = (
+        HEAD + '(declare-network N (declare-input X float32 [1]) (declare-hidden H float32 [1] "z1")'
+        " (declare-output Y float32 [1]))\n(assert (and (>= X[0] 0.0) (<= X[0] 1.0)))\n"
+    )
+    ans = solve_query(_q(tmp_path, head + "(assert (<= H[0] -0.5))"), {"N": str(net)}, 30, CFG)
+    assert ans.status == "sat" and ans.assignment[0] <= 0.25 and ans.assignment[1] <= -0.5
+    assert ans.assignment[2] == 0.0  # y = relu(h)
+    assert (
+        solve_query(
+            _q(tmp_path, head + "(assert (<= H[0] -1.5))", "b.vnnlib"), {"N": str(net)}, 30, CFG
+        ).status
+        == "unsat"
+    )
+    # input-output coupling: y >= x + 0.5 needs 2x - 1 >= x + 0.5, x >= 1.5: unsat on [0, 1]
+    assert (
+        solve_query(
+            _q(tmp_path, head + "(assert (>= (- Y[0] X[0]) 0.5))", "c.vnnlib"), {"N": str(net)}, 30, CFG
+        ).status
+        == "unsat"
+    )
+    # ... and y >= x - 0.5 holds at x = 1 (y = 1)
+    ans = solve_query(
+        _q(tmp_path, head + "(assert (>= (- Y[0] X[0]) -0.5))", "d.vnnlib"), {"N": str(net)}, 30, CFG
+    )
+    assert ans.status == "sat" and ans.assignment[2] - ans.assignment[0] >= -0.5
+
+
+def test_hidden_node_missing_is_a_clear_error(tmp_path: Path, relu1: Path) -> None:
+    q = _q(
+        tmp_path,
+        HEAD + "(declare-network N (declare-input X float32 [1]) (declare-hidden H float32 [1]"
+        ' "nope") (declare-output Y float32 [1]))\n(assert (and (>= X[0] 0.0) (<= X[0] 1.0)))\n'
+        "(assert (<= H[0] 0.0))\n",
+    )
+    with pytest.raises(SpecError, match="no tensor or node"):
+        solve_query(q, {"N": str(relu1)}, 30, CFG)
+
+
+# ---------------------------------------------------------------------------- several networks
+def _two_copies(coupling: str, out: str) -> str:
+    return (
+        HEAD + "(declare-network N (declare-input X float32 [2]) (declare-output Y float32 [2]))\n"
+        "(declare-network M (equal-to N) (declare-input X2 float32 [2]) (declare-output Y2 float32 [2]))\n"
+        "(assert (and (>= X[0] 0.0) (<= X[0] 1.0) (>= X[1] 0.0) (<= X[1] 1.0)))\n"
+        "(assert (and (>= X2[0] 0.0) (<= X2[0] 1.0) (>= X2[1] 0.0) (<= X2[1] 1.0)))\n" + coupling + out
+    )
+
+
+LINF = (
+    "(assert (and (<= (- X[0] X2[0]) 0.1) (<= (- X2[0] X[0]) 0.1) (<= (- X[1] X2[1]) 0.1)"
+    " (<= (- X2[1] X[1]) 0.1)))\n"
+)
+L2 = "(assert (<= (+ (* (- X[0] X2[0]) (- X[0] X2[0])) (* (- X[1] X2[1]) (- X[1] X2[1]))) 0.01))\n"
+
+
+@pytest.mark.parametrize("coupling, reach", [(LINF, 0.2), (L2, 0.1 * 2**0.5)])
+def test_two_equal_to_copies_coupled(tmp_path: Path, lin2: Path, coupling: str, reach: float) -> None:
+    # Y[0] - Y2[0] = (x0 - x0') + (x1 - x1') reaches 0.2 (L-inf, 0.1 each) or 0.1*sqrt(2) (L2 ball 0.1)
+    below = _q(
+        tmp_path, _two_copies(coupling, f"(assert (>= (- Y[0] Y2[0]) {reach - 0.01:.6f}))\n"), "lo.vnnlib"
+    )
+    above = _q(
+        tmp_path, _two_copies(coupling, f"(assert (>= (- Y[0] Y2[0]) {reach + 0.01:.6f}))\n"), "hi.vnnlib"
+    )
+    a = solve_query(below, {"N": str(lin2)}, 60, CFG)
+    assert a.status == "sat" and a.engine.startswith("two-copy")
+    x, x2 = a.assignment[0:2], a.assignment[4:6]
+    assert (
+        np.max(np.abs(x - x2)) <= 0.1 + 1e-12 if coupling == LINF else np.linalg.norm(x - x2) <= 0.1 + 1e-12
+    )
+    assert solve_query(above, {"N": str(lin2)}, 60, CFG).status == "unsat"
+
+
+def test_two_networks_shared_input_product(tmp_path: Path, lin2: Path, tmp_path_factory) -> None:
+    other = _net(tmp_path, "neg2", [(np.array([[1.0, 1.0], [-1.0, 1.0]]), np.zeros(2))])  # (x0+x1, x1-x0)
+    text = (
+        HEAD + "(declare-network A (declare-input XA float32 [2]) (declare-output YA float32 [2]))\n"
+        "(declare-network B (declare-input XB float32 [2]) (declare-output YB float32 [2]))\n"
+        "(assert (and (>= XA[0] 0.0) (<= XA[0] 1.0) (>= XA[1] 0.0) (<= XA[1] 1.0)))\n"
+        "(assert (and (>= XB[0] -5.0) (<= XB[0] 5.0) (>= XB[1] -5.0) (<= XB[1] 5.0)))\n"
+        "(assert (== XA[0] XB[0]))\n(assert (== XA[1] XB[1]))\n"
+    )
+    # YA[1] + YB[1] = 0 on a shared input: >= 0.5 is impossible, YA[0] = YB[0] always
+    files = {"A": str(lin2), "B": str(other)}
+    ans = solve_query(_q(tmp_path, text + "(assert (>= (+ YA[1] YB[1]) 0.5))"), files, 60, CFG)
+    assert ans.status == "unsat" and ans.engine.startswith("product")
+    ans = solve_query(_q(tmp_path, text + "(assert (>= (- YA[1] YB[1]) 1.5))", "b.vnnlib"), files, 60, CFG)
+    assert ans.status == "sat"  # 2(x0 - x1) >= 1.5 at x = (1, 0)
+    assert np.array_equal(ans.assignment[0:2], ans.assignment[4:6])
+
+
+def test_network_mapping_errors(tmp_path: Path, relu1: Path) -> None:
+    q = _q(
+        tmp_path,
+        HEAD + "(declare-network N (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
+        "(assert (and (>= X[0] 0.0) (<= X[0] 1.0)))\n",
+    )
+    with pytest.raises(SpecError, match="no --network"):
+        solve_query(q, {}, 10, CFG)
+    with pytest.raises(SpecError, match="does not declare"):
+        solve_query(q, {"N": str(relu1), "Z": str(relu1)}, 10, CFG)
+    bad = _q(
+        tmp_path,
+        HEAD + "(declare-network N (declare-input X float32 [3]) (declare-output Y float32 [1]))\n"
+        "(assert (and (>= X[0] 0.0) (<= X[0] 1.0)))\n",
+        "bad.vnnlib",
+    )
+    with pytest.raises(SpecError, match="inputs"):
+        solve_query(bad, {"N": str(relu1)}, 10, CFG)
+
+
+# ------------------------------------------------------------------------------------ writers
+def test_global_query_round_trip_same_verdict(tmp_path: Path) -> None:
+    """A 2-class network: the written query is exact; distillcert's own answer and the VNN-LIB answer agree."""
+    from verifier.queries import verify_global
+    from verifier.results import Verdict
+
+    # y0 - y1 = 4 x0 - 2: confident class 0 needs x0 >= (2 + m)/4; a 0.2-neighbour flips it iff x0 - 0.2 <= 0.5
+    net = network_from_layers([(np.array([[2.0, 0.0], [-2.0, 0.0]]), np.array([-1.0, 1.0]))])
+    onnx = save_onnx(net, tmp_path / "cls.onnx")
+    net = load_onnx(onnx)  # replay needs the file
+    dom = (np.zeros(2), np.ones(2))
+    for kappa, want in ((0.6, Verdict.FALSIFIED), (0.95, Verdict.VERIFIED)):
+        # kappa 0.6: m = 0.405, x0 = 0.61 confident, x0' = 0.41 < 0.5 -> violation; 0.95: m = 2.94 > max 2
+        native = verify_global(net, 0.2, kappa, dom, CFG)
+        assert native.verdict is want
+        text = global_robustness_text((1, 2), (1, 2), 2, 2, 0.2, kappa, dom[0], dom[1])
+        parse_vnnlib2_text(text)  # the official parser reads it back
+        ans = solve_query(_q(tmp_path, text, f"g{kappa}.vnnlib"), {"N": str(onnx)}, 60, CFG)
+        assert ans.status == {Verdict.FALSIFIED: "sat", Verdict.VERIFIED: "unsat"}[want]
+
+
+def test_disagreement_query_round_trip_same_verdict(tmp_path: Path) -> None:
+    from encoders.properties import Disagreement
+    from verifier.dispatch import verify
+    from verifier.results import Verdict
+
+    teacher = network_from_layers([(np.array([[1.0, 0.0], [0.0, 1.0]]), np.zeros(2))])  # argmax x
+    student = network_from_layers([(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0.2, 0.0]))])  # favours 0
+    tp, sp = save_onnx(teacher, tmp_path / "t.onnx"), save_onnx(student, tmp_path / "s.onnx")
+    teacher, student = load_onnx(tp), load_onnx(sp)
+    for x0, want in (([0.9, 0.1], Verdict.VERIFIED), ([0.45, 0.55], Verdict.FALSIFIED)):
+        dis = Disagreement(np.array(x0), 0.05, np.zeros(2), np.ones(2))
+        native = verify(dis, {"teacher": teacher, "student": student}, CFG)
+        assert native.verdict is want
+        lo, hi = dis.box()
+        text = disagreement_text((1, 2), (1, 2), 2, 2, lo, hi, 0.05)
+        ans = solve_query(_q(tmp_path, text, f"d{x0[0]}.vnnlib"), {"T": str(tp), "S": str(sp)}, 60, CFG)
+        assert ans.status == {Verdict.FALSIFIED: "sat", Verdict.VERIFIED: "unsat"}[want]
+        assert ans.engine.startswith("product")
+
+
+# ------------------------------------------------------------------------------------ command line
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "verifier.cli.vnnlib_solver", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_supports_every_capability_and_operators() -> None:
+    r = _cli("supports", "--onnx-operators")
+    assert r.returncode == 0 and [ln.split()[0] for ln in r.stdout.splitlines()] == list(SUPPORTED_OPS)
+    assert "Cast bfloat16 float16 float32 float64" in r.stdout.splitlines()  # float casts only
+    from verifier.cli.vnnlib_solver import _CAPABILITIES
+
+    assert len(_CAPABILITIES) >= 11
+    for cap in _CAPABILITIES:
+        r = _cli("supports", f"--{cap}")
+        assert r.returncode == 0, (cap, r.stderr)
+    assert _cli("supports", "--vnnlib-versions").stdout == "2.0\n2.0\n"
+    assert _cli("--version").stdout.strip() and _cli("--name").stdout.strip()
+
+
+def test_cli_verify_stdout_is_the_result_only(tmp_path: Path, relu1: Path) -> None:
+    q = _q(
+        tmp_path,
+        HEAD + "(declare-network N (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
+        "(assert (and (>= X[0] -1.0) (<= X[0] 1.0)))\n(assert (>= Y[0] 0.5))\n",
+    )
+    r = _cli("verify", str(q), "--network", f"N={relu1}", "--timeout", "30")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert (
+        lines[0] == "sat" and lines[1] == "X float32 [1]" and lines[3] == "Y float32 [1]" and len(lines) == 5
+    )
+    assert float(lines[4]) >= 0.5
+
+
+def test_cli_cannot_encode_is_exit_2_one_line(tmp_path: Path, relu1: Path) -> None:
+    q = _q(
+        tmp_path,
+        HEAD + "(declare-network N (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
+        "(assert (and (>= X[0] -1.0) (<= X[0] 1.0)))\n(assert (>= (* Y[0] Y[0]) 0.5))\n",
+    )
+    r = _cli("verify", str(q), "--network", f"N={relu1}", "--timeout", "30")
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+    assert "non-linear" in r.stderr
+
+
+# ------------------------------------------------------------------- importer fixes the suite found
+def _model(tmp_path: Path, name: str, nodes, in_shape, out_shape, inits=()) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    p = tmp_path / f"{name}.onnx"
+    onnx.save(m, str(p))
+    return p
+
+
+def test_cast_of_a_variable_to_int_or_bool_is_refused(tmp_path: Path) -> None:
+    from onnx import helper
+
+    from encoders.errors import UnsupportedModelError
+
+    for to in (7, 9):  # int64, bool: not the identity on real values
+        p = _model(tmp_path, f"cast{to}", [helper.make_node("Cast", ["x"], ["c"], to=to),
+                                           helper.make_node("Cast", ["c"], ["y"], to=1)], [1], [1])
+        with pytest.raises(UnsupportedModelError, match="Cast"):
+            load_onnx(p)
+    p = _model(tmp_path, "castf", [helper.make_node("Cast", ["x"], ["y"], to=11)], [1], [1])
+    assert load_onnx(p).evaluate(np.array([0.3]))[0] == 0.3
+
+
+def test_ort_evaluate_keeps_every_output_element(tmp_path: Path) -> None:
+    from onnx import helper
+
+    t = _model(tmp_path, "tr", [helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])], [1, 2], [2, 1])
+    assert ort_evaluate(t, np.array([1.0, 2.0])).tolist() == [1.0, 2.0]
+    assert ort_evaluate(t, np.array([[1.0, 2.0], [3.0, 4.0]])).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    from onnx import numpy_helper
+
+    shp = numpy_helper.from_array(np.array([2, 2], dtype=np.int64), "s")
+    r = _model(tmp_path, "rs", [helper.make_node("Reshape", ["x", "s"], ["y"])], [4], [2, 2], [shp])
+    assert ort_evaluate(r, np.arange(4.0)).tolist() == [0.0, 1.0, 2.0, 3.0]
