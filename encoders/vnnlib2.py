@@ -671,7 +671,8 @@ def global_robustness_text(
     )
     decls = [
         f"(declare-network N {tensor_decl('input', 'X', si)} {tensor_decl('output', 'Y', so)})",
-        f"(declare-network N2 (equal-to N) {tensor_decl('input', 'X2', si)} {tensor_decl('output', 'Y2', so)})",
+        "(declare-network N2 (equal-to N) "
+        f"{tensor_decl('input', 'X2', si)} {tensor_decl('output', 'Y2', so)})",
     ]
     out = _header(comment, decls)
     out += ["; domain", *_box_asserts(X, lo, hi), *_box_asserts(X2, lo, hi), "", "; coupling"]
