@@ -516,3 +516,50 @@ def test_vnnlib_satisfactory_conformance(tmp_path: Path) -> None:
     passed, total, failed, suspect = (int(m.group(i)) for i in (1, 2, 3, 4))
     assert failed == 0 and suspect == 0, r.stdout[-4000:]
     assert passed > 60
+
+
+def test_verify_faithfulness_save_vnnlib_flag_round_trip(tmp_path: Path) -> None:
+    """``verify faithfulness --save-vnnlib``: the same disagreement verdict from ``distillcert-vnnlib``."""
+    import json
+
+    import vnnlib
+
+    tp = save_onnx(network_from_layers([(np.eye(2), np.zeros(2))]), tmp_path / "t.onnx")
+    sp = save_onnx(network_from_layers([(np.eye(2), np.array([0.2, 0.0]))]), tmp_path / "s.onnx")
+    np.save(tmp_path / "x.npy", np.array([0.45, 0.55]))
+    q = tmp_path / "d.vnnlib"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "verifier",
+            "verify",
+            "faithfulness",
+            "--teacher",
+            str(tp),
+            "--student",
+            str(sp),
+            "--point",
+            str(tmp_path / "x.npy"),
+            "--eps",
+            "0.05",
+            "--save-vnnlib",
+            str(q),
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["disagreement"] == "falsified"
+    assert [n.name for n in vnnlib.parse_query_file(str(q)).networks] == ["T", "S"]
+    saved = out["saved_vnnlib"]
+    r2 = _cli(
+        "verify", str(q), "--network", f"T={saved['T']}", "--network", f"S={saved['S']}", "--timeout", "60"
+    )
+    lines = r2.stdout.splitlines()
+    assert r2.returncode == 0 and lines[0] == "sat"
+    assert lines[2:4] == lines[8:10]  # XT == XS: one shared input
