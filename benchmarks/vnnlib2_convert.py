@@ -121,6 +121,14 @@ def convert(instances: Path, out: Path) -> list[tuple[Path, Path, Path, float]]:
     return rows
 
 
+def _clock() -> tuple[float, float]:
+    """Wall time and CPU time (this process and its finished solver children), seconds."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter(), own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def compare(instances: Path, out: Path, timeout: float, limit: int | None, backend: str = "auto") -> dict:
     from dataclasses import replace
 
@@ -133,18 +141,17 @@ def compare(instances: Path, out: Path, timeout: float, limit: int | None, backe
         step = max(1, len(rows) // limit)
         rows = rows[::step][:limit]
     cfg = DispatchConfig(backend=backend)
-    lines = ["onnx,vnnlib,result_2021,result_2.0,time_2021_s,time_2.0_s"]
+    lines = ["onnx,vnnlib,result_2021,result_2.0,wall_2021_s,cpu_2021_s,wall_2.0_s,cpu_2.0_s"]
     agree = contra = 0
     for op, vp, v2, _ in rows:
-        t0 = time.process_time()
+        w, c = _clock()
         r1 = VERDICT_WORDS[verify_vnnlib(op, vp, replace(cfg, timeout=timeout)).verdict]
-        c1 = time.process_time() - t0
-        t0 = time.process_time()
+        w1, c1 = _clock()
         r2 = solve_query(v2, {"N": str(op)}, timeout, cfg).status
-        c2 = time.process_time() - t0
+        w2, c2 = _clock()
         agree += r1 == r2
         contra += {r1, r2} == {"sat", "unsat"}
-        lines.append(f"{op.name},{vp.name},{r1},{r2},{c1:.2f},{c2:.2f}")
+        lines.append(f"{op.name},{vp.name},{r1},{r2},{w1 - w:.2f},{c1 - c:.2f},{w2 - w1:.2f},{c2 - c1:.2f}")
         print(lines[-1], file=sys.stderr, flush=True)
     (out / "compare.csv").write_text("\n".join(lines) + "\n")
     return {"instances": len(rows), "agree": agree, "contradictions": contra, "csv": str(out / "compare.csv")}

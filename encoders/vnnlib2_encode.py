@@ -258,8 +258,14 @@ def _plan_term(query: Query, term: tuple[Atom, ...], insts: Sequence[Instance]) 
                 f"{query.path}:{q.line or '?'}: cannot encode a non-linear constraint "
                 "(only the L2 coupling of two equal-to copies is supported)"
             )
-    for w, u in alias.items():  # the alias target's box is the intersection of both
+    for w in list(alias):  # resolve chains: every aliased input points at its smallest equal input
+        u = alias[w]
+        while u in alias:
+            u = alias[u]
+        alias[w] = u
+    for w, u in alias.items():  # the root's box is the intersection of all the equal inputs' boxes
         lo[u], hi[u] = max(lo[u], lo[w]), min(hi[u], hi[w])
+    for w, u in alias.items():
         lo[w], hi[w] = lo[u], hi[u]
     rest = [a for a in rest if id(a) not in used_atoms]
     bad = np.flatnonzero(is_in & ~(np.isfinite(lo) & np.isfinite(hi)))

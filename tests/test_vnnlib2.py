@@ -563,3 +563,22 @@ def test_verify_faithfulness_save_vnnlib_flag_round_trip(tmp_path: Path) -> None
     lines = r2.stdout.splitlines()
     assert r2.returncode == 0 and lines[0] == "sat"
     assert lines[2:4] == lines[8:10]  # XT == XS: one shared input
+
+
+def test_vnncomp_runner_accepts_vnnlib2_instances(tmp_path: Path, relu1: Path) -> None:
+    from verifier.vnncomp import run_vnncomp
+
+    head = HEAD + "(declare-network F (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
+    box = "(assert (and (>= X[0] -1.0) (<= X[0] 1.0)))\n"
+    _q(tmp_path, head + box + "(assert (>= Y[0] 0.5))\n", "sat.vnnlib")
+    _q(tmp_path, head + box + "(assert (>= Y[0] 1.5))\n", "unsat.vnnlib")
+    (tmp_path / "legacy.vnnlib").write_text(
+        "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1.0))\n(assert (>= X_0 -1.0))\n"
+        "(assert (>= Y_0 1.5))\n"
+    )
+    (tmp_path / "inst.csv").write_text(
+        f"{relu1.name},sat.vnnlib,30\n{relu1.name},unsat.vnnlib,30\n{relu1.name},legacy.vnnlib,30\n"
+    )
+    out = run_vnncomp(tmp_path / "inst.csv", None, tmp_path / "res.csv", "auto")
+    rows = [ln.split(",")[2] for ln in (tmp_path / "res.csv").read_text().splitlines()[1:]]
+    assert rows == ["sat", "unsat", "unsat"] and out["solved"] == 3
