@@ -582,3 +582,29 @@ def test_vnncomp_runner_accepts_vnnlib2_instances(tmp_path: Path, relu1: Path) -
     out = run_vnncomp(tmp_path / "inst.csv", None, tmp_path / "res.csv", "auto")
     rows = [ln.split(",")[2] for ln in (tmp_path / "res.csv").read_text().splitlines()[1:]]
     assert rows == ["sat", "unsat", "unsat"] and out["solved"] == 3
+
+
+def test_three_networks_chained_shared_input(tmp_path: Path, lin2: Path) -> None:
+    """XA = XB and XB = XC: one input variable for all three (YA[0] - YC[0] is then 0: >= 0.1 unsat)."""
+    decl = "".join(
+        f"(declare-network {n} (declare-input X{n} float32 [2]) (declare-output Y{n} float32 [2]))\n"
+        for n in "ABC"
+    )
+    box = "".join(
+        f"(assert (and (>= X{n}[0] 0.0) (<= X{n}[0] 1.0) (>= X{n}[1] 0.0) (<= X{n}[1] 1.0)))\n" for n in "ABC"
+    )
+    eq = "(assert (and (== XA[0] XB[0]) (== XA[1] XB[1]) (== XB[0] XC[0]) (== XB[1] XC[1])))\n"
+    files = {n: str(lin2) for n in "ABC"}
+    ans = solve_query(
+        _q(tmp_path, HEAD + decl + box + eq + "(assert (>= (- YA[0] YC[0]) 0.1))\n"), files, 60, CFG
+    )
+    assert ans.status == "unsat"
+    ans = solve_query(
+        _q(tmp_path, HEAD + decl + box + eq + "(assert (>= (+ YA[0] YC[1]) 1.5))\n", "b.vnnlib"),
+        files,
+        60,
+        CFG,
+    )
+    assert ans.status == "sat"  # YA[0] + YC[1] = (x0 + x1) + (x0 - x1) = 2 x0 >= 1.5
+    xa, xb, xc = ans.assignment[0:2], ans.assignment[4:6], ans.assignment[8:10]
+    assert np.array_equal(xa, xb) and np.array_equal(xb, xc) and xa[0] >= 0.75
