@@ -77,8 +77,12 @@ def _default_eps(meta: dict[str, Any], data: Any) -> float:
 
 
 def _model_io(model: torch.nn.Module, path: str) -> tuple[int, int]:
+    """``(inputs, classes)`` of an MLP (its widths) or of a zoo/imported teacher (its attributes)."""
     from .models import model_widths
 
+    n_in, n_out = getattr(model, "n_inputs", None), getattr(model, "n_classes", None)
+    if isinstance(n_in, int) and isinstance(n_out, int) and n_out > 0:
+        return n_in, n_out
     w = model_widths(model)
     return w[0], w[-1]
 
@@ -99,16 +103,19 @@ def _cmd_train_teacher(args: argparse.Namespace) -> dict[str, Any]:
     from .attacks import robust_accuracy
     from .data import load_dataset
     from .export import export_onnx, save_checkpoint
-    from .models import check_arch_matches, parse_arch
+    from .models import check_arch_matches, is_zoo_arch, n_parameters, parse_arch, zoo_model
     from .train import model_meta, train_teacher
 
     _nonneg("--adv-eps", args.adv_eps)
     _positive_int("--epochs", args.epochs)
     _nonneg("--eval-steps", args.eval_steps)
-    widths = parse_arch(args.arch) if args.arch else None
+    zoo = is_zoo_arch(args.arch)
+    widths = parse_arch(args.arch) if args.arch and not zoo else None
     data = load_dataset(args.data, seed=args.seed, test_fraction=args.test_fraction)
     if widths is not None:
         check_arch_matches(widths, data.n_features, data.n_classes)
+    if zoo:
+        zoo_model(args.arch, data.image_shape, data.n_classes)  # shape errors before any training
     out = _out_dir(args.out)
     _limit_threads()
     res = train_teacher(
@@ -127,6 +134,10 @@ def _cmd_train_teacher(args: argparse.Namespace) -> dict[str, Any]:
     pt, onnx_path = out / "teacher.pt", out / "teacher.onnx"
     save_checkpoint(res.model, pt, meta)
     side = export_onnx(res.model, onnx_path, data.n_features, meta, seed=args.seed)
+    from .teacher import load_teacher
+
+    # the file as a certifier will import it: interpreter vs onnxruntime parity, encodability
+    imported = load_teacher(onnx_path, domain=data.domain, X=data.X_test, seed=args.seed)
     robust = None
     if args.adv_eps > 0 and args.eval_steps > 0:
         robust = robust_accuracy(
@@ -146,6 +157,8 @@ def _cmd_train_teacher(args: argparse.Namespace) -> dict[str, Any]:
         "sha256": side["sha256"],
         "dataset": data.summary(),
         "config": res.config,
+        "n_parameters": n_parameters(res.model),
+        "teacher_import": imported.summary(),
         "train_accuracy": res.train_accuracy,
         "test_accuracy": res.test_accuracy,
         "pgd": {"eps": args.adv_eps, "steps": args.eval_steps, "test_robust_accuracy": robust}
@@ -158,6 +171,9 @@ def _cmd_train_teacher(args: argparse.Namespace) -> dict[str, Any]:
         f"teacher {res.config['arch']} on {data.name} ({mode}, {args.epochs} epochs, {res.seconds:.1f} s)",
         f"test accuracy {res.test_accuracy:.4f}"
         + (f", PGD-{args.eval_steps} accuracy {robust:.4f}" if robust is not None else ""),
+        f"{n_parameters(res.model)} parameters; input shape {'x'.join(map(str, imported.input_shape))}; "
+        f"import parity {imported.parity:.2g} on {imported.parity_points} points; "
+        + ("encodable (network IR)" if imported.encodable else "not encodable (teacher only)"),
         f"wrote {pt}, {onnx_path} (+ .json), sha256 {side['sha256'][:16]}...",
     ]
     result["text"] = "\n".join(text)
@@ -378,17 +394,21 @@ def register(subparsers: Any) -> None:
     """Add ``train-teacher``, ``distill``, ``export`` and ``diagnose`` to the CLI."""
     from .data import DATASET_NAMES
     from .losses import METHOD_NAMES
+    from .models import ZOO_NAMES
 
     data_help = f"data set: {', '.join(DATASET_NAMES)}"
 
     p = subparsers.add_parser(
         "train-teacher",
-        help="train an MLP teacher (standard or PGD adversarial training)",
-        description="Train an MLP teacher; writes DIR/teacher.pt and a checked DIR/teacher.onnx.",
+        help="train a teacher: MLP or a convolutional zoo preset (standard or PGD adversarial training)",
+        description="Train a teacher; writes DIR/teacher.pt and a checked DIR/teacher.onnx.",
     )
     p.add_argument("--data", default="digits", help=data_help + " (default digits)")
     p.add_argument(
-        "--arch", default=None, help="widths, e.g. 64-128-128-10 (default N-128-128-K for the data)"
+        "--arch",
+        default=None,
+        help=f"MLP widths, e.g. 64-128-128-10 (default N-128-128-K for the data), or a preset for image "
+        f"data: {', '.join(ZOO_NAMES)}",
     )
     p.add_argument(
         "--adv-eps", type=float, default=0.0, help="PGD adversarial-training radius (0 = standard)"

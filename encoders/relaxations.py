@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .bounds.rounding import EPS64
 from .errors import ConfigError
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
     "l2_initial_cuts",
 ]
 
-_EPS = float(np.finfo(np.float64).eps)  # 2^-52
+_EPS = EPS64  # 2^-52
 _TINY = 1e-300  # below this, exp() results are treated as "underflowed"
 
 

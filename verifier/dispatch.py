@@ -19,27 +19,38 @@ Backends: ``auto`` takes Gurobi when it is installed and the model fits its lice
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
-import os
-import signal
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
 import numpy as np
 
-from encoders.errors import BackendUnavailableError, ConfigError, LicenseLimitError
+from encoders.errors import ConfigError, LicenseLimitError
 from encoders.network import Network
 from encoders.program import Disjunction, Kind, LinearRow, Program, Sense, Tag
 from encoders.properties import EncodeOptions
 
-from .backends.base import BACKENDS, get_backend
+from .backends.base import BACKENDS, get_backend, is_available
+from .backends.solve import choose_backend, fits_gurobi_licence, solve, solve_isolated, solve_portfolio
 from .replay import attack, polish, replay
-from .results import Outcome, Result, SolveStatus, Verdict
+from .results import Result, SolveStatus, Verdict
+
+__all__ = [
+    "BACKEND_CHOICES",
+    "DispatchConfig",
+    "Task",
+    "choose_backend",
+    "fits_gurobi_licence",
+    "solve",
+    "solve_isolated",
+    "solve_portfolio",
+    "tighten_property_rows",
+    "verify",
+    "verify_many",
+]
 
 BACKEND_CHOICES = (*sorted(BACKENDS), "auto", "portfolio")
 
@@ -96,162 +107,10 @@ class DispatchConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# solving in a child process
-# --------------------------------------------------------------------------------------------------
-def _child(conn: Any, backend_name: str, program: Program, timeout: float, threads: int) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    try:
-        backend = get_backend(backend_name)
-        out = backend.solve(program, timeout, threads)
-    except LicenseLimitError as exc:
-        out = Outcome(SolveStatus.ERROR, backend_name, 0.0, message=f"licence: {exc}")
-    except BaseException as exc:  # report, never hang the parent
-        out = Outcome(SolveStatus.ERROR, backend_name, 0.0, message=f"{type(exc).__name__}: {exc}")
-    with contextlib.suppress(Exception):
-        conn.send(out)
-    conn.close()
-
-
-@contextlib.contextmanager
-def _allow_children() -> Any:
-    """Let a daemonic process (a Dask worker) start solver children.
-
-    ``multiprocessing`` refuses children of daemonic processes because they could be orphaned when
-    the daemon is terminated; our children are always joined or killed by the parent before it
-    returns, so lifting the flag for the duration of a solve is safe.
-    """
-    cfg = mp.current_process()._config  # type: ignore[attr-defined]
-    was = cfg.get("daemon", False)
-    cfg["daemon"] = False
-    try:
-        yield
-    finally:
-        cfg["daemon"] = was
-
-
-def _start(backend_name: str, program: Program, timeout: float, threads: int) -> tuple[Any, Any]:
-    ctx = mp.get_context("fork")
-    recv, send = ctx.Pipe(duplex=False)
-    with _allow_children():
-        proc = ctx.Process(target=_child, args=(send, backend_name, program, timeout, threads), daemon=True)
-        proc.start()
-    send.close()
-    return proc, recv
-
-
-def _finish(proc: Any, recv: Any, backend_name: str, started: float) -> Outcome:
-    try:
-        out = recv.recv()
-    except (EOFError, OSError):
-        proc.join(1.0)
-        code = proc.exitcode
-        why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        return Outcome(
-            SolveStatus.ERROR,
-            backend_name,
-            time.perf_counter() - started,
-            message=f"solver process died ({why})",
-        )
-    proc.join(5.0)
-    return replace(out, time_s=time.perf_counter() - started)
-
-
-def _kill(proc: Any) -> None:
-    if proc.is_alive():
-        with contextlib.suppress(Exception):
-            os.kill(proc.pid, signal.SIGKILL)
-    proc.join(2.0)
-
-
-def solve_isolated(
-    backend_name: str, program: Program, timeout: float, threads: int = 1, grace: float = 3.0
-) -> Outcome:
-    """Solve in a child process; a hang past ``timeout + grace`` is killed → TIMEOUT."""
-    started = time.perf_counter()
-    proc, recv = _start(backend_name, program, timeout, threads)
-    if recv.poll(timeout + grace):
-        return _finish(proc, recv, backend_name, started)
-    _kill(proc)
-    return Outcome(
-        SolveStatus.TIMEOUT,
-        backend_name,
-        time.perf_counter() - started,
-        message=f"hard time limit of {timeout:.1f}s reached",
-    )
-
-
-def solve_portfolio(
-    backends: Sequence[str], program: Program, timeout: float, threads: int = 1, grace: float = 3.0
-) -> Outcome:
-    """Race ``backends``; the first SAT/UNSAT/OPTIMAL answer wins and the others are killed."""
-    started = time.perf_counter()
-    running = {}
-    for b in backends:
-        proc, recv = _start(b, program, timeout, threads)
-        running[recv] = (proc, b)
-    last: Outcome | None = None
-    deadline = started + timeout + grace
-    try:
-        while running:
-            ready = mp_wait(list(running), timeout=max(0.0, deadline - time.perf_counter()))
-            if not ready:
-                break
-            for r in ready:
-                proc, b = running.pop(r)
-                out = _finish(proc, r, b, started)
-                if out.status in (SolveStatus.SAT, SolveStatus.UNSAT, SolveStatus.OPTIMAL):
-                    return replace(
-                        out, message=(out.message + f" (portfolio winner of {', '.join(backends)})").strip()
-                    )
-                last = out
-    finally:
-        for proc, _ in running.values():
-            _kill(proc)
-    if last is not None and last.status is SolveStatus.ERROR and not running:
-        return last
-    return Outcome(
-        SolveStatus.TIMEOUT,
-        "portfolio",
-        time.perf_counter() - started,
-        message="no backend answered in time" if last is None else last.message,
-    )
-
-
-def _solve_here(backend_name: str, program: Program, timeout: float, threads: int) -> Outcome:
-    started = time.perf_counter()
-    try:
-        return get_backend(backend_name).solve(program, timeout, threads)
-    except LicenseLimitError as exc:
-        return Outcome(
-            SolveStatus.ERROR, backend_name, time.perf_counter() - started, message=f"licence: {exc}"
-        )
-
-
-# --------------------------------------------------------------------------------------------------
-# backend choice
+# backend choice: :func:`verifier.backends.solve.choose_backend` (shared with the ReLU-split search)
 # --------------------------------------------------------------------------------------------------
 def _available(name: str) -> bool:
-    try:
-        get_backend(name)
-    except BackendUnavailableError:
-        return False
-    return True
-
-
-def fits_gurobi_licence(program: Program) -> bool:
-    """Whether Gurobi's licence on this machine accepts the compiled model (exact count)."""
-    from .backends.gurobi import fits_licence
-
-    return fits_licence(program)
-
-
-def choose_backend(config: DispatchConfig, program: Program) -> str:
-    """``auto``: Gurobi if installed and the model fits the pip licence, else HiGHS."""
-    if config.backend != "auto":
-        return config.backend
-    if _available("gurobi") and fits_gurobi_licence(program):
-        return "gurobi"
-    return "highs"
+    return is_available(name)
 
 
 def _capabilities(name: str) -> frozenset[Kind]:
@@ -325,7 +184,7 @@ def verify(
     opts = options or EncodeOptions(bounds=config.bounds)
     names = list(config.portfolio) if config.backend == "portfolio" else None
     probe = prop.encode(nets, replace(opts, quadratic=False))
-    backend = choose_backend(config, probe)
+    backend = choose_backend(config.backend, probe) or config.backend
     quadratic = names is None and Kind.QUADRATIC in _capabilities(backend)
     program = prop.encode(nets, replace(opts, quadratic=True)) if quadratic else probe
     if config.backend == "auto" and program.balls and not fits_gurobi_licence(program):
@@ -363,26 +222,30 @@ def verify(
         remaining = config.timeout - (time.perf_counter() - t0)
         if remaining <= 0:
             return done(Verdict.TIMEOUT, label, "time limit reached during refinement", stats=stats)
-        if names:
-            out = solve_portfolio(names, program, remaining, config.threads)
-        elif config.in_process:
-            out = _solve_here(backend, program, remaining, config.threads)
-        else:
-            out = solve_isolated(backend, program, remaining, config.threads)
+        out = solve(
+            names if names else backend, program, remaining, config.threads, in_process=config.in_process
+        )
         version = out.solver_version or version
         stats.update(out.stats)
         stats["refinements"] = round_no
         used = out.backend if names else backend
         if out.status is SolveStatus.UNSAT:
             if strict:  # only the tightened (under-approximate) query is infeasible: undecided
-                return done(
-                    Verdict.UNKNOWN,
-                    used,
+                why = (
                     f"solver candidate rejected ({last_reason}) and no violation "
-                    f"with margin {STRICT_MARGIN:g} exists",
-                    solver_version=version,
-                    stats=stats,
+                    f"with margin {STRICT_MARGIN:g} exists"
                 )
+                closed = _close_by_bounds(prop, nets, config, t0, options)
+                if closed is not None and closed.verdict.decided:
+                    return done(
+                        closed.verdict,
+                        f"{used}+bab",
+                        f"{why}; {closed.message}",
+                        counterexample=closed.counterexample,
+                        solver_version=version,
+                        stats={**stats, **closed.stats},
+                    )
+                return done(Verdict.UNKNOWN, used, why, solver_version=version, stats=stats)
             return done(
                 Verdict.VERIFIED, used, "violation encoding infeasible", solver_version=version, stats=stats
             )
@@ -453,6 +316,47 @@ def verify(
 
 
 STRICT_MARGIN = 1e-5
+
+
+def _close_by_bounds(
+    prop: Any, nets: Mapping[str, Network], config: DispatchConfig, t0: float, options: EncodeOptions | None
+) -> Result | None:
+    """Decide a query whose solver candidates all failed replay by sound bounds alone.
+
+    A MILP/SMT solver accepts points that violate the property only within its tolerances (~1e-6);
+    when the real margin is positive but smaller, its candidates fail replay and the tightened
+    re-solve (violation by :data:`STRICT_MARGIN`) is infeasible, which proves nothing.  Input-splitting
+    branch and bound (:func:`verifier.search.input_split.bab_verify`, CROWN bounds widened for
+    rounding) can still prove such a query.  Used only for small input dimensions
+    (``config.bab_max_inputs``) and unless ``config.bab`` is ``False``; ``None`` when not applicable.
+    """
+    from .search.input_split import BabConfig, BabStatus, bab_supported, bab_verify
+
+    ns = getattr(prop, "ns", "net")
+    net = nets.get(ns)
+    if config.bab is False or net is None or set(nets) != {ns} or not bab_supported(prop):
+        return None
+    if net.n_inputs > config.bab_max_inputs:
+        return None
+    left = config.timeout - (time.perf_counter() - t0)
+    if left <= 0:
+        return None
+    out = bab_verify(prop, net, config.bab_fraction * left, BabConfig(seed=config.seed))
+    stats = {f"bab_{k}": v for k, v in out.stats.items()}
+    if out.status is BabStatus.VERIFIED:
+        return Result(
+            Verdict.VERIFIED, "bab", 0.0, message="proved by input-splitting branch and bound", stats=stats
+        )
+    if out.status is BabStatus.FALSIFIED:
+        return Result(
+            Verdict.FALSIFIED,
+            "bab",
+            0.0,
+            counterexample=out.counterexample,
+            message="counterexample found by branch and bound; replayed on onnxruntime",
+            stats=stats,
+        )
+    return None
 
 
 def tighten_property_rows(program: Program, margin: float) -> Program:

@@ -83,7 +83,9 @@ import numpy as np
 
 from ..errors import SpecError
 from ..network import Network
-from .crown import crown_bounds, rounding_tolerance
+from .crown import crown_bounds
+from .rounding import ATOL as _ATOL
+from .rounding import EPS64, rounding_tolerance
 
 __all__ = [
     "DiffRelaxation",
@@ -94,7 +96,6 @@ __all__ = [
     "pair_margin_upper",
 ]
 
-_ATOL = 1e-12
 
 
 @dataclass(frozen=True, eq=False)
@@ -403,7 +404,7 @@ def _couple(
     """Move ``x'`` into ``{‖x − x'‖ ≤ δ} ∩ D`` (clipping to ``D`` only shrinks ``|x_i − x'_i|``)."""
     d = xp - x
     if norm == "inf":
-        r = delta - 4.0 * np.finfo(np.float64).eps * (np.abs(x) + delta)  # fl(x + d) − x stays ≤ δ
+        r = delta - 4.0 * EPS64 * (np.abs(x) + delta)  # fl(x + d) − x stays ≤ δ
         d = np.clip(d, -r, r)
     else:
         n = np.linalg.norm(d, axis=1, keepdims=True)

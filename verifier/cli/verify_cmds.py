@@ -332,7 +332,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pc.add_argument("--cluster", help="Dask scheduler address tcp://HOST:PORT")
     pc.set_defaults(func=cmd_vnncomp)
 
-    from ..pac import register_pac
+    from ..certify.pac import register_pac
 
     register_pac(sub)
 

@@ -67,14 +67,13 @@ from typing import Any
 import numpy as np
 
 from encoders.bounds import LayerBounds, crown_bounds, crown_linear
+from encoders.bounds.rounding import U as _U  # unit roundoff of float64
 from encoders.errors import ConfigError, UnsupportedQueryError
 from encoders.network import Affine, Network
 from encoders.properties import LocalRobustness, OutputDNFProperty
 
 from ..replay import replay
 from ..results import Counterexample
-
-_U = 2.0**-53  # unit roundoff of float64
 
 __all__ = [
     "BabStatus",

@@ -1,31 +1,4 @@
-"""Certificates: the ``distillcert.certificate/1`` schema, atomic writing, and ``distillcert check``.
-
-Schema ``distillcert.certificate/1`` (a JSON object; every path is relative to the certificate's folder)
-------------------------------------------------------------------------------------------------------
-``schema``           ``"distillcert.certificate/1"``
-``verdict``          ``"certified"`` or ``"refused"``; ``reasons``: ``[{"code", "text"}]`` when refused
-``guarantee``        ``kind``, ``teacher_radius``, ``kappa``, ``epsilon``, ``epsilon_shifted`` (ε + Λ),
-                     ``eta``, ``epsilon_achieved`` (binomial), ``violations``, ``text`` (plain words)
-``models``           ``teacher``/``student``: ``file``, ``sha256``, sizes
-``data``             data set ``name``, ``split_seed``, ``pool`` (train/test), ``sampling``,
-                     ``distribution`` (in words), ``sample_seed``, ``sample_size``, ``sample_sha256``,
-                     ``indices`` (into the pool), ``n_confident``, the input domain
-``parameters``       δ, κ, ε, η, norm, m, d, guarantee kind (requested and used), Λ, ``s_required``,
-                     lift, radius rule, base radius ``R`` and its factor, the sample sizes of all kinds
-``steps``            ``sample``, ``distill``, ``global`` (verdict, radius, time, backend), ``local``
-                     (counts by verdict and by prover, CROWN throughput), ``lift`` (ρ statistics),
-                     ``eq13``, ``crosscheck`` (PGD settings, number of adversarial examples)
-``local_queries``    one record per teacher-confident sample: ``i`` (position in the sample), ``index``
-                     (in the pool), ``label`` (teacher class), ``radius`` (student), ``rho``,
-                     ``lifted_radius`` (teacher), ``verdict``, ``by`` (global / crown / a backend)
-``counterexamples``  ``student_local`` (``x0``, ``x``, ``label``, ``radius``), ``student_global``
-                     (``x``, ``x2``, ``radius``, ``kappa``, ``label``) and ``teacher_pgd`` witnesses,
-                     each with the onnxruntime outputs ``y`` at replay time
-``solvers``          backends used and their versions; ``software``: package versions
-``assumptions``      the list of assumptions the guarantee rests on
-``config``           the full :class:`verifier.certify.CertifyConfig`
-``artifacts``        ``samples.npz`` (per-sample arrays for the report) and its SHA-256
-``timestamps``, ``durations_s``   wall-clock information (the only non-reproducible fields)
+"""``distillcert check``: re-check a certificate (schema: :mod:`verifier.certify.schema`).
 
 ``check`` (:func:`check_certificate`)
 ------------------------------------
@@ -39,92 +12,21 @@ verdict from the records.  Any mismatch makes ``ok`` false and names the check.
 
 from __future__ import annotations
 
-import io
 import json
-import platform
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from encoders.errors import CertificateError, DataError
 from encoders.network import file_sha256, load_onnx, ort_evaluate
 from encoders.properties import GlobalRobustness, LocalRobustness
 
-from .atomic import atomic_write_bytes, atomic_write_json
+from .schema import CERT_NAME, SCHEMA, load_certificate
+from .teacher import OnnxFile, ir_or_none, teacher_logits
 
-__all__ = ["SCHEMA", "check_certificate", "load_certificate", "software_versions", "write_certificate"]
+__all__ = ["check_certificate"]
 
-SCHEMA = "distillcert.certificate/1"
-CERT_NAME = "certificate.json"
-SAMPLES_NAME = "samples.npz"
 _RHO_RTOL = 1e-6
-
-
-def software_versions() -> dict[str, str]:
-    """Versions of Python and of the packages a certificate depends on."""
-    out = {"python": platform.python_version()}
-    for pkg in (
-        "distillcert",
-        "numpy",
-        "torch",
-        "onnx",
-        "onnxruntime",
-        "scipy",
-        "highspy",
-        "gurobipy",
-        "maraboupy",
-        "z3-solver",
-    ):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def write_certificate(
-    cert: dict[str, Any],
-    out_dir: str | Path,
-    arrays: dict[str, np.ndarray] | None = None,
-    report: bool = True,
-) -> Path:
-    """Write ``samples.npz`` (if ``arrays``), then ``certificate.json`` atomically, then the report.
-
-    The SHA-256 of ``samples.npz`` goes into ``cert["artifacts"]`` before the certificate is written.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if arrays is not None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-        path = atomic_write_bytes(out / SAMPLES_NAME, buf.getvalue())
-        cert["artifacts"] = {"samples": {"file": SAMPLES_NAME, "sha256": file_sha256(path)}}
-    target = atomic_write_json(out / CERT_NAME, cert)
-    if report:
-        from .report import write_report
-
-        write_report(cert, out, arrays)
-    return target
-
-
-def load_certificate(path: str | Path) -> dict[str, Any]:
-    """Read a certificate; ``DataError`` (exit 2) when the file is missing or not JSON,
-    ``CertificateError`` when its schema is not ``distillcert.certificate/1``."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / CERT_NAME
-    try:
-        cert = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{p}: no such certificate file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{p}: not a JSON certificate ({exc})") from None
-    if not isinstance(cert, dict) or cert.get("schema") != SCHEMA:
-        got = cert.get("schema") if isinstance(cert, dict) else type(cert).__name__
-        raise CertificateError(f"{p}: schema is {got!r}, expected {SCHEMA!r}")
-    return cert
 
 
 # ==================================================================================================
@@ -168,20 +70,14 @@ def check_certificate(
     from distill.data import load_dataset
     from distill.export import load_model
 
-    from .certify import (
-        RADIUS_FACTOR,
-        CertifyConfig,
-        choose_kind,
-        crown_local,
-        decide,
-        draw_sample,
-        margin_gradient_ratio,
-        sample_hash,
-        sample_pool,
-        softmax,
-    )
-    from .dispatch import DispatchConfig, verify
-    from .results import Verdict
+    from ..dispatch import DispatchConfig, verify
+    from ..results import Verdict
+    from .config import RADIUS_FACTOR, CertifyConfig
+    from .context import Balls
+    from .decide import decide
+    from .lift import margin_gradient_ratio
+    from .sample import choose_kind, draw_sample, sample_hash, sample_pool, softmax
+    from .verify import crown_local
 
     cpath = Path(path)
     if cpath.is_dir():
@@ -208,7 +104,11 @@ def check_certificate(
             else f"{rec['file']} has sha256 {got[:16]}…, certificate "
             f"records {rec['sha256'][:16]}… (model changed)",
         ):
-            nets[role] = load_onnx(f)
+            if role == "student":
+                nets[role] = load_onnx(f)
+            else:  # the teacher as the certifier evaluated it: its IR when encodable, else onnxruntime
+                tnet = ir_or_none(f) if cert["models"]["teacher"].get("encodable", True) else None
+                nets[role] = tnet if tnet is not None else OnnxFile(str(f))
     art = (cert.get("artifacts") or {}).get("samples")
     if art:
         f = base / art["file"]
@@ -274,7 +174,13 @@ def check_certificate(
     queries = cert["local_queries"]
     by_i = {int(q["i"]): q for q in queries}
     if "teacher" in nets:
-        zt = nets["teacher"].evaluate(X)
+        tnet = nets["teacher"]
+        zt = teacher_logits(
+            base / cert["models"]["teacher"]["file"],
+            None if isinstance(tnet, OnnxFile) else tnet,
+            bool(cert["models"]["teacher"].get("outputs_probabilities", False)),
+            X,
+        )
         ct = np.argmax(zt, axis=1)
         conf = softmax(zt)[np.arange(len(X)), ct]
         K = set(np.flatnonzero(conf >= config.kappa).tolist())
@@ -322,10 +228,14 @@ def check_certificate(
             queries[k]
             for k in sorted(rng.choice(len(queries), size=min(recheck, len(queries)), replace=False).tolist())
         ]
-        tmodel, smodel = (
-            load_model(base / cert["models"]["teacher"]["file"]),
-            load_model(base / cert["models"]["student"]["file"]),
-        )
+        tfile = base / cert["models"]["teacher"]["file"]
+        if isinstance(nets["teacher"], OnnxFile):
+            from distill.teacher import load_teacher
+
+            tmodel = load_teacher(tfile, domain=domain).module
+        else:
+            tmodel = load_model(tfile)
+        smodel = load_model(base / cert["models"]["student"]["file"])
         ii = np.array([q["i"] for q in pick])
         rho = margin_gradient_ratio(tmodel, smodel, X[ii], np.array([q["label"] for q in pick]), norm)
         bad_rho = []
@@ -351,9 +261,8 @@ def check_certificate(
             if q["verdict"] != "verified" or q["radius"] is None:
                 continue
             x0 = X[q["i"]]
-            if crown_local(
-                nets["student"], x0[None, :], np.array([q["label"]]), np.array([q["radius"]]), norm, domain
-            )[0]:
+            ball = Balls(x0[None, :], np.array([q["label"]]), np.array([q["radius"]]), norm, domain)
+            if crown_local(nets["student"], ball)[0]:
                 confirmed += 1
                 continue
             prop = LocalRobustness(x0, float(q["radius"]), int(q["label"]), norm, domain[0], domain[1])
@@ -375,6 +284,10 @@ def check_certificate(
             if not contradictions
             else "; ".join(contradictions[:3]),
         )
+        _recheck_audit(ck, pick, X, nets, norm, domain, cfg)
+
+    # ---------------------------------------------------------------- lift audit records
+    _check_audit_records(ck, cert)
 
     # ---------------------------------------------------------------- verdict follows from the records
     try:
@@ -396,12 +309,80 @@ def check_certificate(
             f"{cert['verdict']} follows from the records"
             if ok_v
             else f"records imply {dec['verdict']} (teacher radius {dec['teacher_radius']:.4g}) but the "
-                 f"certificate "
+            f"certificate "
             f"says {cert['verdict']} (teacher radius {cert['guarantee']['teacher_radius']})",
         )
     except (KeyError, TypeError, ValueError) as exc:
         ck.add("verdict", False, f"records incomplete: {exc}")
     return _finish(cpath, ck)
+
+
+def _check_audit_records(ck: _Checks, cert: dict[str, Any]) -> None:
+    """The lift audit's counts agree with the per-query outcomes, and every refuted claim has a replayable
+    ``teacher_direct`` counterexample (replayed with the others)."""
+    audit = cert["steps"].get("lift_audit")
+    if audit is None:
+        ck.add("lift audit", False, "the certificate has no lift_audit record")
+        return
+    queries = cert["local_queries"]
+    counts = {
+        k: sum(1 for q in queries if q.get("audit") == k) for k in ("confirmed", "undecided", "refuted")
+    }
+    ok = all(int(audit.get(k, 0)) == v for k, v in counts.items())
+    direct = {c["i"] for c in cert["counterexamples"] if c["kind"] == "teacher_direct"}
+    missing = [q["i"] for q in queries if q.get("audit") == "refuted" and q["i"] not in direct]
+    claims = int(audit.get("claims", 0))
+    frac = audit.get("fraction_confirmed")
+    ok_frac = frac is None or (claims > 0 and abs(float(frac) - counts["confirmed"] / claims) <= 1e-12)
+    detail = (
+        f"{counts['confirmed']} confirmed, {counts['undecided']} undecided, {counts['refuted']} refuted of "
+        f"{claims} lifted claims"
+        if audit.get("checkable", True)
+        else "teacher not directly checkable (PGD only)"
+    )
+    if not ok or not ok_frac:
+        detail = f"recorded counts/fraction disagree with the per-query outcomes ({detail})"
+    if missing:
+        detail = f"refuted claims without a counterexample at samples {missing[:5]}"
+    ck.add("lift audit", ok and ok_frac and not missing, detail)
+
+
+def _recheck_audit(
+    ck: _Checks,
+    pick: list[dict[str, Any]],
+    X: np.ndarray,
+    nets: dict[str, Any],
+    norm: str,
+    domain: tuple[np.ndarray, np.ndarray],
+    cfg: Any,
+) -> None:
+    """Re-run the picked ``confirmed`` lift-audit claims on the teacher (CROWN, then a solver): a falsified
+    claim contradicts the certificate."""
+    from ..dispatch import verify
+    from ..results import Verdict
+    from .context import Balls
+    from .verify import crown_local
+
+    tnet = nets.get("teacher")
+    todo = [q for q in pick if q.get("audit") == "confirmed" and q.get("lifted_radius")]
+    if not todo or tnet is None or isinstance(tnet, OnnxFile):
+        return
+    bad, confirmed = [], 0
+    for q in todo:
+        x0, r, c = X[q["i"]], float(q["lifted_radius"]), int(q["label"])
+        if crown_local(tnet, Balls(x0[None, :], np.array([c]), np.array([r]), norm, domain))[0]:
+            confirmed += 1
+            continue
+        res = verify(LocalRobustness(x0, r, c, norm, domain[0], domain[1]), {"net": tnet}, cfg)
+        if res.verdict is Verdict.FALSIFIED:
+            bad.append(f"sample {q['i']}: recorded confirmed but falsified on the teacher")
+        elif res.verdict is Verdict.VERIFIED:
+            confirmed += 1
+    ck.add(
+        "lift audit re-run",
+        not bad,
+        f"{confirmed} of {len(todo)} confirmed claims re-confirmed" if not bad else "; ".join(bad[:3]),
+    )
 
 
 def _replay_counterexample(
@@ -423,7 +404,7 @@ def _replay_counterexample(
     try:
         x = np.asarray(ce["x"], dtype=np.float64)
         kind = ce["kind"]
-        if kind in ("student_local", "teacher_pgd"):
+        if kind in ("student_local", "teacher_pgd", "teacher_direct"):
             i = int(ce["i"])
             if not 0 <= i < len(X):
                 return f"sample position {i} out of range"

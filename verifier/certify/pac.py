@@ -487,7 +487,12 @@ def register_pac(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--norm", choices=NORMS, required=True, help="norm of the robustness balls")
     p.add_argument("--epsilon", type=float, required=True, help="probability-mass parameter, in (0, 1/2]")
     p.add_argument("--eta", type=float, required=True, help="failure probability, in (0, 1/2]")
-    p.add_argument("--tv-shift", type=float, default=0.0, dest="tv_shift",
-                   help="total-variation distance to the deployment distribution (Obs. 4.5), default 0")
+    p.add_argument(
+        "--tv-shift",
+        type=float,
+        default=0.0,
+        dest="tv_shift",
+        help="total-variation distance to the deployment distribution (Obs. 4.5), default 0",
+    )
     p.set_defaults(func=_pac_handler)
     return p

@@ -213,7 +213,11 @@ def test_honest_backend_gives_falsified_with_replayed_values(fakes, violated_cas
     res = verify(_local_prop(case), {"net": net}, _solver_only("fake_honest"))
     assert res.verdict is Verdict.FALSIFIED, res
     cx = res.counterexample
-    np.testing.assert_allclose(cx.x, np.clip(w, case.x0 - case.eps, case.x0 + case.eps), atol=0, rtol=0)
+    # x is the float32 point onnxruntime evaluated: the projected witness rounded (and kept in the region)
+    projected = np.clip(w, case.x0 - case.eps, case.x0 + case.eps)
+    np.testing.assert_array_equal(cx.x, cx.x.astype(np.float32).astype(np.float64))
+    assert np.all(np.abs(cx.x - projected) <= 2 * np.spacing(projected.astype(np.float32)))
+    assert _local_prop(case).in_region(cx.x)
     np.testing.assert_array_equal(cx.y, ort_evaluate(net.path, cx.x))  # outputs are onnxruntime's
     assert max(cx.y[j] - cx.y[case.label] for j in range(cx.y.size) if j != case.label) >= 0
 

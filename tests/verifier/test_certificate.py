@@ -1,4 +1,5 @@
-"""Certificates (verifier.certificate): schema, atomic writing, ``distillcert check`` catching tampering."""
+"""Certificates (verifier.certify.schema, .check): schema, atomic writing, ``distillcert check`` catching
+tampering."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def refused_cert(tmp_path_factory):
         eta=0.1,
         epochs=20,
         student_arch="2-8-8-2",
+        eq13_hinge=0.0,  # plain KDIGA: the steep teacher's logits (up to 120) with an Eq. 13 hinge give a
+        eq13_rounds=1,  # student whose float32 export differs by > the absolute 1e-5 of distill.export
         global_timeout=10.0,
         local_timeout=10.0,
         pgd_steps=20,
@@ -72,7 +75,7 @@ def _copy(src: Path, dst: Path) -> Path:
 def test_schema_and_contents(refused_cert):
     out, cert = refused_cert
     disk = json.loads((out / "certificate.json").read_text())
-    assert disk["schema"] == "distillcert.certificate/1"
+    assert disk["schema"] == "distillcert.certificate/2"
     for key in (
         "verdict",
         "reasons",
@@ -101,7 +104,7 @@ def test_schema_and_contents(refused_cert):
 
 
 def test_check_passes_on_untouched_certificate(refused_cert, monkeypatch, capsys):
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     out, _ = refused_cert
     res = check_certificate(out / "certificate.json", recheck=5)
@@ -123,7 +126,7 @@ def test_check_catches_tampered_model(refused_cert, tmp_path, monkeypatch, capsy
     import onnx
     from onnx import numpy_helper
 
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     cpath = _copy(refused_cert[0], tmp_path / "c")
     f = cpath.parent / "student.onnx"
@@ -143,7 +146,7 @@ def test_check_catches_tampered_model(refused_cert, tmp_path, monkeypatch, capsy
 
 
 def test_check_catches_tampered_counterexample(refused_cert, tmp_path, monkeypatch, capsys):
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     cpath = _copy(refused_cert[0], tmp_path / "c")
     cert = json.loads(cpath.read_text())
@@ -159,7 +162,7 @@ def test_check_catches_tampered_counterexample(refused_cert, tmp_path, monkeypat
 
 
 def test_check_catches_tampered_verdict_and_sample(refused_cert, tmp_path):
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     cpath = _copy(refused_cert[0], tmp_path / "c")
     cert = json.loads(cpath.read_text())
@@ -173,7 +176,7 @@ def test_check_catches_tampered_verdict_and_sample(refused_cert, tmp_path):
 
 
 def test_check_catches_wrong_sample_size(refused_cert, tmp_path):
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     cpath = _copy(refused_cert[0], tmp_path / "c")
     cert = json.loads(cpath.read_text())
@@ -185,7 +188,7 @@ def test_check_catches_wrong_sample_size(refused_cert, tmp_path):
 
 def test_check_rerun_catches_a_false_verified_claim(refused_cert, tmp_path):
     """A falsified local query relabelled 'verified' (counterexample removed) is caught by the re-run."""
-    from verifier.certificate import check_certificate
+    from verifier.certify import check_certificate
 
     cpath = _copy(refused_cert[0], tmp_path / "c")
     cert = json.loads(cpath.read_text())
@@ -201,7 +204,7 @@ def test_check_rerun_catches_a_false_verified_claim(refused_cert, tmp_path):
 
 
 def test_load_errors(tmp_path, monkeypatch, capsys):
-    from verifier.certificate import load_certificate
+    from verifier.certify import load_certificate
 
     with pytest.raises(DataError, match="no such certificate"):
         load_certificate(tmp_path / "missing.json")
@@ -215,7 +218,7 @@ def test_load_errors(tmp_path, monkeypatch, capsys):
 
 
 def test_write_is_atomic_on_serialisation_error(tmp_path):
-    from verifier.certificate import write_certificate
+    from verifier.certify import write_certificate
 
     (tmp_path / "certificate.json").write_text('{"old": true}')
     with pytest.raises(ValueError):

@@ -1,4 +1,5 @@
-"""``distillcert run`` / ``certify`` (verifier.run, verifier.cli.certify_cmds): TOML configuration, bad inputs
+"""``distillcert run`` / ``certify`` (verifier.certify.run, verifier.cli.certify_cmds): TOML configuration,
+bad inputs
 (exit 2, one line), and smoke runs on digits."""
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ pgd_restarts = 1
 
 
 def test_load_run_config_flat_table_and_overrides(tmp_path):
-    from verifier.run import load_run_config
+    from verifier.certify.run import load_run_config
 
     f = tmp_path / "run.toml"
     f.write_text('delta = 0.05\nstudent-arch = "64-16-10"\n[distill_params]\nlambda_ce = 2.0\n')

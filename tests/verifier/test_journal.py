@@ -21,7 +21,7 @@ from verifier import atomic
 from verifier.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from verifier.journal import Journal, query_key
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _env() -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""Joint FAITHUB (verifier.faithub): soundness on sampled points, exactness of the slab LP bound, a
-hand-worked coupled case, monotonicity of the branch and bound, and EMPLB ≤ FAITHUB with PGD."""
+"""Joint FAITHUB (encoders.bounds.pair, verifier.search.pair_split): soundness on sampled points, exactness
+of the slab LP bound, a hand-worked coupled case, monotonicity of the branch and bound, EMPLB ≤ FAITHUB."""
 
 from __future__ import annotations
 
@@ -12,17 +12,11 @@ from hypothesis import strategies as st
 
 from encoders import relaxations as rx
 from encoders.bounds import LayerBounds, crown_linear
+from encoders.bounds.pair import _slab_min, decoupled_terms, pair_linear_bounds, slab_terms
 from encoders.errors import ConfigError, SpecError
 from encoders.network import network_from_layers
 from encoders.properties import faithub_crown
-from verifier.faithub import (
-    FaithubConfig,
-    _slab_min,
-    decoupled_terms,
-    faithub_joint,
-    pair_linear_bounds,
-    slab_terms,
-)
+from verifier.search.pair_split import FaithubConfig, faithub_joint
 
 
 def _random_net(rng: np.random.Generator, sizes: list[int], scale: float = 1.0):

@@ -92,7 +92,7 @@ def test_idx_round_trip_raw_and_gz(tmp_path, gz: bool) -> None:
     d = load_dataset(f"idx:{tmp_path}", seed=1, test_fraction=0.3)
     _check(d)
     assert (d.n_features, d.n_classes) == (12, 3)
-    assert d.image_shape == (4, 3)
+    assert d.image_shape == (1, 4, 3)
     allX = np.concatenate([d.X_train, d.X_test])
     np.testing.assert_allclose(np.sort(allX.sum(1)), np.sort(imgs.reshape(30, -1).sum(1) / 255.0), rtol=1e-5)
 

@@ -12,7 +12,7 @@ journal ``journal.jsonl`` of finished solver queries, ``certificate.json``, ``sa
 settings are unchanged (keys stored in their metadata) and every journaled query.
 
 Config file: TOML, flat ``key = value`` pairs with the field names of
-:class:`verifier.certify.CertifyConfig` (``-`` or ``_``); optionally inside a ``[certify]`` table.
+:class:`verifier.certify.config.CertifyConfig` (``-`` or ``_``); optionally inside a ``[certify]`` table.
 An unknown key is a :class:`~encoders.errors.ConfigError` naming it.
 """
 
@@ -25,8 +25,10 @@ from typing import Any
 
 from encoders.errors import ConfigError
 
-from .certify import CertifyConfig, certify, choose_kind
-from .journal import query_key
+from ..journal import query_key
+from .config import CertifyConfig
+from .pipeline import certify
+from .sample import choose_kind
 
 __all__ = ["load_toml", "load_run_config", "run", "train_or_reuse_teacher", "summary_text"]
 

@@ -137,8 +137,7 @@ def test_config_from_mapping_names_unknown_key():
 
 
 def test_choose_kind_auto_takes_smallest_and_matches_pac():
-    from verifier import pac
-    from verifier.certify import CertifyConfig, choose_kind
+    from verifier.certify import CertifyConfig, choose_kind, pac
 
     c = CertifyConfig(epsilon=0.01, eta=0.01)
     ch = choose_kind(c, 64)
@@ -190,7 +189,7 @@ def test_margin_gradient_ratio_by_hand():
 
 
 def test_crown_local_matches_analytic_on_linear_net():
-    from verifier.certify import crown_local
+    from verifier.certify import Balls, crown_local
 
     net = network_from_layers([(np.array([[1.0, 1.0], [0.0, 0.0]]), np.zeros(2))])  # margin = s
     X = np.array([[0.3, 0.3], [0.3, 0.3], [-0.5, 0.1]])
@@ -198,12 +197,12 @@ def test_crown_local_matches_analytic_on_linear_net():
     radii = np.array([0.29, 0.31, 0.19])
     dom = (np.full(2, -3.0), np.full(2, 3.0))
     # s = 0.6 is robust iff 2r < 0.6; s = -0.4 iff 2r < 0.4
-    assert crown_local(net, X, labels, radii, "inf", dom).tolist() == [True, False, True]
+    assert crown_local(net, Balls(X, labels, radii, "inf", dom)).tolist() == [True, False, True]
 
 
 def test_teacher_crosscheck_finds_only_real_attacks(tmp_path):
     from distill.export import load_model
-    from verifier.certify import teacher_crosscheck
+    from verifier.certify import Attack, Balls, teacher_crosscheck
 
     p = _sigmoid_teacher_onnx(20.0, tmp_path / "t.onnx")
     net, model = load_onnx(p), load_model(p)
@@ -211,7 +210,7 @@ def test_teacher_crosscheck_finds_only_real_attacks(tmp_path):
     radii = np.array([0.1, 0.07, 0.5])  # 2r = 0.2 (> 0.15: attackable), 0.14 (< 0.15: robust), 1.0 (< 2)
     dom = (np.full(2, -3.0), np.full(2, 3.0))
     w = teacher_crosscheck(
-        model, net, X, np.zeros(3, dtype=np.int64), radii, "inf", dom, steps=20, restarts=2
+        model, net, Balls(X, np.zeros(3, dtype=np.int64), radii, "inf", dom), Attack(steps=20, restarts=2)
     )
     assert [x["i"] for x in w] == [0]
     x = np.asarray(w[0]["x"])
@@ -252,7 +251,7 @@ def test_certified_where_teacher_is_robust(certified_run):
     assert all(q["verdict"] == "verified" for q in cert["local_queries"])
     assert "CERTIFIED" in cert["guarantee"]["text"] and "0.1-robust" in cert["guarantee"]["text"]
     on_disk = json.loads((out / "certificate.json").read_text())
-    assert on_disk["schema"] == "distillcert.certificate/1" and on_disk["verdict"] == "certified"
+    assert on_disk["schema"] == "distillcert.certificate/2" and on_disk["verdict"] == "certified"
     report = (out / "report.md").read_text()
     assert report.startswith("# distillcert certificate: **CERTIFIED**")
     for png in ("confidence.png", "rho.png", "samples.png"):
@@ -297,18 +296,19 @@ def test_resume_does_not_redo_journaled_queries(tmp_path, monkeypatch):
     """Every confident sample goes to the solver path (no global query, no batched CROWN); a rerun in the same
     folder reuses the student and every journaled query; a fresh folder gives the same certificate."""
     import verifier.certify as vc
+    import verifier.certify.verify as vverify
 
     t = _sigmoid_teacher_onnx(1.0, tmp_path / "sig.onnx")
     cfg = _small(delta=0.1, global_query=False, local_crown=False, epochs=10, epsilon=0.1, eta=0.1)
     calls: list[int] = []
-    real = vc.verify_many
+    real = vverify.verify_many
 
     def counting(tasks, *a, **k):
         tasks = list(tasks)
         calls.append(len(tasks))
         return real(tasks, *a, **k)
 
-    monkeypatch.setattr(vc, "verify_many", counting)
+    monkeypatch.setattr(vverify, "verify_many", counting)
     first = vc.certify(t, cfg, tmp_path / "out", progress=False)
     n_conf = first["data"]["n_confident"]
     unique = {(q["index"], q["radius"]) for q in first["local_queries"]}  # repeated draws share one query

@@ -150,7 +150,7 @@ def test_export_of_a_non_sequential_module_uses_torch_onnx(tmp_path) -> None:
 
 def test_export_fails_loudly_and_writes_nothing_when_onnxruntime_disagrees(tmp_path, monkeypatch) -> None:
     real = E._ort_run
-    monkeypatch.setattr(E, "_ort_run", lambda p, X: real(p, X) + 2e-5)
+    monkeypatch.setattr(E, "_ort_run", lambda p, X, shape=None: real(p, X, shape) + 2e-5)
     path = tmp_path / "m.onnx"
     with pytest.raises(DistillCertError, match="onnxruntime differs"):
         export_onnx(mlp_from_spec("5-3"), path, 5, META)

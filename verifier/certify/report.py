@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 
 __all__ = ["write_report", "render_markdown"]
 
