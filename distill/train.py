@@ -13,7 +13,6 @@ trained on them in train mode.  ε is ramped linearly from 0 to its final value 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from encoders.errors import ConfigError
+from encoders.progress import Progress
 
 from .attacks import pgd
 from .data import Dataset
@@ -127,9 +126,7 @@ def fit(
     )
     gen = torch.Generator().manual_seed(int(seed))
     history: list[dict[str, float]] = []
-    bar = tqdm(
-        range(epochs), desc=desc, file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True
-    )
+    bar = Progress(range(epochs), desc=desc, unit="epoch", enabled=progress)
     for ep in bar:
         perm = torch.randperm(n, generator=gen)
         tot, cnt = 0.0, 0

@@ -29,8 +29,8 @@ class Progress:
     ----------
     iterable
         Optional iterable to wrap.
-    desc, total, unit
-        As in tqdm.
+    desc, total, unit, initial
+        As in tqdm (``initial``: items already done, e.g. resumed from a journal).
     enabled
         ``False`` silences the stage entirely (no bar, no line).
     stream
@@ -44,12 +44,13 @@ class Progress:
         desc: str = "",
         total: int | None = None,
         unit: str = "it",
+        initial: int = 0,
         enabled: bool = True,
         stream: TextIO | None = None,
         **tqdm_kwargs: Any,
     ) -> None:
         self._iterable = iterable
-        self.desc, self.unit, self.n = desc, unit, 0
+        self.desc, self.unit, self.n = desc, unit, int(initial)
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.total = total
@@ -63,7 +64,9 @@ class Progress:
             from tqdm import tqdm
 
             kw = {"leave": False, "dynamic_ncols": True} | tqdm_kwargs
-            self._bar = tqdm(iterable, desc=desc, total=total, unit=unit, file=self._stream, **kw)
+            self._bar = tqdm(
+                iterable, desc=desc, total=total, unit=unit, initial=initial, file=self._stream, **kw
+            )
 
     def __iter__(self) -> Iterator[Any]:
         if self._iterable is None:

@@ -43,7 +43,7 @@ _EXPORTS: dict[str, str] = {
     "verify_vnnlib": "verifier.queries:verify_vnnlib",
     "faithfulness": "verifier.queries:faithfulness",
     "certify": "verifier.certify:certify",
-    "check_certificate": "verifier.certificate:check_certificate",
+    "check_certificate": "verifier.certify:check_certificate",
     "DispatchConfig": "verifier.dispatch:DispatchConfig",
     "CertifyConfig": "verifier.certify:CertifyConfig",
     "Result": "verifier.results:Result",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import multiprocessing as mp
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ from typing import Any
 
 from encoders.errors import DataError
 from encoders.network import file_sha256
+from encoders.progress import Progress
 
 from .atomic import atomic_write_text
 from .dispatch import DispatchConfig
@@ -144,9 +144,7 @@ def run_vnncomp(
                 lines.append(f"{inst.onnx},{inst.vnnlib},{done[i]['result']},{done[i]['time_s']:.3f}")
         atomic_write_text(out, "\n".join(lines) + "\n")
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(insts), initial=resumed, desc="vnncomp", unit="inst", file=sys.stderr, disable=None)
+    bar = Progress(total=len(insts), initial=resumed, desc="vnncomp", unit="inst")
 
     def finish(i: int, res: Result) -> None:
         inst = insts[i]
@@ -162,7 +160,7 @@ def run_vnncomp(
         done[i] = rec
         write_csv()
         bar.update(1)
-        bar.set_postfix_str(f"{inst.onnx[:24]} {rec['result']}")
+        bar.set_postfix(last=f"{inst.onnx[:24]} {rec['result']}")
 
     t0 = time.perf_counter()
     try:

@@ -13,7 +13,6 @@ b. For the confident samples (a) does not cover: local robustness of ``f_S`` wit
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 
 from encoders.bounds import margin_bounds, margin_bounds_l2
 from encoders.network import Network
+from encoders.progress import Progress
 from encoders.properties import LocalRobustness
 
 from ..dispatch import DispatchConfig, Task, verify_many
@@ -264,19 +264,12 @@ class LocalQueries:
         with a larger budget solves them)."""
         if not tasks:
             return
-        from tqdm import tqdm
-
         config = self.config
         budget = config.local_budget if self.budget is None else self.budget
         lcfg = DispatchConfig(backend=config.backend, timeout=config.local_timeout, seed=config.seed)
         t0 = time.perf_counter()
-        bar = tqdm(
-            total=len(tasks),
-            desc=f"{self.tag} queries",
-            file=sys.stderr,
-            disable=not (self.ctx.log.progress and sys.stderr.isatty()),
-            leave=False,
-            dynamic_ncols=True,
+        bar = Progress(
+            total=len(tasks), desc=f"{self.tag} queries", unit="query", enabled=self.ctx.log.progress
         )
 
         def on_result(key: str, res: Result) -> None:
