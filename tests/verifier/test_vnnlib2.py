@@ -30,7 +30,7 @@ from encoders.vnnlib2 import (
 from verifier.dispatch import DispatchConfig
 from verifier.vnnlib2_query import format_assignment, solve_query
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CFG = DispatchConfig(backend="auto", timeout=60.0)
 
 HEAD = "(vnnlib-version <2.0>)\n"
