@@ -506,6 +506,85 @@ class QueryProperty:
                 return True
         return False
 
+    # ---- cheap falsification --------------------------------------------------------------------
+    def _evaluate(self, xs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The flat assignment computed by the float64 IR (inputs as given)."""
+        ys: dict[str, np.ndarray] = {}
+        for inst in self.insts:
+            ys[inst.ns] = inst.net.evaluate(xs[inst.ns])
+            for t, hn in inst.hidden:
+                ys[inst.hidden_ns(t)] = hn.evaluate(xs[inst.ns])
+        return self.assignment(xs, ys)
+
+    def score(self, flat: np.ndarray) -> tuple[float, Atom | None]:
+        """``max_t min_{a ∈ t} (b_a − lhs_a)`` over the group's terms (``>= 0`` iff some term holds, up to
+        strictness) and the atom that attains it."""
+        best, arg = -np.inf, None
+        for p in self.plans:
+            worst, wa = np.inf, None
+            for a in p.rest:
+                v = float(a.rhs) - a.value(flat)
+                if v < worst:
+                    worst, wa = v, a
+            if worst > best:
+                best, arg = worst, wa
+        return best, arg
+
+    def search(self, restarts: int = 8, steps: int = 60, seed: int = 0) -> list[dict[str, np.ndarray]]:
+        """Candidates from projected sign-gradient ascent on :meth:`score` through the IR (each network's
+        linear region at the current point), from the box centres and random points; the caller replays
+        them (a candidate proves nothing by itself)."""
+        rng = np.random.default_rng(seed)
+        lo_in = {i.ns: self.box_of(i)[0] for i in self.insts}
+        hi_in = {i.ns: self.box_of(i)[1] for i in self.insts}
+        starts = [{ns: 0.5 * (lo_in[ns] + hi_in[ns]) for ns in lo_in}]
+        starts += [{ns: rng.uniform(lo_in[ns], hi_in[ns]) for ns in lo_in} for _ in range(restarts - 1)]
+        found: list[dict[str, np.ndarray]] = []
+        for x0 in starts:
+            xs = self.project(x0)
+            step = 0.25
+            sc, atom = self.score(self._evaluate(xs))
+            for _ in range(steps):
+                if sc >= 0 or atom is None:
+                    break
+                g = self._grad(xs, atom)
+                cand = self.project(
+                    {ns: xs[ns] + step * (hi_in[ns] - lo_in[ns]) * np.sign(g[ns]) for ns in g}
+                )
+                c_sc, c_atom = self.score(self._evaluate(cand))
+                if c_sc > sc:
+                    xs, sc, atom, step = cand, c_sc, c_atom, min(1.5 * step, 0.5)
+                else:
+                    step *= 0.5
+                    if step < 1e-7:
+                        break
+            if sc >= 0:
+                found.append({k: v for k, v in xs.items() if "#" not in k})
+        return found
+
+    def _grad(self, xs: Mapping[str, np.ndarray], atom: Atom) -> dict[str, np.ndarray]:
+        """Gradient of ``b − lhs(atom)`` with respect to every instance's input (aliases summed)."""
+        g_flat = np.zeros(self.query.n_vars)
+        for v, c in atom.coefs.items():
+            g_flat[v] -= float(c)
+        out = {inst.ns: g_flat[_flat_of(inst)].copy() for inst in self.insts}
+        for inst in self.insts:
+            go = g_flat[inst.output.indices]
+            if np.any(go):
+                out[inst.ns] += _vjp(inst.net, xs[inst.ns], go)
+            for t, hn in inst.hidden:
+                gh = g_flat[t.indices]
+                if np.any(gh):
+                    out[inst.ns] += _vjp(hn, xs[inst.ns], gh)
+        alias = self.alias
+        if alias:
+            pos = {int(v): (inst.ns, k) for inst in self.insts for k, v in enumerate(_flat_of(inst))}
+            for w, u in alias.items():
+                (nw, kw), (nu, ku) = pos[w], pos[u]
+                out[nu][ku] += out[nw][kw]
+                out[nw][kw] = out[nu][ku]
+        return out
+
     def refine(self, prog: Program, assignment: np.ndarray) -> list[LinearRow]:
         cp = self.coupling
         if cp is None or cp.norm != "2" or prog.balls or "coupling" not in prog.blocks:
@@ -518,6 +597,24 @@ class QueryProperty:
             return []
         u, rhs = rx.l2_tangent_cut(np.zeros(d.size), cp.delta, dv)
         return [Program.row(d, u, Sense.LE, rhs, Tag.PROPERTY, "l2cut")]
+
+
+def _vjp(net: Network, x: np.ndarray, g_out: np.ndarray) -> np.ndarray:
+    """``g_out · J(x)``: the input gradient of ``g_out · f`` in ``x``'s linear region (backward pass)."""
+    from .network import Affine
+
+    masks = []
+    h = np.asarray(x, dtype=np.float64)
+    for lay in net.layers:
+        if isinstance(lay, Affine):
+            h = lay.W @ h + lay.b
+        else:
+            masks.append(h > 0)
+            h = np.maximum(h, 0.0)
+    g = np.asarray(g_out, dtype=np.float64)
+    for lay in reversed(net.layers):
+        g = g @ lay.W if isinstance(lay, Affine) else g * masks.pop()
+    return g
 
 
 def make_instances(

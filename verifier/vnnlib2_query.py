@@ -260,6 +260,17 @@ def _solve(
         if left <= 0:
             results.append(Result(Verdict.TIMEOUT, config.backend, 0.0, message="time limit"))
             break
+        hit = _search(p, config)
+        if hit is not None:
+            return QueryAnswer(
+                "sat",
+                q,
+                hit,
+                "found by gradient search; replayed on onnxruntime",
+                _engine(p),
+                time.perf_counter() - t0,
+                tuple(results),
+            )
         r = _verify_guarded(p, p.nets(), replace(config, timeout=left))
         if r.verdict is Verdict.FALSIFIED:
             if p.witness and q.satisfied_by(p.witness[-1]):
@@ -273,6 +284,26 @@ def _solve(
     status = _answer_from_results(results)
     msg = "; ".join(r.message for r in results if r.message)[:500]
     return QueryAnswer(status, q, None, msg, _engine(props[0]), time.perf_counter() - t0, tuple(results))
+
+
+def _search(p: QueryProperty, config: DispatchConfig) -> np.ndarray | None:
+    """Cheap falsification before any solver: :meth:`QueryProperty.search` candidates, replayed on
+    onnxruntime (:func:`verifier.replay.replay`); the first that replays and satisfies the query
+    exactly, else ``None``."""
+    from .replay import replay
+
+    if config.samples <= 0:
+        return None
+    nets = p.nets()
+    for xs in p.search(seed=config.seed):
+        full = dict(xs)
+        for inst in p.insts:  # hidden name spaces see their instance's input
+            for t, _ in inst.hidden:
+                full[inst.hidden_ns(t)] = xs[inst.ns]
+        n_before = len(p.witness)
+        if replay(p, nets, full).ok and len(p.witness) > n_before and p.query.satisfied_by(p.witness[-1]):
+            return p.witness[-1]
+    return None
 
 
 def _verify_guarded(prop: Any, nets: Mapping[str, Network], config: DispatchConfig) -> Result:
