@@ -608,3 +608,14 @@ def test_three_networks_chained_shared_input(tmp_path: Path, lin2: Path) -> None
     assert ans.status == "sat"  # YA[0] + YC[1] = (x0 + x1) + (x0 - x1) = 2 x0 >= 1.5
     xa, xb, xc = ans.assignment[0:2], ans.assignment[4:6], ans.assignment[8:10]
     assert np.array_equal(xa, xb) and np.array_equal(xb, xc) and xa[0] >= 0.75
+
+
+def test_gradient_search_finds_a_coupled_pair_without_a_solver(tmp_path: Path, lin2: Path) -> None:
+    """The search stage alone (solver never reached): Y[0] - Y2[0] >= 0.15 needs both coordinates to move
+    by nearly the whole δ = 0.1 in the same direction."""
+    ans = solve_query(
+        _q(tmp_path, _two_copies(LINF, "(assert (>= (- Y[0] Y2[0]) 0.15))\n")), {"N": str(lin2)}, 60, CFG
+    )
+    assert ans.status == "sat" and "gradient search" in ans.message
+    x, x2 = ans.assignment[0:2], ans.assignment[4:6]
+    assert np.max(np.abs(x - x2)) <= 0.1 and (x - x2).sum() >= 0.15
