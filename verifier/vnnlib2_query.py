@@ -227,9 +227,72 @@ def solve_query(
     config = replace(config or DispatchConfig(), timeout=max(0.5, float(timeout)))
     workdir = tempfile.mkdtemp(prefix="distillcert-vnnlib-")
     try:
-        return _solve(q, files, config, t0, workdir)
+        ans = _solve(q, files, config, t0, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if ans.status == "sat" and ans.assignment is not None:
+        flat = certify_witness(q, files, ans.assignment)
+        if flat is None:
+            return replace(
+                ans,
+                status="unknown",
+                assignment=None,
+                message="the witness does not satisfy the query when re-run on the original ONNX files",
+            )
+        ans = replace(ans, assignment=flat)
+    return ans
+
+
+def certify_witness(q: Query, files: Mapping[str, str], flat: np.ndarray) -> np.ndarray | None:
+    """The last check before ``sat`` is printed: every network's inputs (float32 values) are run by
+    onnxruntime on its *original* ONNX file, with every declared hidden tensor requested as an extra
+    output (the graph is otherwise unchanged); the outputs and hidden values replace those in ``flat``,
+    and the result must satisfy one DNF term exactly.  Returns the certified assignment or ``None``."""
+    import onnx
+    import onnxruntime as ort
+
+    out = np.array(flat, dtype=np.float64)
+    for decl in q.networks:
+        path = str(files[q.root(decl.name)])
+        model = onnx.load(path)
+        inits = {t.name for t in model.graph.initializer}
+        g_in = [i for i in model.graph.input if i.name not in inits]
+        if len(g_in) != 1 or len(decl.inputs) != 1 or len(decl.outputs) != 1 or len(model.graph.output) != 1:
+            return None
+        t_in = decl.inputs[0]
+        x = out[t_in.indices].astype(np.float32)
+        if not np.array_equal(x.astype(np.float64), out[t_in.indices]):
+            return None  # inputs must be float32 values
+        dims = [d.dim_value if d.dim_value > 0 else 1 for d in g_in[0].type.tensor_type.shape.dim]
+        if int(np.prod(dims)) != x.size:
+            dims = [x.size]
+        names = [model.graph.output[0].name]
+        existing = {o.name for o in model.graph.output}
+        for h in decl.hidden:
+            target = h.onnx_name or ""
+            if not any(target in n.output for n in model.graph.node):
+                node = next((n for n in model.graph.node if n.name == target), None)
+                if node is None:
+                    return None
+                target = node.output[0]
+            names.append(target)
+            if target not in existing:
+                model.graph.output.append(onnx.helper.make_empty_tensor_value_info(target))
+                existing.add(target)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            vals = sess.run(names, {g_in[0].name: x.reshape(dims)})
+        except Exception:
+            return None
+        for t, v in zip((decl.outputs[0], *decl.hidden), vals):
+            v = np.asarray(v, dtype=np.float64).reshape(-1)
+            if v.size != t.size:
+                return None
+            out[t.indices] = v
+    return out if q.satisfied_by(out) else None
 
 
 def _solve(
