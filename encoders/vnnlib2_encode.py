@@ -617,6 +617,43 @@ def _vjp(net: Network, x: np.ndarray, g_out: np.ndarray) -> np.ndarray:
     return g
 
 
+def ir_source(path: str | Path, workdir: str | Path) -> Path:
+    """The file the IR is read from: ``path`` itself, or — when its input has a fixed leading dimension
+    above 1 (``float[2,2] x``: no batch axis, which the importer would take for a batch) — a copy whose
+    input gets a batch axis of 1 and is reshaped back to the original shape before the original graph.
+    The computation is the same; sat witnesses are certified on the original file anyway
+    (:func:`verifier.vnnlib2_query.certify_witness`)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    ins = [i for i in g.input if i.name not in inits]
+    if len(ins) != 1:
+        return Path(path)
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in ins[0].type.tensor_type.shape.dim]
+    if len(dims) < 2 or dims[0] <= 1 or any(d <= 0 for d in dims):
+        return Path(path)
+    inp = ins[0]
+    new_in = helper.make_tensor_value_info(inp.name + "__batched", inp.type.tensor_type.elem_type, [1, *dims])
+    shape = numpy_helper.from_array(np.array(dims, dtype=np.int64), inp.name + "__shape")
+    node = helper.make_node("Reshape", [new_in.name, shape.name], [inp.name], name=inp.name + "__unbatch")
+    g2 = helper.make_graph(
+        [node, *g.node],
+        g.name,
+        [new_in],
+        list(g.output),
+        [shape, *g.initializer],
+        value_info=list(g.value_info),
+    )
+    m2 = helper.make_model(g2, opset_imports=list(model.opset_import), producer_name="distillcert-batched")
+    m2.ir_version = model.ir_version
+    out = Path(workdir) / f"batched_{abs(hash(str(path))) % 10**12}.onnx"
+    onnx.save(m2, str(out))
+    return out
+
+
 def make_instances(
     query: Query,
     files: Mapping[str, str | Path],
@@ -641,7 +678,7 @@ def make_instances(
                 f"{decl.isomorphic_to!r}; isomorphic networks are not supported"
             )
         root = query.root(decl.name)
-        path = str(files[root])
+        path = str(ir_source(files[root], workdir))
         if path not in loaded:
             loaded[path] = load_onnx(path)
         net = loaded[path]

@@ -37,7 +37,7 @@ from encoders.network import Network, load_onnx, ort_evaluate
 from encoders.properties import OutputDNFProperty
 from encoders.vnnlib import parse_vnnlib
 from encoders.vnnlib2 import Query, TensorVar, is_vnnlib2_file, parse_vnnlib2
-from encoders.vnnlib2_encode import QueryProperty, f32_inward, make_instances, plan_query
+from encoders.vnnlib2_encode import QueryProperty, f32_inward, ir_source, make_instances, plan_query
 
 from .dispatch import DispatchConfig, verify
 from .results import Result, Verdict
@@ -303,7 +303,7 @@ def _solve(
     simple = _simple_cases(q)
     if simple is not None:
         name = q.networks[0].name
-        net = load_onnx(files[name])
+        net = load_onnx(ir_source(files[name], workdir))
         decl = q.networks[0]
         if decl.inputs[0].size != net.n_inputs or decl.outputs[0].size != net.n_outputs:
             raise SpecError(

@@ -619,3 +619,31 @@ def test_gradient_search_finds_a_coupled_pair_without_a_solver(tmp_path: Path, l
     assert ans.status == "sat" and "gradient search" in ans.message
     x, x2 = ans.assignment[0:2], ans.assignment[4:6]
     assert np.max(np.abs(x - x2)) <= 0.1 and (x - x2).sum() >= 0.15
+
+
+def test_unbatched_rank2_input_and_hidden_node(tmp_path: Path) -> None:
+    """``float[2,2] x`` (no batch axis) with hidden ``a = x + c`` and ``y = relu(a)``: H[1,0] = x[1,0] + 3."""
+    from onnx import helper, numpy_helper
+
+    c = numpy_helper.from_array(np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32), "c")
+    p = _model(
+        tmp_path,
+        "unb",
+        [helper.make_node("Add", ["x", "c"], ["a"]), helper.make_node("Relu", ["a"], ["y"])],
+        [2, 2],
+        [2, 2],
+        [c],
+    )
+    head = (
+        HEAD + '(declare-network N (declare-input X float32 [2,2]) (declare-hidden H float32 [2,2] "a")'
+        " (declare-output Y float32 [2,2]))\n"
+        + "".join(f"(assert (and (>= X[{i},{j}] 0.0) (<= X[{i},{j}] 1.0)))\n" for i in (0, 1) for j in (0, 1))
+    )
+    ans = solve_query(_q(tmp_path, head + "(assert (>= H[1,0] 3.5))\n"), {"N": str(p)}, 30, CFG)
+    assert ans.status == "sat" and ans.assignment[2] >= 0.5 and ans.assignment[6] == ans.assignment[2] + 3.0
+    assert (
+        solve_query(
+            _q(tmp_path, head + "(assert (>= Y[1,1] 5.5))\n", "b.vnnlib"), {"N": str(p)}, 30, CFG
+        ).status
+        == "unsat"
+    )
