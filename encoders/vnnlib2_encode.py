@@ -246,7 +246,7 @@ def _plan_term(query: Query, term: tuple[Atom, ...], insts: Sequence[Instance]) 
                 coupling = Coupling(insts[0].ns, insts[1].ns, "inf", _down_up(ds[0], up=True))
                 for u, w in zip(A, B):
                     used_atoms.update((id(pair_atoms[(int(u), int(w))]), id(pair_atoms[(int(w), int(u))])))
-            for q in quad:
+            for q in quad if coupling is None else ():
                 d2 = _l2_coupling(q, A, B)
                 if d2 is not None:
                     coupling = Coupling(insts[0].ns, insts[1].ns, "2", d2)
