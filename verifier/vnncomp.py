@@ -1,5 +1,8 @@
 """The VNN-COMP style runner: ``distillcert vnncomp INSTANCES.csv --out RESULTS.csv``.
 
+Properties may be written in the 2021 dialect (``declare-const X_i Real``) or in VNN-LIB 2.0 (one
+``declare-network``, whose file is the instance's ONNX file); the dialect is read off each file.
+
 Every finished instance is journaled (``RESULTS.csv.journal.jsonl``, one fsync'ed line per instance)
 before the next starts, so Ctrl-C or a crash loses at most the instances in flight; a rerun with the
 same ``--out`` skips what the journal holds.  The results CSV is rewritten atomically after each
@@ -68,9 +71,17 @@ def read_expected(path: Path) -> dict[tuple[str, str], str]:
 
 
 def _solve_instance(inst: Instance, config: DispatchConfig) -> Result:
+    """One instance; a VNN-LIB 2.0 property (``vnnlib-version`` / ``declare-network``) is answered by
+    :func:`verifier.vnnlib2_query.verify_instance`, a 2021 one by :func:`verifier.queries.verify_vnnlib`."""
+    from encoders.vnnlib2 import is_vnnlib2_file
+
     from .queries import verify_vnnlib
 
     try:
+        if is_vnnlib2_file(inst.vnnlib_path):
+            from .vnnlib2_query import verify_instance
+
+            return verify_instance(inst.onnx_path, inst.vnnlib_path, replace(config, timeout=inst.timeout))
         return verify_vnnlib(inst.onnx_path, inst.vnnlib_path, replace(config, timeout=inst.timeout))
     except Exception as exc:  # one bad instance must not sink the run
         return Result(Verdict.ERROR, config.backend, 0.0, message=f"{type(exc).__name__}: {exc}")
