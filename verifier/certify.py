@@ -98,6 +98,7 @@ from typing import Any
 
 import numpy as np
 
+from encoders import relaxations as rx
 from encoders.bounds import margin_bounds, margin_bounds_l2
 from encoders.errors import ConfigError, ModelFormatError
 from encoders.network import Network, file_sha256, load_onnx
@@ -452,11 +453,7 @@ def sample_pool(data: Any, sampling: str) -> tuple[np.ndarray, str]:
 # ==================================================================================================
 # numerics
 # ==================================================================================================
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (max-shifted)."""
-    z = np.asarray(z, dtype=np.float64)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+softmax = rx.softmax  # row-wise float64 softmax, defined once in encoders.relaxations
 
 
 def _jacobian(model: Any, X: np.ndarray, chunk: int = 4096) -> np.ndarray:
