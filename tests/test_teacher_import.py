@@ -190,6 +190,12 @@ def test_torchscript_file_and_fixed_batch_export(tmp_path) -> None:
     T1 = load_teacher(tmp_path / "fixed.onnx")
     X = np.random.default_rng(3).random((5, 64))
     np.testing.assert_allclose(T1.logits(X), T.logits(X), atol=1e-5)
+    # gradients flow through the per-sample (vmap) path too
+    x = torch.from_numpy(X.astype(np.float32)).requires_grad_(True)
+    (g1,) = torch.autograd.grad(T1.module(x).sum(), x)
+    x2 = x.detach().clone().requires_grad_(True)
+    (g2,) = torch.autograd.grad(net(x2.reshape(5, 1, 8, 8)).sum(), x2)
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-5)
 
 
 def test_mlp_teacher_is_encodable(tmp_path) -> None:
