@@ -234,3 +234,12 @@ def test_affine_teachers_are_exported_as_encodable_gemm_graphs(tmp_path) -> None
     assert T2.source_kind == "checkpoint" and T2.encodable and T2.parity == 0.0
     X = np.array([[1.0, -0.5], [-2.0, 0.3]])
     np.testing.assert_allclose(T2.logits(X), [[1.0, 0.0], [-3.4, 0.0]], atol=1e-6)
+
+
+def test_check_data(cnn_teacher) -> None:
+    from distill.data import load_dataset
+
+    _, T = cnn_teacher
+    T.check_data(load_dataset("digits"))
+    with pytest.raises(ConfigError, match="64 inputs"):
+        T.check_data(load_dataset("gaussians2d"))
