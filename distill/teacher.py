@@ -184,6 +184,21 @@ class Teacher:
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
+    def check_data(self, data: Any, what: str = "--teacher") -> None:
+        """Raise :class:`ConfigError` unless the teacher takes ``data.n_features`` inputs and has
+        ``data.n_classes`` outputs (and, when the data carries one, the same image shape)."""
+        shape = getattr(data, "image_shape", None)
+        if self.n_inputs != int(data.n_features) or self.n_classes != int(data.n_classes):
+            raise ConfigError(
+                f"{what} {self.source}: takes {self.n_inputs} inputs and gives {self.n_classes} outputs, but "
+                f"{data.name} has {data.n_features} features and {data.n_classes} classes"
+            )
+        if shape and len(self.input_shape) > 1 and tuple(shape) != tuple(self.input_shape):
+            raise ConfigError(
+                f"{what} {self.source}: expects inputs of shape {tuple(self.input_shape)}, but {data.name}'s "
+                f"images are {tuple(shape)}"
+            )
+
     def network(self) -> Any:
         """The verifiable IR (:class:`encoders.network.Network`), or ``None`` when not encodable."""
         if not self.encodable:

@@ -190,6 +190,12 @@ def test_torchscript_file_and_fixed_batch_export(tmp_path) -> None:
     T1 = load_teacher(tmp_path / "fixed.onnx")
     X = np.random.default_rng(3).random((5, 64))
     np.testing.assert_allclose(T1.logits(X), T.logits(X), atol=1e-5)
+    # gradients flow through the per-sample (vmap) path too
+    x = torch.from_numpy(X.astype(np.float32)).requires_grad_(True)
+    (g1,) = torch.autograd.grad(T1.module(x).sum(), x)
+    x2 = x.detach().clone().requires_grad_(True)
+    (g2,) = torch.autograd.grad(net(x2.reshape(5, 1, 8, 8)).sum(), x2)
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-5)
 
 
 def test_mlp_teacher_is_encodable(tmp_path) -> None:
@@ -228,3 +234,12 @@ def test_affine_teachers_are_exported_as_encodable_gemm_graphs(tmp_path) -> None
     assert T2.source_kind == "checkpoint" and T2.encodable and T2.parity == 0.0
     X = np.array([[1.0, -0.5], [-2.0, 0.3]])
     np.testing.assert_allclose(T2.logits(X), [[1.0, 0.0], [-3.4, 0.0]], atol=1e-6)
+
+
+def test_check_data(cnn_teacher) -> None:
+    from distill.data import load_dataset
+
+    _, T = cnn_teacher
+    T.check_data(load_dataset("digits"))
+    with pytest.raises(ConfigError, match="64 inputs"):
+        T.check_data(load_dataset("gaussians2d"))
