@@ -600,6 +600,13 @@ def _window_taps(
     return outs, np.where(ok, flat, -1)
 
 
+#: Largest dense matrix a convolution may unroll to (entries; 2^25 float64 = 256 MiB).  The IR is dense, so
+#: a larger convolution (e.g. 32 → 32 channels at 28×28: 25088² entries, 4.7 GiB) is refused as
+#: unsupported rather than exhausting memory; such a network is still a valid *teacher* (run, attacked,
+#: distilled), just not directly verifiable.
+MAX_DENSE_ENTRIES = 2**25
+
+
 def _conv_matrix(in_shape: tuple[int, ...], Wc: np.ndarray, at: dict[str, Any]) -> tuple[np.ndarray, tuple]:
     """Dense matrix of an N-D convolution without bias on a single ``(C, *spatial)`` image.
 
@@ -619,6 +626,11 @@ def _conv_matrix(in_shape: tuple[int, ...], Wc: np.ndarray, at: dict[str, Any]) 
         raise _Unsupported("Conv kernel_shape differs from the weight shape")
     outs, taps = _window_taps(spatial, kernel, at)
     n_sp, n_out_sp = int(np.prod(spatial)), int(np.prod(outs))
+    if O * n_out_sp * C * n_sp > MAX_DENSE_ENTRIES:
+        raise _Unsupported(
+            f"Conv unrolled to a dense {O * n_out_sp}×{C * n_sp} matrix ({O * n_out_sp * C * n_sp:,} entries "
+            f"> {MAX_DENSE_ENTRIES:,}): too large for the verifiable IR"
+        )
     mat = np.zeros((O * n_out_sp, C * n_sp))
     Wf = Wc.reshape(O, cg, -1)  # (O, C/g, taps)
     rows = np.arange(n_out_sp)
