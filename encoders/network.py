@@ -23,9 +23,12 @@ so bounds, encodings and every backend treat them as ordinary ReLUs (no new cons
 ``|x| = max(0, x) + max(0, −x)``, ``LeakyRelu_α(x) = max(0, x) − α max(0, −x)`` and
 ``clip(x, l, u) = l + max(0, x − l) − max(0, x − u)``.
 
-A tensor that depends on an older basis than the current one (a skip connection) is rejected
-explicitly, as are nonlinear uses (product or quotient of two activations, a Cast that rounds, a Where
-whose condition depends on the input).  An output that does not depend on the input is the constant
+Skip connections (a tensor read after a later ReLU layer: residual Add, Concat across layers, a graph
+output taken early) are carried through every intervening ReLU layer exactly, as extra neurons
+``max(0, v) − max(0, −v) = v`` (one neuron ``max(0, v) = v`` when ``v`` is non-negative by
+construction); liveness decides which tensors are carried (:meth:`_Ctx.emit_relu`).  Nonlinear uses are
+rejected (product or quotient of two activations, a Cast that rounds, a Where whose condition depends on
+the input).  An output that does not depend on the input is the constant
 network ``y = 0·x + c``.  An input whose first dimension is a fixed size above 1 (or of rank 1) has no
 batch dimension: one sample is the whole tensor.
 """
@@ -250,6 +253,8 @@ class _Ctx:
         self.layers: list[Layer] = []
         self.basis_id = 0
         self.basis_size = 0
+        self.node_index = 0  # the node being translated
+        self.last_use: dict[str, int] = {}  # tensor -> index of the last node reading its values
 
     def const(self, name: str, node: Any) -> np.ndarray:
         v = self.values.get(name)
@@ -281,14 +286,50 @@ class _Ctx:
     def emit_relu(self, pre: _Sym) -> _Sym:
         """Close the affine block at ``pre`` and apply ReLU: ``h = max(0, pre)`` becomes the new basis.
 
-        Appends ``Affine(pre.M, pre.c)`` and ``Relu(n)``; returns ``h`` as the identity on the new basis.
+        Appends ``Affine`` and ``Relu`` layers; returns ``h`` on the new basis.  Every other symbolic
+        tensor that a later node still reads (a skip connection, a residual branch, a graph output) is
+        carried through the same layer exactly: its entries ``v`` are extra pre-activations ``v`` and
+        ``−v``, read back as ``max(0, v) − max(0, −v) = v``, or only ``v`` when ``v`` is non-negative by
+        construction (a non-negative combination of the previous ReLU layer's outputs plus a
+        non-negative constant, e.g. a residual taken after a ReLU), read back as ``max(0, v) = v``.
+        Carried entries are ordinary ReLUs to every bound method and encoder (stable whenever the
+        bounds fix their sign: free in the MILP, exact in CROWN).
         """
+        live: dict[tuple[int, int], tuple[_Sym, list[str]]] = {}
+        for name, v in self.values.items():
+            if (
+                isinstance(v, _Sym)
+                and v.basis == self.basis_id
+                and self.last_use.get(name, -1) > self.node_index
+            ):
+                live.setdefault((id(v.M), id(v.c)), (v, []))[1].append(name)
+        blocks_M, blocks_c = [pre.M], [pre.c]
         n = pre.M.shape[0]
-        self.layers.append(Affine(pre.M.copy(), pre.c.copy()))
+        reads: list[tuple[_Sym, list[str], np.ndarray, np.ndarray]] = []
+        for v, names in live.values():
+            nonneg = (v.basis > 0) & np.all(v.M >= 0.0, axis=1) & (v.c >= 0.0)
+            neg = np.flatnonzero(~nonneg)
+            pos_rows = n + np.arange(v.M.shape[0])
+            neg_rows = n + v.M.shape[0] + np.arange(neg.size)
+            blocks_M += [v.M, -v.M[neg]]
+            blocks_c += [v.c, -v.c[neg]]
+            n += v.M.shape[0] + neg.size
+            reads.append((v, names, pos_rows, np.stack([neg, neg_rows])))
+        M, c = np.vstack(blocks_M), np.concatenate(blocks_c)
+        self.layers.append(Affine(M, c))
         self.layers.append(Relu(n))
         self.basis_id += 1
         self.basis_size = n
-        return _Sym(np.eye(n), np.zeros(n), pre.shape, self.basis_id)
+        eye = np.eye(n)
+        for _v, names, pos_rows, (neg, neg_rows) in reads:
+            U = eye[pos_rows].copy()
+            U[neg, neg_rows] -= 1.0
+            zero = np.zeros(U.shape[0])
+            for name in names:
+                old = self.values[name]
+                self.values[name] = _Sym(U, zero, old.shape, self.basis_id)  # type: ignore[union-attr]
+        k = pre.M.shape[0]
+        return _Sym(eye[:k], np.zeros(k), pre.shape, self.basis_id)
 
 
 class _Unsupported(Exception):
@@ -1306,7 +1347,16 @@ def load_onnx(path: str | Path) -> Network:
             f"supported ops: {', '.join(SUPPORTED_OPS)}",
             unknown,
         )
+    # liveness: a tensor is read by its last consumer (a graph output: by the end); Shape reads only
+    # the shape, which survives, so it does not keep a tensor alive through later ReLU layers
     for i, node in enumerate(g.node):
+        if node.op_type != "Shape":
+            for t in node.input:
+                ctx.last_use[t] = i
+    for o in g.output:
+        ctx.last_use[o.name] = len(g.node)
+    for i, node in enumerate(g.node):
+        ctx.node_index = i
         key = node.name or f"{node.op_type}#{i}"
         op = SUPPORTED_OPS[node.op_type]
         kind, handler = op.kind, op.handler

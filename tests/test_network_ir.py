@@ -190,8 +190,9 @@ def test_unsupported_ops_all_listed(tmp_path: Path) -> None:
     assert ei.value.nodes == [("Sigmoid", "sig1"), ("Tanh", "tanh1")]
 
 
-def test_skip_connection_rejected(tmp_path: Path) -> None:
-    W = numpy_helper.from_array(np.eye(2, dtype=np.float32), "W")
+def test_skip_connection_carried(tmp_path: Path) -> None:
+    """``y = relu(x W) + x``: the input is carried through the ReLU layer as relu(x) − relu(−x)."""
+    W = numpy_helper.from_array(np.array([[1.0, -1.0], [2.0, 0.5]], dtype=np.float32), "W")
     nodes = [
         helper.make_node("MatMul", ["x", "W"], ["a"], name="mm"),
         helper.make_node("Relu", ["a"], ["b"], name="r"),
@@ -199,8 +200,12 @@ def test_skip_connection_rejected(tmp_path: Path) -> None:
     ]
     p = tmp_path / "skip.onnx"
     onnx.save(_model(nodes, [W], ("N", 2)), p)
-    with pytest.raises(UnsupportedModelError, match="skip"):
-        load_onnx(p)
+    net = load_onnx(p)
+    assert net.hidden_sizes == [2 + 2 * 2]
+    # hand check: x = (1, -1): x W = (1 - 2, -1 - 0.5) = (-1, -1.5) -> relu 0 -> y = x
+    assert net.evaluate(np.array([1.0, -1.0])) == pytest.approx([1.0, -1.0])
+    x = np.random.default_rng(0).uniform(-2, 2, size=(20, 2))
+    assert _close(net.evaluate(x), ort_evaluate(p, x)) <= 1e-6
 
 
 def test_nan_weights(tmp_path: Path) -> None:
