@@ -244,3 +244,29 @@ def test_bad_files(tmp_path: Path) -> None:
     trunc.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFormatError, match="trunc.onnx"):
         load_onnx(trunc)
+
+
+def test_torch_residual_cnn_with_maxpool(tmp_path: Path) -> None:
+    """A torch residual block (conv, ReLU, conv, + identity, ReLU) and max pooling: exact import."""
+    import torch
+
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = torch.nn.Conv2d(1, 2, 3, padding=1)
+            self.c2 = torch.nn.Conv2d(2, 2, 3, padding=1)
+            self.c3 = torch.nn.Conv2d(2, 2, 3, padding=1)
+            self.pool = torch.nn.MaxPool2d(2)
+            self.fc = torch.nn.Linear(2 * 3 * 3, 3)
+
+        def forward(self, x):
+            r = torch.relu(self.c1(x))
+            h = torch.relu(self.c3(torch.relu(self.c2(r))) + r)
+            return self.fc(torch.flatten(self.pool(h), 1))
+
+    m = Net()
+    p = _export(m, tmp_path / "res.onnx", 36, shape=(1, 1, 6, 6))
+    assert {"MaxPool", "Add", "Conv"} <= {n.op_type for n in onnx.load(p).graph.node}
+    _check_torch(m, p, (1, 6, 6))
