@@ -939,6 +939,38 @@ def _reduce(ctx: _Ctx, node: Any, mean: bool) -> None:
     ctx.values[node.output[0]] = _Sym(M, c, out_shape, v.basis)
 
 
+def _h_reduce_max_min(node: Any, ctx: _Ctx) -> None:
+    """``ReduceMax``/``ReduceMin`` over axes via :func:`_max_groups` (``min = −max(−·)``); axes as in
+    :func:`_reduce`."""
+    at = _attrs(node)
+    v = ctx.operand(node.input[0])
+    shp = _shape_of(v)
+    axes = _const_ints(ctx, node, 1, "axes")
+    keep = int(at.get("keepdims", 1))
+    if not axes:
+        if int(at.get("noop_with_empty_axes", 0)):
+            ctx.values[node.output[0]] = v
+            return
+        axes = list(range(len(shp)))
+    axes = sorted({a + len(shp) if a < 0 else a for a in axes})
+    if any(shp[a] == 0 for a in axes):
+        raise _Unsupported(f"{node.op_type} over an empty axis")
+    keep_shape = tuple(1 if i in axes else d for i, d in enumerate(shp))
+    out_shape = keep_shape if keep else tuple(d for i, d in enumerate(shp) if i not in axes)
+    is_min = node.op_type == "ReduceMin"
+    if isinstance(v, np.ndarray):
+        fn = np.min if is_min else np.max
+        ctx.values[node.output[0]] = fn(v, axis=tuple(axes), keepdims=bool(keep)).reshape(out_shape)
+        return
+    n_out = int(np.prod(keep_shape))
+    owner = np.broadcast_to(np.arange(n_out).reshape(keep_shape), shp).reshape(-1)
+    order = np.argsort(owner, kind="stable")
+    groups = np.split(order, np.cumsum(np.bincount(owner, minlength=n_out))[:-1])
+    sign = -1.0 if is_min else 1.0
+    out = _max_groups(ctx, _Sym(sign * v.M, sign * v.c, v.shape, v.basis), groups, out_shape)
+    ctx.values[node.output[0]] = _Sym(sign * out.M, sign * out.c, out.shape, out.basis)
+
+
 def _h_reduce_sum(node: Any, ctx: _Ctx) -> None:
     _reduce(ctx, node, mean=False)
 
@@ -1241,7 +1273,9 @@ _ALL: dict[str, OpSupport] = {
     "Mul": OpSupport("affine", _h_elementwise, complete=False, limits="one operand constant (not x·x)"),
     "Neg": OpSupport("affine", _h_neg),
     "Pad": OpSupport("shape", _h_pad, limits="modes constant, reflect, edge"),
+    "ReduceMax": OpSupport("relu", _h_reduce_max_min),
     "ReduceMean": OpSupport("affine", _h_reduce_mean),
+    "ReduceMin": OpSupport("relu", _h_reduce_max_min),
     "ReduceSum": OpSupport("affine", _h_reduce_sum),
     "Relu": OpSupport("relu", _h_relu),
     "Reshape": OpSupport("shape", _h_reshape),

@@ -154,6 +154,16 @@ CASES: dict[str, tuple[Callable[[], onnx.ModelProto], np.ndarray | None, np.ndar
         np.array([1.0, -2, 3]),
         np.array([1.0, -2, 3]),
     ),
+    "reducemax_axis1": (
+        lambda: model([N("ReduceMax", ["x"], ["y"], axes=[1], keepdims=0)], [], [2, 3], 13),
+        np.array([1.0, -4, 3, -2, -1, -5]),
+        np.array([3.0, -1]),
+    ),
+    "reducemin_all_keepdims": (
+        lambda: model([N("ReduceMin", ["x"], ["y"])], [], [2, 2], 13),
+        np.array([1.0, -4, 3, 2]),
+        np.array([-4.0]),
+    ),
     "where_constant_condition": (
         lambda: model(
             [N("Where", ["c", "x", "k"], ["y"])],
@@ -465,6 +475,8 @@ MILP_CASES = [
     ("gather_axis1", 1),
     ("reducesum_axes_input", 2),
     ("where_constant_condition", 4),
+    ("reducemax_axis1", 1),  # max: convex
+    ("reducemin_all_keepdims", 0),  # min: non-decreasing
     ("expand", 5),
     ("tile", 6),
     ("pad_constant", 2),
