@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "kdiga-transfer": "benchmarks.kdiga_transfer",
     "solvers": "benchmarks.solvers",
     "vnncomp": "benchmarks.vnncomp_bench",
+    "certify-teachers": "benchmarks.certify_teachers",
 }
 
 

@@ -91,12 +91,10 @@ def torch_threads(n: int = 1) -> Iterator[None]:
 def progress(
     iterable: Iterable[Any], desc: str, total: int | None = None, enabled: bool = True
 ) -> Iterable[Any]:
-    """A tqdm progress bar on stderr (``iterable`` itself when ``enabled`` is false)."""
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
+    """A progress bar on a terminal, one line per stage in a log (:class:`encoders.progress.Progress`)."""
+    from encoders.progress import Progress
 
-    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False, dynamic_ncols=True)
+    return Progress(iterable, desc=desc, total=total, enabled=enabled)
 
 
 class Timer:

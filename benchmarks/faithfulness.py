@@ -447,7 +447,7 @@ def _evaluate(
         split = floor = joint = None
         nj = min(cfg.joint_points, len(Xf))
         if cfg.joint_faithub and math.isclose(e, cfg.headline_eps) and nj:
-            from verifier.faithub import FaithubConfig, faithub_joint
+            from verifier.search.pair_split import FaithubConfig, faithub_joint
 
             jcfg = FaithubConfig(time_limit=cfg.joint_time_limit)
             with Timer() as tj:
@@ -658,7 +658,8 @@ def _goal_text(h: dict[str, Any]) -> str:
     if "joint" in h:
         j = h["joint"]
         lines.append(
-            f"- **Joint FAITHUB** (verifier.faithub: teacher and student coupled through the shared input by "
+            f"- **Joint FAITHUB** (encoders.bounds.pair, verifier.search.pair_split: teacher and student "
+            f"coupled through the shared input by "
             f"slabs, input branch and bound ≤ {j['time_limit']:g} s per point), first {j['points']} points "
             f"per student: FAITHUB/EMPLB **{j['ratio_pooled']:.2f}** pooled (Eq. 11 on the same points: "
             f"{j['eq11_ratio_pooled']:.2f}; goal ≤ {GOAL_RATIO:g}: "

@@ -235,7 +235,7 @@ def goal_global(out: Path, quick: bool, peer: bool, seed: int = 0) -> dict[str, 
 # ==================================================================================================
 def goal_pac(out: Path, quick: bool, peer: bool, seed: int = 0) -> dict[str, Any]:
     from distill.data import load_dataset
-    from verifier.certify import crown_local
+    from verifier.certify import Balls, crown_local
     from verifier.dispatch import DispatchConfig
     from verifier.queries import verify_local
 
@@ -251,7 +251,7 @@ def goal_pac(out: Path, quick: bool, peer: bool, seed: int = 0) -> dict[str, Any
         best = None
         for _ in range(1 if quick else 3):
             c0, t0 = time.process_time(), time.perf_counter()
-            ok = crown_local(net, X, labels, np.full(len(X), eps), norm, dom)
+            ok = crown_local(net, Balls(X, labels, np.full(len(X), eps), norm, dom))
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             if best is None or wall < best[0]:
                 best = (wall, cpu, ok)
@@ -282,7 +282,9 @@ def goal_pac(out: Path, quick: bool, peer: bool, seed: int = 0) -> dict[str, Any
     if not met:
         eps = rows[0]["eps"]
         _, text = profile_call(
-            lambda: crown_local(net, X, labels, np.full(len(X), eps), "inf", dom), out / "profile_pac.txt", 15
+            lambda: crown_local(net, Balls(X, labels, np.full(len(X), eps), "inf", dom)),
+            out / "profile_pac.txt",
+            15,
         )
         profile = f"batched CROWN, L∞ ε={eps}, {len(X)} points: see profile_pac.txt ({text.splitlines()[0]})"
     return {

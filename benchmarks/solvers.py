@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from encoders.progress import Progress
+
 from .common import md_table, torch_threads, write_csv, write_json, write_text
 from .vnncomp_bench import (
     GRACE_S,
@@ -335,8 +337,6 @@ def run_queries(
     With ``journal``, every finished (backend, query) pair is appended to that JSON-lines file
     (fsync'ed) and a rerun with the same file skips the pairs already there (same key and limit).
     """
-    from tqdm import tqdm
-
     import verifier.dispatch  # noqa: F401
     import verifier.queries  # noqa: F401  (warm imports before forking)
 
@@ -345,7 +345,7 @@ def run_queries(
     done = load_records(journal) if journal is not None else {}
     jf = open(journal, "a") if journal is not None else None  # noqa: SIM115 (closed below)
     try:
-        bar = tqdm(pairs, desc="solvers", unit="query", file=sys.stderr, disable=not progress)
+        bar = Progress(pairs, desc="solvers", unit="query", enabled=progress)
         for q, b in bar:
             t = z3_timeout if b == "z3" else timeout
             rec = done.get((b, q.key, float(t)))
@@ -356,7 +356,7 @@ def run_queries(
                     jf.flush()
                     os.fsync(jf.fileno())
             recs.append(rec)
-            bar.set_postfix_str(f"{q.key[:28]} {b}={rec.result}")
+            bar.set_postfix(last=f"{q.key[:28]} {b}={rec.result}")
     finally:
         if jf is not None:
             jf.close()

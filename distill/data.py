@@ -59,7 +59,10 @@ class Dataset:
     ``X_*`` are float32 ``(n, n_features)`` (flattened row-major), ``y_*`` int64 in
     ``0..n_classes-1``; ``domain_lo``/``domain_hi`` are float64 ``(n_features,)``.  Arrays are made
     read-only.  ``preprocessing`` records how raw values were mapped to features (e.g. ``"/255"``); the
-    models see the features as they are (no further normalisation).
+    models see the features as they are (no further normalisation).  ``image_shape`` is the per-sample
+    ``(C, H, W)`` of image data (``(1, 8, 8)`` digits, ``(1, 28, 28)`` mnist5k and MNIST-style ``idx:``;
+    ``None`` for tabular data): the features are its row-major flattening, which is what students see
+    and what convolutional teachers reshape back.
     """
 
     name: str
@@ -95,6 +98,7 @@ class Dataset:
             "class_names": list(self.class_names),
             "domain": [float(self.domain_lo.min()), float(self.domain_hi.max())],
             "preprocessing": self.preprocessing,
+            "image_shape": list(self.image_shape) if self.image_shape else None,
         }
 
 
@@ -225,7 +229,7 @@ def _digits(seed: int, test_fraction: float) -> Dataset:
         np.ones(64),
         tuple(str(i) for i in range(10)),
         "pixel/16",
-        image_shape=(8, 8),
+        image_shape=(1, 8, 8),
     )
 
 
@@ -241,7 +245,7 @@ def _mnist5k(seed: int, test_fraction: float) -> Dataset:
         np.ones(784),
         tuple(str(i) for i in range(10)),
         "pixel/255",
-        image_shape=(28, 28),
+        image_shape=(1, 28, 28),
     )
 
 
@@ -434,7 +438,10 @@ def load_idx_dataset(spec: str, seed: int = 0, test_fraction: float = 0.25) -> D
         test = (timgs, tlabs)
     is_u8 = imgs.dtype == np.uint8
     scale = 255.0 if is_u8 else 1.0
+    # per-sample (C, H, W): single-channel (n, H, W) images get a leading channel of 1
     image_shape = tuple(int(d) for d in imgs.shape[1:])
+    if len(image_shape) == 2:
+        image_shape = (1, *image_shape)
     X = _check_features(imgs.reshape(len(imgs), -1), f"idx:{spec}") / scale
     all_labels = labs if test is None else np.concatenate([labs, test[1]])
     codes, names = _encode_labels(all_labels.astype(np.int64), f"idx:{spec}")

@@ -38,6 +38,13 @@ __all__ = [
     "hidden_activations",
     "eval_mode",
     "param_dtype",
+    "ImageClassifier",
+    "ResidualBlock",
+    "ZOO",
+    "ZOO_NAMES",
+    "is_zoo_arch",
+    "zoo_model",
+    "n_parameters",
 ]
 
 
@@ -54,7 +61,10 @@ def parse_arch(spec: str | Sequence[int]) -> list[int]:
         try:
             widths = [int(p) for p in parts]
         except ValueError:
-            raise ConfigError(f"--arch {spec!r}: expected widths joined by '-', e.g. 64-128-128-10") from None
+            raise ConfigError(
+                f"--arch {spec!r}: expected widths joined by '-', e.g. 64-128-128-10, or a convolutional "
+                f"preset ({', '.join(ZOO)})"
+            ) from None
     else:
         try:
             widths = [int(w) for w in spec]
@@ -217,11 +227,15 @@ ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def param_dtype(model: object) -> torch.dtype:
-    """The dtype of a module's first floating-point parameter (float32 for anything else)."""
+    """The dtype of a module's first floating-point parameter, else of its first floating-point buffer
+    (an imported ONNX teacher holds its weights as buffers), else float32."""
     if isinstance(model, nn.Module):
         for p in model.parameters():
             if p.is_floating_point():
                 return p.dtype
+        for b in model.buffers():
+            if b.is_floating_point():
+                return b.dtype
     return torch.float32
 
 
@@ -252,3 +266,165 @@ def hidden_activations(model: nn.Module, X: np.ndarray) -> list[np.ndarray]:
         h = np.maximum(h @ W.T + b, 0.0)
         acts.append(h)
     return acts
+
+
+# --------------------------------------------------------------------------------------------------
+# the teacher zoo: convolutional presets
+# --------------------------------------------------------------------------------------------------
+class ImageClassifier(nn.Module):
+    """A convolutional teacher on flat inputs: ``forward(x) = native(x.reshape(N, *image_shape))``.
+
+    ``native`` takes image-shaped inputs ``(N, C, H, W)``; it is what gets exported to ONNX (so the
+    graph's input shape is the image shape, as a user's CNN would have).  ``arch`` is the zoo preset.
+    """
+
+    def __init__(self, arch: str, image_shape: Sequence[int], n_classes: int, native: nn.Module):
+        super().__init__()
+        self.arch = str(arch)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.n_classes = int(n_classes)
+        self.n_inputs = int(np.prod(self.image_shape))
+        self.native = native
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.native(x.reshape(x.shape[0], *self.image_shape))
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, image_shape={self.image_shape}, n_classes={self.n_classes}"
+
+
+class ResidualBlock(nn.Module):
+    """``relu(x + BN(conv(relu(BN(conv(x))))))`` with 3×3 convolutions keeping the channel count."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(x + self.bn2(self.conv2(h)))
+
+
+def _flat_size(features: nn.Module, image_shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return int(features(torch.zeros(1, *image_shape)).reshape(1, -1).shape[1])
+
+
+def _conv_head(
+    features: nn.Sequential,
+    image_shape: tuple[int, ...],
+    hidden: int,
+    n_classes: int,
+    act: type[nn.Module] = nn.ReLU,
+) -> nn.Sequential:
+    n = _flat_size(features, image_shape)
+    return nn.Sequential(*features, nn.Flatten(), nn.Linear(n, hidden), act(), nn.Linear(hidden, n_classes))
+
+
+def _cnn_small(shape: tuple[int, ...], k: int) -> nn.Module:
+    """Conv(8) ReLU MaxPool Conv(16) ReLU MaxPool → Linear(32) ReLU → Linear(K)."""
+    c = shape[0]
+    f = nn.Sequential(
+        nn.Conv2d(c, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    )  # fmt: skip
+    return _conv_head(f, shape, 32, k)
+
+
+def _cnn_large(shape: tuple[int, ...], k: int) -> nn.Module:
+    """Conv(32) ReLU Conv(32) ReLU MaxPool Conv(64) ReLU MaxPool → Linear(128) ReLU → Linear(K)
+    (≈ 430k parameters on 1×28×28)."""
+    c = shape[0]
+    f = nn.Sequential(
+        nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    )  # fmt: skip
+    return _conv_head(f, shape, 128, k)
+
+
+def _resnet_mini(shape: tuple[int, ...], k: int) -> nn.Module:
+    """Conv(16) BN ReLU, residual block(16), MaxPool, Conv(32) BN ReLU, residual block(32), global average
+    pool → Linear(K)."""
+    c = shape[0]
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), ResidualBlock(16),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), ResidualBlock(32),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, k),
+    )  # fmt: skip
+
+
+def _cnn_tanh_bn(shape: tuple[int, ...], k: int) -> nn.Module:
+    """Conv(16) Tanh BN MaxPool Conv(32) Tanh BN AvgPool → Linear(64) Tanh → Linear(K).  BatchNorm follows
+    the Tanh, so it cannot be folded into a convolution and stays a BatchNormalization node."""
+    c = shape[0]
+    f = nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1), nn.Tanh(), nn.BatchNorm2d(16), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.Tanh(), nn.BatchNorm2d(32), nn.AvgPool2d(2),
+    )  # fmt: skip
+    return _conv_head(f, shape, 64, k, act=nn.Tanh)
+
+
+#: ``--arch`` presets → builder ``(image_shape (C, H, W), n_classes) -> native module``.
+ZOO: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
+    "cnn-small": _cnn_small,
+    "cnn-large": _cnn_large,
+    "resnet-mini": _resnet_mini,
+    "cnn-tanh-bn": _cnn_tanh_bn,
+}
+ZOO_NAMES: tuple[str, ...] = tuple(ZOO)
+
+
+def is_zoo_arch(arch: str | None) -> bool:
+    """Whether ``arch`` names a convolutional preset of :data:`ZOO`."""
+    return isinstance(arch, str) and arch.strip().lower() in ZOO
+
+
+def zoo_model(arch: str, image_shape: Sequence[int] | None, n_classes: int) -> ImageClassifier:
+    """A freshly initialised zoo teacher (seed torch first).
+
+    Raises
+    ------
+    ConfigError
+        Unknown preset, or data without an image shape (tabular data has no convolutional layout), or an
+        image smaller than 4×4 (two 2×2 poolings).
+    """
+    key = str(arch).strip().lower()
+    if key not in ZOO:
+        raise ConfigError(
+            f"--arch {arch!r}: unknown preset; choose one of {', '.join(ZOO_NAMES)} or MLP widths"
+        )
+    if not image_shape or len(image_shape) != 3:
+        raise ConfigError(
+            f"--arch {arch}: needs image data with a (C, H, W) shape (digits, mnist5k, idx:), "
+            f"got {image_shape}"
+        )
+    shape = tuple(int(d) for d in image_shape)
+    if shape[1] < 4 or shape[2] < 4:
+        raise ConfigError(f"--arch {arch}: images of {shape[1]}×{shape[2]} are too small (need at least 4×4)")
+    native = ZOO[key](shape, int(n_classes))
+    _init_weights(native, "tanh" if key == "cnn-tanh-bn" else "relu")
+    return ImageClassifier(key, shape, int(n_classes), native)
+
+
+def _init_weights(module: nn.Module, nonlinearity: str) -> None:
+    """He-normal (ReLU nets) or Xavier-normal (Tanh nets) weights and zero biases for every Conv/Linear:
+    torch's default (Kaiming-uniform with a = √5) leaves small ReLU CNNs on [0, 1] inputs stuck at the
+    uniform prediction for several epochs."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            if nonlinearity == "relu":
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            else:
+                nn.init.xavier_normal_(m.weight, gain=nn.init.calculate_gain("tanh"))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def n_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return int(sum(p.numel() for p in model.parameters()))

@@ -13,7 +13,6 @@ trained on them in train mode.  ε is ramped linearly from 0 to its final value 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,13 +22,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from encoders.errors import ConfigError
+from encoders.progress import Progress
 
 from .attacks import pgd
 from .data import Dataset
-from .models import check_arch_matches, format_arch, mlp_from_spec, parse_arch, predict
+from .models import (
+    check_arch_matches,
+    format_arch,
+    is_zoo_arch,
+    mlp_from_spec,
+    parse_arch,
+    predict,
+    zoo_model,
+)
 
 __all__ = ["TrainConfig", "TrainResult", "train_teacher", "fit", "StepLoss"]
 
@@ -54,7 +61,8 @@ class TrainConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        parse_arch(self.arch)
+        if not is_zoo_arch(self.arch):
+            parse_arch(self.arch)
         if not math.isfinite(self.adv_eps) or self.adv_eps < 0:
             raise ConfigError(f"--adv-eps {self.adv_eps}: must be a finite number >= 0")
         if self.epochs < 1:
@@ -118,9 +126,7 @@ def fit(
     )
     gen = torch.Generator().manual_seed(int(seed))
     history: list[dict[str, float]] = []
-    bar = tqdm(
-        range(epochs), desc=desc, file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True
-    )
+    bar = Progress(range(epochs), desc=desc, unit="epoch", enabled=progress)
     for ep in bar:
         perm = torch.randperm(n, generator=gen)
         tot, cnt = 0.0, 0
@@ -165,16 +171,19 @@ def train_teacher(
     progress: bool = True,
     checkpoint: str | None = None,
 ) -> TrainResult:
-    """Train an MLP teacher on ``data`` — standard (``adv_eps = 0``) or PGD-AT at radius ``adv_eps``.
+    """Train a teacher on ``data`` — standard (``adv_eps = 0``) or PGD-AT at radius ``adv_eps``.
 
-    ``arch`` defaults to ``f"{n_features}-128-128-{n_classes}"`` and must match the data.  Attacks are
-    clamped to the data's input domain.  With ``checkpoint`` the model is saved there (atomically, see
-    :func:`distill.export.save_checkpoint`).
+    ``arch`` is either MLP widths (default ``f"{n_features}-128-128-{n_classes}"``, must match the
+    data) or a zoo preset (:data:`distill.models.ZOO`: ``cnn-small``, ``cnn-large``, ``resnet-mini``,
+    ``cnn-tanh-bn``) for image data (``data.image_shape``).  Every model takes the flat features.
+    Attacks are clamped to the data's input domain.  With ``checkpoint`` the model is saved there
+    (atomically, see :func:`distill.export.save_checkpoint`).
     """
     arch = arch or f"{data.n_features}-128-128-{data.n_classes}"
-    widths = parse_arch(arch)
+    zoo = is_zoo_arch(arch)
+    widths = None if zoo else parse_arch(arch)
     cfg = TrainConfig(
-        arch=format_arch(widths),
+        arch=str(arch).strip().lower() if zoo else format_arch(widths),  # type: ignore[arg-type]
         adv_eps=float(adv_eps),
         epochs=int(epochs),
         lr=float(lr),
@@ -187,9 +196,12 @@ def train_teacher(
         seed=int(seed),
     )
     cfg.validate()
-    check_arch_matches(widths, data.n_features, data.n_classes)
     torch.manual_seed(cfg.seed)
-    model = mlp_from_spec(widths)
+    if zoo:
+        model: nn.Module = zoo_model(cfg.arch, data.image_shape, data.n_classes)
+    else:
+        check_arch_matches(widths, data.n_features, data.n_classes)  # type: ignore[arg-type]
+        model = mlp_from_spec(widths)  # type: ignore[arg-type]
     domain = (data.domain_lo, data.domain_hi)
     attack_seed = [cfg.seed * 1_000_003]
 
@@ -245,6 +257,7 @@ def model_meta(data: Dataset, config: dict[str, Any]) -> dict[str, Any]:
     """The metadata stored with a model: data set, input domain, normalisation, classes, config."""
     return {
         "dataset": data.name,
+        "image_shape": list(data.image_shape) if data.image_shape else None,
         "input_domain": {"lo": data.domain_lo.tolist(), "hi": data.domain_hi.tolist()},
         "normalisation": {
             "preprocessing": data.preprocessing,

@@ -1568,11 +1568,6 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _isclose_outputs(a: np.ndarray, b: np.ndarray, tol: float = 1e-5) -> bool:
-    """``|a-b| <= tol * max(1, |b|)`` element-wise (absolute for small outputs, relative for large)."""
-    return bool(np.all(np.abs(a - b) <= tol * np.maximum(1.0, np.abs(b))))
-
-
 def save_onnx(net: Network | list[tuple[np.ndarray, np.ndarray]], path: str | Path, opset: int = 13) -> Path:
     """Write a sequential ReLU network as an ONNX file (Gemm/Relu, dynamic batch, float32).
 

@@ -18,6 +18,19 @@ Every property implements
     every exact constraint (then a failed replay is a numerical discrepancy → UNKNOWN).
 ``quick_check(nets) -> bool``
     True when cheap bound propagation (CROWN) already proves the property.
+``region() -> (lo, hi)``, ``namespaces``
+    The box that contains the input region of each name space (for the two-copy property: the domain
+    D of both copies), and the name spaces the property reads.
+``contains(xs) -> bool``, ``evaluated_point(xs) -> xs | None``
+    Exact membership of concrete inputs in the region, and the float32 point onnxruntime evaluates
+    for a projected candidate, moved back into the region if rounding left it (replay).
+
+These are the :class:`Property` protocol.  Single-network properties whose unsafe set is a DNF over
+the outputs (:class:`LocalRobustness`, :class:`OutputDNFProperty`) are also :class:`OutputProperty`:
+``output_dnf(n_out)`` returns it as ``[(A_k, b_k)]`` meaning ``OR_k (A_k y ≤ b_k)``, ``ball()`` the L2
+ball that cuts the region (or ``None``), and ``score``/``score_grad`` the violation score that attacks
+ascend (``score(y) ≥ 0`` iff ``y`` is unsafe).  The searches and the dispatcher read the unsafe set only
+through ``output_dnf``: the LocalRobustness → DNF translation exists once, here.
 
 Name spaces: ``"net"`` for single-network properties, ``"a"``/``"b"`` for the two copies of the
 global property, ``"teacher"``/``"student"`` for the product network.
@@ -26,13 +39,15 @@ global property, ``"teacher"``/``"student"`` for the product network.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from . import relaxations as rx
 from .bounds import crown_bounds, crown_linear, interval_bounds
+from .bounds.rounding import EPS64, f32, f32_toward, within_box, within_l2, within_linf
 from .bounds.twin import TwinBounds, pair_margin_upper, twin_bounds
 from .encode import encode_network, widen_bounds
 from .errors import SpecError
@@ -40,6 +55,9 @@ from .network import Network
 from .program import LinearRow, Program, Sense, Tag
 
 __all__ = [
+    "Alternative",
+    "Property",
+    "OutputProperty",
     "EncodeOptions",
     "LocalRobustness",
     "OutputDNFProperty",
@@ -49,7 +67,46 @@ __all__ = [
 ]
 
 # A candidate must violate the property on onnxruntime's outputs by at least nothing: ties count as
-# violations (f_j >= f_c).  Inputs are projected into the exact region before replay.
+# violations (f_j >= f_c).  Inputs are projected into the exact region before replay, then rounded to
+# the float32 point onnxruntime evaluates, which must lie in the region itself (``evaluated_point``).
+
+#: float32 steps towards the region's anchor that :func:`_f32_inside` tries before giving up
+_F32_STEPS = 16
+
+
+def _f32_inside(
+    x: np.ndarray,
+    anchor: np.ndarray,
+    coord_ok: Callable[[np.ndarray], np.ndarray],
+    whole_ok: Callable[[np.ndarray], bool] | None = None,
+) -> np.ndarray | None:
+    """A float32-representable point near ``x`` that passes the exact region checks, or ``None``.
+
+    ``x`` is rounded to float32 (to nearest); coordinates that ``coord_ok`` rejects (a box or an L∞
+    ball, checked exactly) are moved one float32 step at a time towards ``anchor`` (a point of the
+    region's box, so that the steps go inwards); then, while ``whole_ok`` (an L2 ball) rejects the
+    point, every coordinate is moved one float32 step towards ``anchor``.  At most ``_F32_STEPS``
+    steps each: rounding moves a coordinate by at most half a float32 step, so a projected candidate
+    needs one or two.  The result is returned only if every check passes on it.
+    """
+    y = f32(x)
+    if not np.all(np.isfinite(y)):
+        return None
+    for _ in range(_F32_STEPS):
+        bad = ~coord_ok(y)
+        if not bad.any():
+            break
+        y = f32_toward(y, anchor, bad)
+    if whole_ok is not None:
+        for _ in range(_F32_STEPS):
+            if whole_ok(y):
+                break
+            y = f32_toward(y, anchor)
+    ok = bool(np.all(coord_ok(y))) and (whole_ok is None or whole_ok(y))
+    return y if ok else None
+
+
+Alternative = tuple[np.ndarray, np.ndarray]  # (A (k, n_out), b (k,)) meaning A y <= b
 
 
 @dataclass(frozen=True)
@@ -59,6 +116,45 @@ class EncodeOptions:
     bounds: str = "crown"  # "crown" | "ibp"
     quadratic: bool = False  # backend accepts NormBall constraints
     target: int | None = None  # restrict a local-robustness query to one competing class j
+
+
+@runtime_checkable
+class Property(Protocol):
+    """What the dispatcher, the searches and replay may ask of a property (module docstring)."""
+
+    @property
+    def namespaces(self) -> tuple[str, ...]: ...
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def encode(self, nets: Mapping[str, Network], options: EncodeOptions = ...) -> Program: ...
+
+    def quick_check(self, nets: Mapping[str, Network]) -> bool: ...
+
+    def project(self, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def contains(self, xs: Mapping[str, np.ndarray]) -> bool: ...
+
+    def evaluated_point(self, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None: ...
+
+    def violated(self, xs: Mapping[str, np.ndarray], ys: Mapping[str, np.ndarray]) -> bool: ...
+
+    def refine(self, prog: Program, assignment: np.ndarray) -> list[LinearRow]: ...
+
+
+@runtime_checkable
+class OutputProperty(Property, Protocol):
+    """A single-network property whose unsafe set is a DNF over the outputs (module docstring)."""
+
+    ns: str
+
+    def output_dnf(self, n_out: int) -> list[Alternative]: ...
+
+    def ball(self) -> tuple[np.ndarray, float] | None: ...
+
+    def score(self, y: np.ndarray) -> float: ...
+
+    def score_grad(self, y: np.ndarray) -> np.ndarray: ...
 
 
 def _layer_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str) -> tuple[list, list]:
@@ -131,8 +227,29 @@ class LocalRobustness:
             hi = np.minimum(hi, np.asarray(self.domain_hi, dtype=np.float64))
         return lo, hi
 
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.ns,)
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]:
+        """The box ``[x0 − δ, x0 + δ] ∩ D`` (for L2 the ball's bounding box; see :meth:`ball`)."""
+        return self.box()
+
+    def ball(self) -> tuple[np.ndarray, float] | None:
+        """``(x0, δ)`` for the L2 norm (the region is the ball ∩ D), ``None`` for L∞ (the box is exact)."""
+        return (self.x0, float(self.eps)) if self.norm == "2" else None
+
     def targets(self, n_out: int) -> list[int]:
         return [j for j in range(n_out) if j != self.label]
+
+    def output_dnf(self, n_out: int) -> list[Alternative]:
+        """One alternative per ``j ≠ c``: ``(e_c − e_j)·y ≤ 0``, i.e. ``y_j ≥ y_c`` (ties violate)."""
+        alts = []
+        for j in self.targets(n_out):
+            a = np.zeros((1, n_out))
+            a[0, self.label], a[0, j] = 1.0, -1.0
+            alts.append((a, np.zeros(1)))
+        return alts
 
     def crown_margins(self, net: Network) -> np.ndarray:
         """Sound lower bounds of ``f_c − f_j`` over the box, one per ``j ≠ c`` (in target order)."""
@@ -186,11 +303,30 @@ class LocalRobustness:
                 x = np.clip(self.x0 + d * (self.eps / n) * (1 - 1e-12), lo, hi)
         return {self.ns: x}
 
+    def _coord_ok(self, x: np.ndarray) -> np.ndarray:
+        ok = within_box(x, self.domain_lo, self.domain_hi)
+        if self.norm == "inf":
+            ok &= within_linf(x, self.x0, self.eps)
+        return ok
+
     def in_region(self, x: np.ndarray) -> bool:
-        lo, hi = self.box()
-        if np.any(x < lo) or np.any(x > hi):
+        """Exactly (real arithmetic on the float64 values): ``x ∈ B_δ(x0) ∩ D``."""
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if x.size != self.x0.size or not np.all(self._coord_ok(x)):
             return False
-        return self.norm == "inf" or float(np.linalg.norm(x - self.x0)) <= self.eps
+        return self.norm == "inf" or within_l2(x, self.x0, self.eps)
+
+    def contains(self, xs: Mapping[str, np.ndarray]) -> bool:
+        return self.in_region(xs[self.ns])
+
+    def evaluated_point(self, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The float32 point onnxruntime evaluates for the (projected) candidate, inside the region
+        (exact check), or ``None`` when rounding cannot be brought back inside (:func:`_f32_inside`)."""
+        lo, hi = self.box()
+        anchor = np.clip(self.x0, lo, hi)
+        whole = (lambda y: within_l2(y, self.x0, self.eps)) if self.norm == "2" else None
+        y = _f32_inside(np.asarray(xs[self.ns], dtype=np.float64), anchor, self._coord_ok, whole)
+        return None if y is None else {self.ns: y}
 
     def violated(
         self, xs: Mapping[str, np.ndarray], ys: Mapping[str, np.ndarray], target: int | None = None
@@ -252,6 +388,22 @@ class OutputDNFProperty:
         object.__setattr__(self, "hi", np.asarray(self.hi, dtype=np.float64).reshape(-1))
         _check_domain(self.lo, self.hi, self.source or "VNN-LIB input box")
 
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.ns,)
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.lo, self.hi
+
+    def ball(self) -> None:
+        return None
+
+    def output_dnf(self, n_out: int) -> list[Alternative]:
+        return [
+            (np.asarray(A, dtype=np.float64), np.asarray(b, dtype=np.float64).reshape(-1))
+            for A, b in self.alternatives
+        ]
+
     def possible_alternatives(
         self, net: Network, lo: np.ndarray | None = None, hi: np.ndarray | None = None
     ) -> list[int]:
@@ -305,9 +457,22 @@ class OutputDNFProperty:
     def project(self, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {self.ns: np.clip(np.asarray(xs[self.ns], dtype=np.float64), self.lo, self.hi)}
 
+    def contains(self, xs: Mapping[str, np.ndarray]) -> bool:
+        x = np.asarray(xs[self.ns], dtype=np.float64).reshape(-1)
+        return x.size == self.lo.size and bool(np.all(within_box(x, self.lo, self.hi)))
+
+    def evaluated_point(self, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The float32 point onnxruntime evaluates, inside the box, or ``None`` (:func:`_f32_inside`)."""
+        y = _f32_inside(
+            np.asarray(xs[self.ns], dtype=np.float64),
+            0.5 * (self.lo + self.hi),
+            lambda v: within_box(v, self.lo, self.hi),
+        )
+        return None if y is None else {self.ns: y}
+
     def violated(self, xs: Mapping[str, np.ndarray], ys: Mapping[str, np.ndarray]) -> bool:
-        x, y = np.asarray(xs[self.ns]), np.asarray(ys[self.ns]).reshape(-1)
-        if np.any(x < self.lo) or np.any(x > self.hi):
+        y = np.asarray(ys[self.ns]).reshape(-1)
+        if not self.contains(xs):
             return False
         return any(bool(np.all(A @ y <= b)) for A, b in self.alternatives)
 
@@ -400,6 +565,14 @@ class GlobalRobustness:
     @property
     def margin(self) -> float:
         return rx.confidence_margin(self.kappa)
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return ("a", "b")
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]:
+        """The domain D (both copies range over it; the coupling is checked by :meth:`contains`)."""
+        return self.domain_lo, self.domain_hi
 
     def _margins(self, net: Network) -> tuple[np.ndarray, np.ndarray]:
         """CROWN bounds ``(lb, ub)`` of ``z_c − z_j`` (every ``j ≠ c``, in order) over D."""
@@ -496,7 +669,7 @@ class GlobalRobustness:
         diff = b - a
         if self.norm == "inf":
             # a radius shrunk by a few ulps of |a| so that fl(a + d) − a still lies within δ
-            r = self.delta - 4.0 * np.finfo(np.float64).eps * (np.abs(a) + self.delta)
+            r = self.delta - 4.0 * EPS64 * (np.abs(a) + self.delta)
             b = np.clip(a + np.clip(diff, -r, r), lo, hi)
         else:
             nrm = float(np.linalg.norm(diff))
@@ -505,15 +678,43 @@ class GlobalRobustness:
         return {"a": a, "b": b}
 
     def coupled(self, a: np.ndarray, b: np.ndarray) -> bool:
-        d = np.asarray(a) - np.asarray(b)
-        nrm = float(np.max(np.abs(d))) if self.norm == "inf" else float(np.linalg.norm(d))
-        return nrm <= self.delta
+        """Exactly (real arithmetic on the float64 values): ``‖a − b‖_p ≤ δ``."""
+        a = np.asarray(a, dtype=np.float64).reshape(-1)
+        b = np.asarray(b, dtype=np.float64).reshape(-1)
+        if self.norm == "inf":
+            return bool(np.all(within_linf(b, a, self.delta)))
+        return within_l2(b, a, self.delta)
+
+    def contains(self, xs: Mapping[str, np.ndarray]) -> bool:
+        a = np.asarray(xs["a"], dtype=np.float64).reshape(-1)
+        b = np.asarray(xs["b"], dtype=np.float64).reshape(-1)
+        n = self.domain_lo.size
+        if a.size != n or b.size != n:
+            return False
+        in_d = within_box(a, self.domain_lo, self.domain_hi) & within_box(b, self.domain_lo, self.domain_hi)
+        return bool(np.all(in_d)) and self.coupled(a, b)
+
+    def evaluated_point(self, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The float32 pair onnxruntime evaluates, inside ``D × D`` and coupled (exact checks), or
+        ``None``: copy ``a`` is rounded (and moved into D), then ``b`` is rounded and moved towards the
+        rounded ``a`` until the coupling holds (:func:`_f32_inside`)."""
+        lo, hi = self.domain_lo, self.domain_hi
+        a = _f32_inside(
+            np.asarray(xs["a"], dtype=np.float64), 0.5 * (lo + hi), lambda v: within_box(v, lo, hi)
+        )
+        if a is None:
+            return None
+        if self.norm == "inf":
+            coord = lambda v: within_box(v, lo, hi) & within_linf(v, a, self.delta)  # noqa: E731
+            whole = None
+        else:
+            coord = lambda v: within_box(v, lo, hi)  # noqa: E731
+            whole = lambda v: within_l2(v, a, self.delta)  # noqa: E731
+        b = _f32_inside(np.asarray(xs["b"], dtype=np.float64), a, coord, whole)
+        return None if b is None else {"a": a, "b": b}
 
     def violated(self, xs: Mapping[str, np.ndarray], ys: Mapping[str, np.ndarray]) -> bool:
-        a, b = np.asarray(xs["a"]), np.asarray(xs["b"])
-        if np.any(a < self.domain_lo) or np.any(a > self.domain_hi):
-            return False
-        if np.any(b < self.domain_lo) or np.any(b > self.domain_hi) or not self.coupled(a, b):
+        if not self.contains(xs):
             return False
         za, zb = np.asarray(ys["a"]).reshape(-1), np.asarray(ys["b"]).reshape(-1)
         if int(np.argmax(za)) != self.label or rx.confidence_gap(za, self.label, self.kappa) < 0:
@@ -555,7 +756,7 @@ def _add_twin_cuts(
     neurons have variables in both.
     """
     where = {name: i for i, name in enumerate(prog.names)}
-    ulp = 16.0 * float(np.finfo(np.float64).eps)
+    ulp = 16.0 * EPS64
 
     def add(
         idx: list[int], coef: list[float], sense: Sense, rhs: float, name: str, scale: float = 0.0
@@ -623,6 +824,13 @@ class Disagreement:
     def box(self) -> tuple[np.ndarray, np.ndarray]:
         return LocalRobustness(self.x0, self.eps, 0, "inf", self.domain_lo, self.domain_hi).box()
 
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return ("teacher", "student")
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.box()
+
     def _pairs(self, nets: Mapping[str, Network]) -> list[tuple[int, int]]:
         lo, hi = self.box()
         t, s = nets["teacher"], nets["student"]
@@ -678,10 +886,25 @@ class Disagreement:
         x = np.clip(np.asarray(xs.get("teacher", xs.get("student")), dtype=np.float64), lo, hi)
         return {"teacher": x, "student": x}
 
-    def violated(self, xs: Mapping[str, np.ndarray], ys: Mapping[str, np.ndarray]) -> bool:
+    def _coord_ok(self, x: np.ndarray) -> np.ndarray:
+        return within_box(x, self.domain_lo, self.domain_hi) & within_linf(x, self.x0, self.eps)
+
+    def contains(self, xs: Mapping[str, np.ndarray]) -> bool:
+        """Exactly: both networks get the same input, and it lies in ``B_ε(x0) ∩ D`` (L∞)."""
+        x = np.asarray(xs["teacher"], dtype=np.float64).reshape(-1)
+        if "student" in xs and not np.array_equal(x, np.asarray(xs["student"], dtype=np.float64).reshape(-1)):
+            return False
+        return x.size == self.x0.size and bool(np.all(self._coord_ok(x)))
+
+    def evaluated_point(self, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The float32 input both networks evaluate, inside the ball ∩ D, or ``None``."""
         lo, hi = self.box()
-        x = np.asarray(xs["teacher"])
-        if np.any(x < lo) or np.any(x > hi):
+        x = np.asarray(xs.get("teacher", xs.get("student")), dtype=np.float64)
+        y = _f32_inside(x, np.clip(self.x0, lo, hi), self._coord_ok)
+        return None if y is None else {"teacher": y, "student": y.copy()}
+
+    def violated(self, xs: Mapping[str, np.ndarray], ys: Mapping[str, np.ndarray]) -> bool:
+        if not self.contains(xs):
             return False
         t, s = np.asarray(ys["teacher"]).reshape(-1), np.asarray(ys["student"]).reshape(-1)
         # some teacher top class i (ties included) that the student does not rank strictly first

@@ -1,9 +1,17 @@
-"""Shared fixtures: the VNN-COMP 2021 folder and small hand-built networks."""
+"""Shared fixtures: the VNN-COMP 2021 folder and small hand-built networks.
+
+Tests are grouped by the package they test (``tests/encoders``, ``tests/verifier``, ``tests/distill``,
+``tests/benchmarks``); the shared helpers ``netkit`` and ``oracle`` live here, in ``tests/``, which is put on
+``sys.path`` so that every group imports them the same way.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest
 

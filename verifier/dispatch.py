@@ -1,45 +1,69 @@
-"""The dispatcher: CROWN quick check, cheap falsification, backend choice, hard timeouts, replay,
-lazy refinement, portfolio, and many queries in parallel.
+"""The dispatcher: one query goes through a list of *stages*; many queries run in parallel.
 
 One query (:func:`verify`)
 --------------------------
-1. ``prop.quick_check`` (CROWN): proven ⇒ VERIFIED, no solver called.
-2. Sampling: random points of the input region are run through the float64 IR; a violating point is
-   replayed on onnxruntime and, if it replays, the query is FALSIFIED without a solver.
-3. The property is encoded (quadratic constraints only for backends that take them) and solved in a
-   *child process* with a hard wall-clock limit: a solver crash or hang becomes ERROR or TIMEOUT for
-   this query and the run goes on.
-4. Infeasible ⇒ VERIFIED.  Feasible ⇒ the candidate is replayed (:mod:`verifier.replay`); if it
-   replays ⇒ FALSIFIED; if not, ``prop.refine`` may return cuts that separate it (L2 tangent cuts,
-   confidence tangent cuts) and the query is re-solved; otherwise UNKNOWN with the reason.
+:func:`verify` runs :data:`STAGES` in order; each stage answers the query (a :class:`Result`) or
+passes it on (``None``):
 
-Backends: ``auto`` takes Gurobi when it is installed and the model fits its licence, else HiGHS;
-``portfolio`` races several backends in parallel processes and takes the first definitive answer.
+1. :func:`stage_quick_check` — ``prop.quick_check`` (CROWN): proven ⇒ VERIFIED, no solver called.
+2. :func:`stage_attack` — random points of the region through the float64 IR, then PGD (or the pair
+   search): a violating point that replays on onnxruntime ⇒ FALSIFIED without a solver.
+3. :func:`stage_input_split` — input-splitting branch and bound (few inputs; automatic strategy
+   only); the few leaf boxes it may leave open are solved by :data:`LEAF_STAGES`.
+4. :func:`stage_relu_split` — α/β-CROWN branch and bound and per-alternative margin MILPs for
+   single-network output properties (automatic strategy only).
+5. :func:`stage_solve` — the property is encoded (quadratic constraints only for backends that
+   take them) and solved through :func:`verifier.backends.solve.solve`, in a *child process* with a
+   hard wall-clock limit: a solver crash or hang becomes ERROR or TIMEOUT for this query and the run
+   goes on.  Infeasible ⇒ VERIFIED.  Feasible ⇒ the candidate is replayed (:mod:`verifier.replay`);
+   if it replays ⇒ FALSIFIED; if not, ``prop.refine`` may return cuts that separate it (L2 tangent
+   cuts, confidence tangent cuts) and the query is re-solved; a candidate with no cut to separate
+   it leads to one re-solve that asks for a violation by a margin (never VERIFIED from then on) and,
+   when that is infeasible too, to a proof by input-splitting bounds for few inputs
+   (:func:`_close_by_bounds`); otherwise UNKNOWN with the reason.
+
+Backends: ``auto`` takes Gurobi when it is installed and the model fits its licence, else HiGHS
+(:func:`verifier.backends.solve.choose_backend`, shared with the ReLU-split search); ``portfolio``
+races several backends in parallel processes and takes the first definitive answer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
-import os
-import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from multiprocessing.connection import wait as mp_wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from encoders.errors import BackendUnavailableError, ConfigError, LicenseLimitError
+from encoders.errors import ConfigError, LicenseLimitError
 from encoders.network import Network
 from encoders.program import Disjunction, Kind, LinearRow, Program, Sense, Tag
-from encoders.properties import EncodeOptions
+from encoders.properties import EncodeOptions, Property
 
-from .backends.base import BACKENDS, get_backend
+from .backends.base import BACKENDS, get_backend, is_available
+from .backends.solve import choose_backend, fits_gurobi_licence, solve, solve_isolated, solve_portfolio
 from .replay import attack, polish, replay
-from .results import Outcome, Result, SolveStatus, Verdict
+from .results import Result, SolveStatus, Verdict
+
+__all__ = [
+    "BACKEND_CHOICES",
+    "DispatchConfig",
+    "Task",
+    "choose_backend",
+    "fits_gurobi_licence",
+    "solve",
+    "solve_isolated",
+    "solve_portfolio",
+    "tighten_property_rows",
+    "verify",
+    "verify_many",
+]
+
+if TYPE_CHECKING:
+    from .search.input_split import BabLeafQueries
 
 BACKEND_CHOICES = (*sorted(BACKENDS), "auto", "portfolio")
 
@@ -96,162 +120,10 @@ class DispatchConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# solving in a child process
-# --------------------------------------------------------------------------------------------------
-def _child(conn: Any, backend_name: str, program: Program, timeout: float, threads: int) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    try:
-        backend = get_backend(backend_name)
-        out = backend.solve(program, timeout, threads)
-    except LicenseLimitError as exc:
-        out = Outcome(SolveStatus.ERROR, backend_name, 0.0, message=f"licence: {exc}")
-    except BaseException as exc:  # report, never hang the parent
-        out = Outcome(SolveStatus.ERROR, backend_name, 0.0, message=f"{type(exc).__name__}: {exc}")
-    with contextlib.suppress(Exception):
-        conn.send(out)
-    conn.close()
-
-
-@contextlib.contextmanager
-def _allow_children() -> Any:
-    """Let a daemonic process (a Dask worker) start solver children.
-
-    ``multiprocessing`` refuses children of daemonic processes because they could be orphaned when
-    the daemon is terminated; our children are always joined or killed by the parent before it
-    returns, so lifting the flag for the duration of a solve is safe.
-    """
-    cfg = mp.current_process()._config  # type: ignore[attr-defined]
-    was = cfg.get("daemon", False)
-    cfg["daemon"] = False
-    try:
-        yield
-    finally:
-        cfg["daemon"] = was
-
-
-def _start(backend_name: str, program: Program, timeout: float, threads: int) -> tuple[Any, Any]:
-    ctx = mp.get_context("fork")
-    recv, send = ctx.Pipe(duplex=False)
-    with _allow_children():
-        proc = ctx.Process(target=_child, args=(send, backend_name, program, timeout, threads), daemon=True)
-        proc.start()
-    send.close()
-    return proc, recv
-
-
-def _finish(proc: Any, recv: Any, backend_name: str, started: float) -> Outcome:
-    try:
-        out = recv.recv()
-    except (EOFError, OSError):
-        proc.join(1.0)
-        code = proc.exitcode
-        why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        return Outcome(
-            SolveStatus.ERROR,
-            backend_name,
-            time.perf_counter() - started,
-            message=f"solver process died ({why})",
-        )
-    proc.join(5.0)
-    return replace(out, time_s=time.perf_counter() - started)
-
-
-def _kill(proc: Any) -> None:
-    if proc.is_alive():
-        with contextlib.suppress(Exception):
-            os.kill(proc.pid, signal.SIGKILL)
-    proc.join(2.0)
-
-
-def solve_isolated(
-    backend_name: str, program: Program, timeout: float, threads: int = 1, grace: float = 3.0
-) -> Outcome:
-    """Solve in a child process; a hang past ``timeout + grace`` is killed → TIMEOUT."""
-    started = time.perf_counter()
-    proc, recv = _start(backend_name, program, timeout, threads)
-    if recv.poll(timeout + grace):
-        return _finish(proc, recv, backend_name, started)
-    _kill(proc)
-    return Outcome(
-        SolveStatus.TIMEOUT,
-        backend_name,
-        time.perf_counter() - started,
-        message=f"hard time limit of {timeout:.1f}s reached",
-    )
-
-
-def solve_portfolio(
-    backends: Sequence[str], program: Program, timeout: float, threads: int = 1, grace: float = 3.0
-) -> Outcome:
-    """Race ``backends``; the first SAT/UNSAT/OPTIMAL answer wins and the others are killed."""
-    started = time.perf_counter()
-    running = {}
-    for b in backends:
-        proc, recv = _start(b, program, timeout, threads)
-        running[recv] = (proc, b)
-    last: Outcome | None = None
-    deadline = started + timeout + grace
-    try:
-        while running:
-            ready = mp_wait(list(running), timeout=max(0.0, deadline - time.perf_counter()))
-            if not ready:
-                break
-            for r in ready:
-                proc, b = running.pop(r)
-                out = _finish(proc, r, b, started)
-                if out.status in (SolveStatus.SAT, SolveStatus.UNSAT, SolveStatus.OPTIMAL):
-                    return replace(
-                        out, message=(out.message + f" (portfolio winner of {', '.join(backends)})").strip()
-                    )
-                last = out
-    finally:
-        for proc, _ in running.values():
-            _kill(proc)
-    if last is not None and last.status is SolveStatus.ERROR and not running:
-        return last
-    return Outcome(
-        SolveStatus.TIMEOUT,
-        "portfolio",
-        time.perf_counter() - started,
-        message="no backend answered in time" if last is None else last.message,
-    )
-
-
-def _solve_here(backend_name: str, program: Program, timeout: float, threads: int) -> Outcome:
-    started = time.perf_counter()
-    try:
-        return get_backend(backend_name).solve(program, timeout, threads)
-    except LicenseLimitError as exc:
-        return Outcome(
-            SolveStatus.ERROR, backend_name, time.perf_counter() - started, message=f"licence: {exc}"
-        )
-
-
-# --------------------------------------------------------------------------------------------------
-# backend choice
+# backend choice: :func:`verifier.backends.solve.choose_backend` (shared with the ReLU-split search)
 # --------------------------------------------------------------------------------------------------
 def _available(name: str) -> bool:
-    try:
-        get_backend(name)
-    except BackendUnavailableError:
-        return False
-    return True
-
-
-def fits_gurobi_licence(program: Program) -> bool:
-    """Whether Gurobi's licence on this machine accepts the compiled model (exact count)."""
-    from .backends.gurobi import fits_licence
-
-    return fits_licence(program)
-
-
-def choose_backend(config: DispatchConfig, program: Program) -> str:
-    """``auto``: Gurobi if installed and the model fits the pip licence, else HiGHS."""
-    if config.backend != "auto":
-        return config.backend
-    if _available("gurobi") and fits_gurobi_licence(program):
-        return "gurobi"
-    return "highs"
+    return is_available(name)
 
 
 def _capabilities(name: str) -> frozenset[Kind]:
@@ -261,16 +133,15 @@ def _capabilities(name: str) -> frozenset[Kind]:
 # --------------------------------------------------------------------------------------------------
 # one query
 # --------------------------------------------------------------------------------------------------
-def _sample_region(prop: Any, nets: Mapping[str, Network], n: int, rng: np.random.Generator) -> dict | None:
+def _sample_region(
+    prop: Property, nets: Mapping[str, Network], n: int, rng: np.random.Generator
+) -> dict[str, np.ndarray] | None:
     """Random points of the property's region, evaluated in float64; the first violation, if any."""
-    names = [ns for ns in ("net", "teacher", "a") if ns in nets]
-    if not names or n <= 0 or not (hasattr(prop, "box") or hasattr(prop, "lo")):
-        return None
-    lo, hi = prop.box() if hasattr(prop, "box") else (prop.lo, prop.hi)
+    if n <= 0 or set(nets) != {"net"}:
+        return None  # two-input properties: left to the solver (and the certifier's PGD)
+    lo, hi = prop.region()
     pts = rng.uniform(lo, hi, size=(n, lo.size))
     pts[0] = 0.5 * (lo + hi)
-    if "a" in nets or "teacher" in nets:
-        return None  # two-input properties: left to the solver (and the certifier's PGD)
     ys = nets["net"].evaluate(pts)
     for i in range(n):
         xs = prop.project({"net": pts[i]})
@@ -279,53 +150,136 @@ def _sample_region(prop: Any, nets: Mapping[str, Network], n: int, rng: np.rando
     return None
 
 
-def verify(
-    prop: Any,
-    nets: Mapping[str, Network],
-    config: DispatchConfig = DispatchConfig(),
-    options: EncodeOptions | None = None,
-) -> Result:
-    """Answer one property query; see the module docstring for the steps."""
-    t0 = time.perf_counter()
+@dataclass(frozen=True)
+class Query:
+    """One query on its way through the stages of :func:`verify`; ``t0`` is its start time."""
 
-    def done(verdict: Verdict, backend: str, msg: str, **kw: Any) -> Result:
-        return Result(verdict, backend, time.perf_counter() - t0, message=msg, **kw)
+    prop: Property
+    nets: Mapping[str, Network]
+    config: DispatchConfig
+    options: EncodeOptions | None
+    t0: float
 
-    if config.quick_check and prop.quick_check(nets):
-        return done(Verdict.VERIFIED, "crown", "proved by CROWN bounds; no solver called")
-    if config.samples > 0:
-        cand = _sample_region(prop, nets, config.samples, np.random.default_rng(config.seed))
-        rep = replay(prop, nets, cand) if cand is not None else attack(prop, nets, seed=config.seed)
-        if rep.ok:
-            return done(
-                Verdict.FALSIFIED,
-                "attack",
-                "counterexample found by sampling/PGD; replayed on onnxruntime",
-                counterexample=rep.counterexample,
+    def done(self, verdict: Verdict, backend: str, msg: str, **kw: Any) -> Result:
+        return Result(verdict, backend, time.perf_counter() - self.t0, message=msg, **kw)
+
+    @property
+    def use_bab(self) -> bool:
+        """Branch and bound is part of the automatic strategy; a named backend (or portfolio) answers
+        the query itself (solver comparison studies depend on that), unless ``config.bab`` says so."""
+        bab = self.config.bab if self.config.bab is not None else self.config.backend == "auto"
+        return bab and (self.options is None or self.options.target is None)
+
+
+#: a stage answers the query (a Result) or passes it on (None)
+Stage = Callable[[Query], "Result | None"]
+
+
+def stage_quick_check(q: Query) -> Result | None:
+    """CROWN bounds (``prop.quick_check``) prove the property: VERIFIED, no solver called."""
+    if q.config.quick_check and q.prop.quick_check(q.nets):
+        return q.done(Verdict.VERIFIED, "crown", "proved by CROWN bounds; no solver called")
+    return None
+
+
+def stage_attack(q: Query) -> Result | None:
+    """Random points of the region (float64 IR), then PGD / the pair search; FALSIFIED if one replays."""
+    if q.config.samples <= 0:
+        return None
+    cand = _sample_region(q.prop, q.nets, q.config.samples, np.random.default_rng(q.config.seed))
+    rep = replay(q.prop, q.nets, cand) if cand is not None else attack(q.prop, q.nets, seed=q.config.seed)
+    if rep.ok:
+        return q.done(
+            Verdict.FALSIFIED,
+            "attack",
+            "counterexample found by sampling/PGD; replayed on onnxruntime",
+            counterexample=rep.counterexample,
+        )
+    return None
+
+
+def stage_input_split(q: Query) -> Result | None:
+    """Input-splitting branch and bound (:mod:`verifier.search.input_split`) for few inputs; the few
+    leaf boxes it may leave open are solved exactly by :data:`LEAF_STAGES`."""
+    if not q.use_bab:
+        return None
+    from .search.input_split import BabLeafQueries, bab_stage
+
+    staged = bab_stage(q.prop, q.nets, q.config, q.t0)
+    if isinstance(staged, BabLeafQueries):
+        return _solve_leaves(q, staged)
+    return staged
+
+
+def stage_relu_split(q: Query) -> Result | None:
+    """α/β-CROWN branch and bound and per-alternative margin MILPs for single-network output
+    properties (:mod:`verifier.search.relu_split`); passes on what it does not handle."""
+    if not q.use_bab or set(q.nets) != {"net"}:
+        return None
+    from .search.relu_split import solve_output_property
+
+    res = solve_output_property(q.prop, q.nets["net"], q.config, q.t0 + q.config.timeout)
+    return None if res is None else replace(res, time_s=time.perf_counter() - q.t0)
+
+
+def _solve_leaves(q: Query, leaves: BabLeafQueries) -> Result:
+    """Solve each open BaB leaf exactly (:data:`LEAF_STAGES`): all infeasible ⇒ VERIFIED; a leaf
+    counterexample is replayed once more against the whole property; the first undecided leaf ends
+    the query undecided."""
+    stats = dict(leaves.stats)
+
+    def result(verdict: Verdict, backend: str, msg: str, **kw: Any) -> Result:
+        return Result(verdict, backend, time.perf_counter() - q.t0, message=msg, stats=stats, **kw)
+
+    ns = q.prop.namespaces[0]
+    last = None
+    for sub in leaves.props:
+        remaining = q.config.timeout - (time.perf_counter() - q.t0)
+        if remaining <= 0:
+            return result(
+                Verdict.TIMEOUT, q.config.backend, "time limit reached while solving the BaB leaves"
             )
-    # --- input-splitting branch and bound (verifier.search.input_split): decides, or None to go on ---
-    # BaB is part of the automatic strategy; a named backend (or portfolio) answers the query itself
-    # (solver comparison studies depend on that).
-    use_bab = config.bab if config.bab is not None else config.backend == "auto"
-    if use_bab and (options is None or options.target is None):
-        from .search.input_split import bab_stage
+        leaf_cfg = replace(q.config, bab=False, quick_check=False, samples=0, timeout=remaining)
+        res = run_stages(Query(sub, q.nets, leaf_cfg, None, time.perf_counter()), LEAF_STAGES)
+        last = res
+        if res.verdict is Verdict.FALSIFIED and res.counterexample is not None:
+            rep = replay(q.prop, q.nets, {ns: res.counterexample.x})
+            if rep.ok:
+                return result(
+                    Verdict.FALSIFIED,
+                    res.backend,
+                    "counterexample in a BaB leaf; replayed",
+                    counterexample=rep.counterexample,
+                    solver_version=res.solver_version,
+                )
+            return result(Verdict.UNKNOWN, res.backend, f"leaf counterexample rejected: {rep.reason}")
+        if res.verdict is not Verdict.VERIFIED:
+            return Result(
+                res.verdict,
+                res.backend,
+                time.perf_counter() - q.t0,
+                message=f"branch-and-bound leaf undecided: {res.message}",
+                solver_version=res.solver_version,
+                stats={**stats, **res.stats},
+            )
+    backend = last.backend if last is not None else "bab"
+    return result(
+        Verdict.VERIFIED,
+        f"bab+{backend}",
+        f"branch and bound left {len(leaves.props)} boxes; the solver proved each infeasible",
+        solver_version=last.solver_version if last is not None else "",
+    )
 
-        staged = bab_stage(prop, nets, config, t0, verify)
-        if staged is not None:
-            return staged
-    # alpha/beta-CROWN branch and bound + per-alternative MILPs for single-network output properties
-    # (verifier.search.relu_split); returns None when it does not handle the query
-    if use_bab and set(nets) == {"net"} and (options is None or options.target is None):
-        from .search.relu_split import solve_output_property
 
-        res = solve_output_property(prop, nets["net"], config, t0 + config.timeout)
-        if res is not None:
-            return replace(res, time_s=time.perf_counter() - t0)
-    # --- end branch and bound ---
+def stage_solve(q: Query) -> Result:
+    """Encode, solve in a child process with the hard limit (:func:`~verifier.backends.solve.solve`),
+    replay candidates, refine (lazy cuts) or tighten; always answers."""
+    prop, nets, config, options, t0 = q.prop, q.nets, q.config, q.options, q.t0
+    done = q.done
     opts = options or EncodeOptions(bounds=config.bounds)
     names = list(config.portfolio) if config.backend == "portfolio" else None
     probe = prop.encode(nets, replace(opts, quadratic=False))
-    backend = choose_backend(config, probe)
+    backend = choose_backend(config.backend, probe) or config.backend
     quadratic = names is None and Kind.QUADRATIC in _capabilities(backend)
     program = prop.encode(nets, replace(opts, quadratic=True)) if quadratic else probe
     if config.backend == "auto" and program.balls and not fits_gurobi_licence(program):
@@ -363,26 +317,30 @@ def verify(
         remaining = config.timeout - (time.perf_counter() - t0)
         if remaining <= 0:
             return done(Verdict.TIMEOUT, label, "time limit reached during refinement", stats=stats)
-        if names:
-            out = solve_portfolio(names, program, remaining, config.threads)
-        elif config.in_process:
-            out = _solve_here(backend, program, remaining, config.threads)
-        else:
-            out = solve_isolated(backend, program, remaining, config.threads)
+        out = solve(
+            names if names else backend, program, remaining, config.threads, in_process=config.in_process
+        )
         version = out.solver_version or version
         stats.update(out.stats)
         stats["refinements"] = round_no
         used = out.backend if names else backend
         if out.status is SolveStatus.UNSAT:
             if strict:  # only the tightened (under-approximate) query is infeasible: undecided
-                return done(
-                    Verdict.UNKNOWN,
-                    used,
+                why = (
                     f"solver candidate rejected ({last_reason}) and no violation "
-                    f"with margin {STRICT_MARGIN:g} exists",
-                    solver_version=version,
-                    stats=stats,
+                    f"with margin {STRICT_MARGIN:g} exists"
                 )
+                closed = _close_by_bounds(prop, nets, config, t0, options)
+                if closed is not None and closed.verdict.decided:
+                    return done(
+                        closed.verdict,
+                        f"{used}+bab",
+                        f"{why}; {closed.message}",
+                        counterexample=closed.counterexample,
+                        solver_version=version,
+                        stats={**stats, **closed.stats},
+                    )
+                return done(Verdict.UNKNOWN, used, why, solver_version=version, stats=stats)
             return done(
                 Verdict.VERIFIED, used, "violation encoding infeasible", solver_version=version, stats=stats
             )
@@ -452,7 +410,83 @@ def verify(
     )
 
 
+#: the stages of one query, in order (each answers or passes on; :func:`stage_solve` always answers)
+STAGES: tuple[Stage, ...] = (
+    stage_quick_check,
+    stage_attack,
+    stage_input_split,
+    stage_relu_split,
+    stage_solve,
+)
+#: the stages for a BaB leaf: straight to the solver
+LEAF_STAGES: tuple[Stage, ...] = (stage_solve,)
+
+
+def run_stages(q: Query, stages: Sequence[Stage]) -> Result:
+    """The first answer of ``stages`` for ``q``."""
+    for stage in stages:
+        res = stage(q)
+        if res is not None:
+            return res
+    return q.done(Verdict.UNKNOWN, q.config.backend, "no stage answered the query")
+
+
+def verify(
+    prop: Property,
+    nets: Mapping[str, Network],
+    config: DispatchConfig = DispatchConfig(),
+    options: EncodeOptions | None = None,
+) -> Result:
+    """Answer one property query: :data:`STAGES` in order (module docstring)."""
+    return run_stages(Query(prop, nets, config, options, time.perf_counter()), STAGES)
+
+
 STRICT_MARGIN = 1e-5
+
+
+def _close_by_bounds(
+    prop: Property,
+    nets: Mapping[str, Network],
+    config: DispatchConfig,
+    t0: float,
+    options: EncodeOptions | None,
+) -> Result | None:
+    """Decide a query whose solver candidates all failed replay by sound bounds alone.
+
+    A MILP/SMT solver accepts points that violate the property only within its tolerances (~1e-6);
+    when the real margin is positive but smaller, its candidates fail replay and the tightened
+    re-solve (violation by :data:`STRICT_MARGIN`) is infeasible, which proves nothing.  Input-splitting
+    branch and bound (:func:`verifier.search.input_split.bab_verify`, CROWN bounds widened for
+    rounding) can still prove such a query.  Used only for small input dimensions
+    (``config.bab_max_inputs``) and unless ``config.bab`` is ``False``; ``None`` when not applicable.
+    """
+    from .search.input_split import BabConfig, BabStatus, bab_supported, bab_verify
+
+    ns = prop.namespaces[0]
+    net = nets.get(ns)
+    if config.bab is False or net is None or set(nets) != {ns} or not bab_supported(prop):
+        return None
+    if net.n_inputs > config.bab_max_inputs:
+        return None
+    left = config.timeout - (time.perf_counter() - t0)
+    if left <= 0:
+        return None
+    out = bab_verify(prop, net, config.bab_fraction * left, BabConfig(seed=config.seed))
+    stats = {f"bab_{k}": v for k, v in out.stats.items()}
+    if out.status is BabStatus.VERIFIED:
+        return Result(
+            Verdict.VERIFIED, "bab", 0.0, message="proved by input-splitting branch and bound", stats=stats
+        )
+    if out.status is BabStatus.FALSIFIED:
+        return Result(
+            Verdict.FALSIFIED,
+            "bab",
+            0.0,
+            counterexample=out.counterexample,
+            message="counterexample found by branch and bound; replayed on onnxruntime",
+            stats=stats,
+        )
+    return None
 
 
 def tighten_property_rows(program: Program, margin: float) -> Program:
@@ -493,7 +527,7 @@ class Task:
     """One query for :func:`verify_many`; ``key`` identifies it in journals and results."""
 
     key: str
-    prop: Any
+    prop: Property
     nets: Mapping[str, Network]
     options: EncodeOptions | None = None
 

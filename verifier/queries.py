@@ -11,7 +11,7 @@ verified.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,37 @@ def combine(results: Sequence[Result], backend: str, t0: float) -> Result:
         solver_version=next((r.solver_version for r in results if r.solver_version), ""),
         stats=stats,
     )
+
+
+def verify_property(
+    network: str | Path | Network | Mapping[str, Network],
+    prop: Any,
+    config: DispatchConfig | None = None,
+) -> Result:
+    """Answer one property query on one network — the public entry point (``from verifier import verify``).
+
+    Parameters
+    ----------
+    network
+        An ONNX path, a loaded :class:`~encoders.network.Network`, or a mapping of the names the property
+        uses to networks (``{"teacher": t, "student": s}`` for :class:`~encoders.properties.Disagreement`).
+    prop
+        A property of :mod:`encoders.properties` (local robustness, an output DNF over a box, global
+        two-copy κ-robustness, teacher–student disagreement).
+    config
+        Solver choice, time limit and strategy (default: ``DispatchConfig()``, backend ``auto``).
+
+    Returns
+    -------
+    Result
+        ``VERIFIED`` (the encoding proves the property), ``FALSIFIED`` (with a counterexample replayed on
+        onnxruntime), or an undecided verdict.
+    """
+    if isinstance(network, Mapping):
+        nets = {str(k): (v if isinstance(v, Network) else load_onnx(v)) for k, v in network.items()}
+    else:
+        nets = {"net": network if isinstance(network, Network) else load_onnx(network)}
+    return verify(prop, nets, config if config is not None else DispatchConfig())
 
 
 def vnnlib_properties(spec_path: str | Path, net: Network) -> list[OutputDNFProperty]:
@@ -241,7 +272,7 @@ def faithfulness(
     """FAITHUB (sound upper bound), EMPLB (PGD lower bound) and the disagreement verdict at ``x0``.
 
     ``method``: ``"crown"`` (seed 001 Eq. 10–11 on CROWN bounds), ``"split"`` (the same on 16 sub-boxes)
-    or ``"joint"`` (:func:`verifier.faithub.faithub_joint`: teacher and student coupled through the
+    or ``"joint"`` (:func:`verifier.search.pair_split.faithub_joint`: teacher and student coupled through the
     shared input, with input branch and bound for ``joint_time_limit`` seconds).
     """
     from distill.attacks import emplb as pgd_emplb
@@ -250,8 +281,8 @@ def faithfulness(
     t0 = time.perf_counter()
     dis = Disagreement(x0, eps, *(domain if domain is not None else (None, None)))
     lo, hi = dis.box()
-    if method == "joint":  # teacher–student coupled bound with input branch and bound (verifier.faithub)
-        from verifier.faithub import FaithubConfig, faithub_joint
+    if method == "joint":  # coupled teacher–student bound + branch and bound (search.pair_split)
+        from verifier.search.pair_split import FaithubConfig, faithub_joint
 
         fu = faithub_joint(teacher, student, lo, hi, FaithubConfig(time_limit=joint_time_limit)).faithub
     elif method == "split":
@@ -286,7 +317,3 @@ def faithfulness(
         "disagreement_result": res.to_json(),
         "time_s": time.perf_counter() - t0,
     }
-
-
-def load_networks(*paths: str | Path) -> list[Network]:
-    return [load_onnx(p) for p in paths]

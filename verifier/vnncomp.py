@@ -1,5 +1,8 @@
 """The VNN-COMP style runner: ``distillcert vnncomp INSTANCES.csv --out RESULTS.csv``.
 
+Properties may be written in the 2021 dialect (``declare-const X_i Real``) or in VNN-LIB 2.0 (one
+``declare-network``, whose file is the instance's ONNX file); the dialect is read off each file.
+
 Every finished instance is journaled (``RESULTS.csv.journal.jsonl``, one fsync'ed line per instance)
 before the next starts, so Ctrl-C or a crash loses at most the instances in flight; a rerun with the
 same ``--out`` skips what the journal holds.  The results CSV is rewritten atomically after each
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import multiprocessing as mp
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -19,6 +21,7 @@ from typing import Any
 
 from encoders.errors import DataError
 from encoders.network import file_sha256
+from encoders.progress import Progress
 
 from .atomic import atomic_write_text
 from .dispatch import DispatchConfig
@@ -68,9 +71,17 @@ def read_expected(path: Path) -> dict[tuple[str, str], str]:
 
 
 def _solve_instance(inst: Instance, config: DispatchConfig) -> Result:
+    """One instance; a VNN-LIB 2.0 property (``vnnlib-version`` / ``declare-network``) is answered by
+    :func:`verifier.vnnlib2_query.verify_instance`, a 2021 one by :func:`verifier.queries.verify_vnnlib`."""
+    from encoders.vnnlib2 import is_vnnlib2_file
+
     from .queries import verify_vnnlib
 
     try:
+        if is_vnnlib2_file(inst.vnnlib_path):
+            from .vnnlib2_query import verify_instance
+
+            return verify_instance(inst.onnx_path, inst.vnnlib_path, replace(config, timeout=inst.timeout))
         return verify_vnnlib(inst.onnx_path, inst.vnnlib_path, replace(config, timeout=inst.timeout))
     except Exception as exc:  # one bad instance must not sink the run
         return Result(Verdict.ERROR, config.backend, 0.0, message=f"{type(exc).__name__}: {exc}")
@@ -133,9 +144,7 @@ def run_vnncomp(
                 lines.append(f"{inst.onnx},{inst.vnnlib},{done[i]['result']},{done[i]['time_s']:.3f}")
         atomic_write_text(out, "\n".join(lines) + "\n")
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(insts), initial=resumed, desc="vnncomp", unit="inst", file=sys.stderr, disable=None)
+    bar = Progress(total=len(insts), initial=resumed, desc="vnncomp", unit="inst")
 
     def finish(i: int, res: Result) -> None:
         inst = insts[i]
@@ -151,7 +160,7 @@ def run_vnncomp(
         done[i] = rec
         write_csv()
         bar.update(1)
-        bar.set_postfix_str(f"{inst.onnx[:24]} {rec['result']}")
+        bar.set_postfix(last=f"{inst.onnx[:24]} {rec['result']}")
 
     t0 = time.perf_counter()
     try:

@@ -65,7 +65,9 @@ import numpy as np
 from encoders.errors import ConfigError, SpecError
 from encoders.network import Network
 
-from .crown import LayerBounds, crown_bounds, crown_linear, rounding_tolerance
+from .crown import LayerBounds, crown_bounds, crown_linear
+from .rounding import ATOL as _ATOL
+from .rounding import rounding_tolerance
 
 __all__ = [
     "AlphaConfig",
@@ -79,7 +81,6 @@ __all__ = [
     "bound_magnitudes",
 ]
 
-_ATOL = 1e-12
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,16 @@ and over the L2 ball ``‖x − x0‖₂ ≤ r`` (Cauchy–Schwarz; ignores the 
 
     min_{‖x − x0‖₂ ≤ r} A x + κ = κ + A x0 − r ‖A‖₂.
 
+Rounding of the ball term.  ``A x0 − r ‖A‖₂`` cancels two numbers of size up to ``|A|·|x0|`` and
+``r ‖A‖₂ ≤ r ‖A‖₁ = |A|·(r 1)``: its summands are bounded by ``|A|·(|x0| + r 1)``, whatever the box.
+When the centre lies outside the box (or ``r`` is large), ``|x0| + r`` exceeds ``max(|lo|, |hi|)``,
+so the magnitude recursion below starts, for an input set with a ball, from
+``M_{-1} = max(|lo|, |hi|, |x0| + r)`` (elementwise): every summand of the backward pass and of both
+concretisations is then bounded by ``2^L |Λ| M_k`` as in the box case, and the same ``rtol`` covers
+the rounding — also of ``‖A‖₂`` (a sum of ``n`` squares and a square root: relative error
+``γ_{n+1}``, inside ``γ_{n_max+2}``) and of the entries of ``A`` themselves, each off by at most
+``γ·2^L|Λ||W|…`` relative to the same magnitudes.
+
 For an input set ``ball ∩ box`` both are sound lower bounds, so their maximum is one too.  Upper bounds
 use ``max Λ z_k = −min (−Λ) z_k``: every pass stacks ``[Λ; −Λ]`` and runs once.
 
@@ -66,7 +76,7 @@ exact-arithmetic value by rounding.  By the standard analysis of dot products an
 ``γ_n = n u/(1 − n u)``) the error of any bound computed here is at most a small multiple of ``u``
 times the *magnitude* of the summands, which we bound by the forward recursion::
 
-    M_{-1} = max(|lo|, |hi|),      M_k = |W_k| M_{k-1} + |b_k|
+    M_{-1} = max(|lo|, |hi|)  (with an L2 ball: max(|lo|, |hi|, |x0| + r)),      M_k = |W_k| M_{k-1} + |b_k|
 
 (the relaxations have slopes in ``[0, 1]`` and intercepts at most ``max(|l|, |u|) ≤ M_j``, so every
 summand of the backward pass for ``Λ z_k`` is bounded by ``|Λ| M_k`` up to a factor ``2`` per layer).
@@ -97,6 +107,9 @@ import numpy as np
 
 from ..errors import ConfigError, SpecError
 from ..network import Affine, Network
+from .rounding import ATOL as _ATOL
+from .rounding import U as _U
+from .rounding import rounding_tolerance
 
 __all__ = [
     "LayerBounds",
@@ -112,8 +125,6 @@ __all__ = [
     "ALPHA_MODES",
 ]
 
-_U = 2.0**-53
-_ATOL = 1e-12
 #: Target size (float64 elements) of the largest per-chunk array: boxes are processed in cache-sized chunks.
 _CHUNK_ELEMENTS = 1 << 18
 #: Above this fraction of unstable neurons in a chunk, an intermediate layer is bounded densely ([I; −I]).
@@ -325,14 +336,6 @@ def _as_spec(net: Network, C: Any, B: int) -> tuple[np.ndarray, int]:
     return C, B
 
 
-def rounding_tolerance(net: Network) -> float:
-    """The relative widening ``rtol`` applied to every bound (see the module docstring)."""
-    affines = net.affines
-    L = len(affines) - 1
-    n_max = max(max(a.W.shape) for a in affines)
-    return 2.0 ** (L + 2) * (L + 1) * (n_max + 2) * _U
-
-
 def _widen(lo: np.ndarray, up: np.ndarray, mag: np.ndarray, rtol: float) -> tuple[np.ndarray, np.ndarray]:
     """``[lo − margin, up + margin]`` with ``margin = rtol·mag + atol·[mag > 0]``."""
     margin = rtol * mag + _ATOL * (mag > 0)
@@ -476,6 +479,13 @@ class _Domain:
             None if self.r is None else self.r[s],
         )
 
+    def magnitude(self) -> np.ndarray:
+        """``M_{-1}``: ``max(|lo|, |hi|)``, and with a ball also ``|x0| + r`` (module docstring)."""
+        m = np.maximum(np.abs(self.lo), np.abs(self.hi))
+        if self.x0 is not None:
+            m = np.maximum(m, np.abs(self.x0) + self.r[:, None])
+        return m
+
     def lower(self, A: np.ndarray) -> np.ndarray:
         """``min_x A x`` over the set (rows of ``A`` (B, m, n) or (m, n)) → ``(B, m)``.
 
@@ -561,6 +571,9 @@ def _crown_chunk(
     L = len(affines) - 1
     lo, hi = dom.lo, dom.hi
     ibp_l, ibp_u, mags = _ibp_chunk(net, lo, hi, rtol)
+    if dom.x0 is not None:  # the ball term's summands scale with |x0| + r (module docstring)
+        m0 = dom.magnitude()
+        mags = _magnitudes(affines, m0, m0)
     if prior is not None:
         for k in range(L):
             ibp_l[k], ibp_u[k] = np.maximum(ibp_l[k], prior[0][k]), np.minimum(ibp_u[k], prior[1][k])

@@ -83,7 +83,10 @@ import numpy as np
 
 from ..errors import SpecError
 from ..network import Network
-from .crown import crown_bounds, rounding_tolerance
+from ..relaxations import log_softmax as _log_softmax
+from .crown import crown_bounds
+from .rounding import ATOL as _ATOL
+from .rounding import EPS64, rounding_tolerance
 
 __all__ = [
     "DiffRelaxation",
@@ -94,7 +97,6 @@ __all__ = [
     "pair_margin_upper",
 ]
 
-_ATOL = 1e-12
 
 
 @dataclass(frozen=True, eq=False)
@@ -392,18 +394,13 @@ def _forward_backward(net: Network, X: np.ndarray, G: Any) -> tuple[np.ndarray, 
     return Z, g
 
 
-def _log_softmax(Z: np.ndarray) -> np.ndarray:
-    m = Z.max(axis=1, keepdims=True)
-    return Z - m - np.log(np.exp(Z - m).sum(axis=1, keepdims=True))
-
-
 def _couple(
     x: np.ndarray, xp: np.ndarray, lo: np.ndarray, hi: np.ndarray, delta: float, norm: str
 ) -> np.ndarray:
     """Move ``x'`` into ``{‖x − x'‖ ≤ δ} ∩ D`` (clipping to ``D`` only shrinks ``|x_i − x'_i|``)."""
     d = xp - x
     if norm == "inf":
-        r = delta - 4.0 * np.finfo(np.float64).eps * (np.abs(x) + delta)  # fl(x + d) − x stays ≤ δ
+        r = delta - 4.0 * EPS64 * (np.abs(x) + delta)  # fl(x + d) − x stays ≤ δ
         d = np.clip(d, -r, r)
     else:
         n = np.linalg.norm(d, axis=1, keepdims=True)

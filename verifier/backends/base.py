@@ -10,7 +10,7 @@ back to another.
 from __future__ import annotations
 
 import importlib
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from encoders.errors import BackendUnavailableError, ConfigError
 from encoders.program import Kind, Program
@@ -49,15 +49,15 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def get_backend(name: str) -> Backend:
-    """Instantiate the backend called ``name``.
+def backend_class(name: str) -> type:
+    """The class registered as ``name`` (imported on first use).
 
     Raises
     ------
     ConfigError
         Unknown backend name.
     BackendUnavailableError
-        Its solver package is not installed.
+        Its module cannot be imported (the solver package is missing).
     """
     if name not in BACKENDS:
         raise ConfigError(f"--backend: unknown backend {name!r} (choose from {', '.join(sorted(BACKENDS))})")
@@ -68,6 +68,44 @@ def get_backend(name: str) -> Backend:
         raise BackendUnavailableError(
             f"--backend {name}: its solver package is not installed ({exc})"
         ) from None
-    backend = getattr(mod, cls)()
+    return getattr(mod, cls)
+
+
+def get_backend(name: str, **params: Any) -> Backend:
+    """Instantiate the backend called ``name`` with solver parameters ``params``.
+
+    ``params`` are the backend class's keyword arguments (e.g. ``mip_gap`` or ``params`` — raw
+    solver parameters — for Gurobi, ``mip_rel_gap`` or ``options`` for HiGHS).
+
+    Raises
+    ------
+    ConfigError
+        Unknown backend name, or a parameter the backend does not take.
+    BackendUnavailableError
+        Its solver package is not installed.
+    """
+    cls = backend_class(name)
+    try:
+        backend = cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"backend {name}: bad parameters {sorted(params)} ({exc})") from None
     backend.version()  # raises BackendUnavailableError when the package is missing
     return backend
+
+
+def is_available(name: str) -> bool:
+    """Whether backend ``name`` is registered and its solver package works here."""
+    try:
+        get_backend(name)
+    except (BackendUnavailableError, ConfigError):
+        return False
+    return True
+
+
+def solves_milp(name: str) -> bool:
+    """Whether backend ``name`` is a MILP solver (class attribute ``milp``), as the ReLU-split
+    search's margin programs need (linear rows, ReLUs and an optional objective)."""
+    try:
+        return bool(getattr(backend_class(name), "milp", False))
+    except (BackendUnavailableError, ConfigError):
+        return False

@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -149,14 +150,21 @@ class GurobiBackend:
     mip_gap
         Relative MIP gap for objectives (``None``: Gurobi's default 1e-4); ``Outcome.bound`` is a
         proven bound whatever the gap.
+    params
+        Further Gurobi parameters by name (e.g. ``{"MIPFocus": 1, "BestObjStop": 1e-3}``), set after
+        the model is built; ``Threads`` and ``TimeLimit`` are always the solve call's.
     """
 
     name = "gurobi"
     capabilities = frozenset({Kind.LINEAR, Kind.RELU, Kind.DISJUNCTION, Kind.QUADRATIC, Kind.OBJECTIVE})
+    milp = True
 
-    def __init__(self, indicators: bool = False, mip_gap: float | None = None) -> None:
+    def __init__(
+        self, indicators: bool = False, mip_gap: float | None = None, params: Mapping[str, Any] | None = None
+    ) -> None:
         self.indicators = indicators
         self.mip_gap = mip_gap
+        self.params = dict(params or {})
 
     def version(self) -> str:
         return ".".join(str(v) for v in _gurobipy().gurobi.version())
@@ -188,6 +196,8 @@ class GurobiBackend:
         try:
             with _quiet_env(gp) as env, gp.Model(env=env) as m:
                 x = self._build(gp, m, model)
+                for k, v in self.params.items():
+                    m.setParam(k, v)
                 m.Params.Threads = int(max(1, threads))
                 if self.mip_gap is not None:
                     m.Params.MIPGap = float(self.mip_gap)

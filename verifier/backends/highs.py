@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from encoders.program import Kind, Program
 
 from ..results import Outcome, SolveStatus
 from .base import missing_kinds
+from .solve import stdout_to_stderr
 
 __all__ = ["HighsBackend"]
 
@@ -46,6 +48,11 @@ def _highspy() -> Any:
     except ImportError as exc:
         raise BackendUnavailableError(f"--backend highs: highspy is not installed ({exc})") from None
     return highspy
+
+
+def _version(hs: Any) -> str:
+    """HiGHS' version from the module's constants (constructing ``Highs()`` prints a banner)."""
+    return f"{hs.HIGHS_VERSION_MAJOR}.{hs.HIGHS_VERSION_MINOR}.{hs.HIGHS_VERSION_PATCH}"
 
 
 def _status_table(hs: Any) -> dict[Any, SolveStatus]:
@@ -82,17 +89,27 @@ class HighsBackend:
         affects objectives; ``Outcome.bound`` is a proven bound whatever the gap.
     presolve
         Use HiGHS' presolve.
+    options
+        Further HiGHS options by name (``setOptionValue``); ``threads`` and ``time_limit`` are always
+        the solve call's.
     """
 
     name = "highs"
     capabilities = frozenset({Kind.LINEAR, Kind.RELU, Kind.DISJUNCTION, Kind.OBJECTIVE})
+    milp = True
 
-    def __init__(self, mip_rel_gap: float | None = None, presolve: bool = True) -> None:
+    def __init__(
+        self,
+        mip_rel_gap: float | None = None,
+        presolve: bool = True,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.mip_rel_gap = mip_rel_gap
         self.presolve = presolve
+        self.options = dict(options or {})
 
     def version(self) -> str:
-        return str(_highspy().Highs().version())
+        return _version(_highspy())
 
     def unsupported(self, program: Program) -> list[str]:
         return missing_kinds(self, program)
@@ -111,7 +128,7 @@ class HighsBackend:
         if bad:
             raise UnsupportedQueryError(f"highs: cannot encode {', '.join(bad)} constraints")
         model = compile_milp(program)
-        version = str(hs.Highs().version())
+        version = _version(hs)
         stats: dict[str, Any] = {**model.stats(), "nodes": 0}
         if model.n_vars == 0:  # HiGHS reports an empty model as "empty": decide it here
             ok = model.residual(np.zeros(0))["rows"] == 0.0
@@ -120,12 +137,15 @@ class HighsBackend:
             return Outcome(st, self.name, time.perf_counter() - t0, np.zeros(0) if ok else None,
                            model.offset if ok and model.has_objective else None,
                            model.offset if ok and model.has_objective else None, version, stats)
-        h = highs_from_milp(model)
+        with stdout_to_stderr():  # constructing ``Highs()`` prints a banner on file descriptor 1
+            h = highs_from_milp(model)
         h.resetGlobalScheduler(True)  # HiGHS' thread pool is process-global; let ``threads`` apply
         h.setOptionValue("threads", int(max(1, threads)))
         h.setOptionValue("presolve", "on" if self.presolve else "off")
         if self.mip_rel_gap is not None:
             h.setOptionValue("mip_rel_gap", float(self.mip_rel_gap))
+        for k, v in self.options.items():
+            h.setOptionValue(k, v)
         stats["build_s"] = time.perf_counter() - t0
         remaining = float(timeout) - (time.perf_counter() - t0)
         if remaining <= 0.0:

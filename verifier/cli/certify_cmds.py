@@ -1,5 +1,5 @@
 """CLI: ``distillcert certify``, ``distillcert check`` and ``distillcert run`` (see :mod:`verifier.certify`,
-:mod:`verifier.certificate`, :mod:`verifier.run`)."""
+:mod:`verifier.certify.check`, :mod:`verifier.certify.run`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from encoders.errors import CertificateError, ConfigError
 
-from ..certify import GUARANTEE_KINDS, LIFTS, SAMPLINGS
+from ..certify.config import GUARANTEE_KINDS, LIFTS, SAMPLINGS
 
 __all__ = ["register_certify"]
 
@@ -36,6 +36,10 @@ _OVERRIDES: dict[str, str] = {
     "lift": "lift",
     "sampling": "sampling",
     "samples": "samples",
+    "lift_tolerance": "lift_tolerance",
+    "eq13_hinge": "eq13_hinge",
+    "eq13_rounds": "eq13_rounds",
+    "audit_budget": "audit_budget",
 }
 
 
@@ -64,6 +68,17 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lift", help=f"one of {', '.join(LIFTS)}")
     p.add_argument("--sampling", help=f"one of {', '.join(SAMPLINGS)}")
     p.add_argument("--samples", type=int, help="sample size (at least the guarantee's minimum)")
+    p.add_argument(
+        "--lift-tolerance",
+        type=float,
+        dest="lift_tolerance",
+        help="refuse where the lift exceeds the margin-corrected prop43m lift by more than this factor - 1",
+    )
+    p.add_argument("--eq13-hinge", type=float, dest="eq13_hinge", help="weight of the Eq. 13 hinge (0: off)")
+    p.add_argument("--eq13-rounds", type=int, dest="eq13_rounds", help="Eq. 13 distillation rounds")
+    p.add_argument(
+        "--audit-budget", type=float, dest="audit_budget", help="seconds for the lift audit on the teacher"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
 
 
@@ -85,7 +100,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..run import load_run_config, run, summary_text
+    from ..certify.run import load_run_config, run, summary_text
 
     over = _overrides(args)
     if getattr(args, "teacher", None):
@@ -98,8 +113,8 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
-    from ..certify import certify
-    from ..run import load_run_config, summary_text
+    from ..certify.pipeline import certify
+    from ..certify.run import load_run_config, summary_text
 
     over = _overrides(args)
     over["teacher"] = args.teacher
@@ -123,7 +138,7 @@ def _result(cert: dict[str, Any], out: Path, summary: Any) -> dict[str, Any]:
 
 
 def _cmd_check(args: argparse.Namespace) -> dict[str, Any]:
-    from ..certificate import check_certificate
+    from ..certify.check import check_certificate
 
     if args.recheck < 0:
         raise ConfigError(f"--recheck must be >= 0, got {args.recheck}")
@@ -157,7 +172,11 @@ def register_certify(sub: Any) -> None:
         description="Sample, distil, verify the student, lift to the teacher, cross-check with "
         "PGD, and write certificate.json and report.md into --out.",
     )
-    pc.add_argument("--teacher", required=True, help="teacher model (ONNX or .pt)")
+    pc.add_argument(
+        "--teacher",
+        required=True,
+        help="teacher model: any ONNX graph onnxruntime runs, a TorchScript file or a distillcert .pt",
+    )
     _add_overrides(pc)
     pc.set_defaults(func=_cmd_certify)
 

@@ -184,7 +184,22 @@ def cmd_verify_global(args: argparse.Namespace) -> dict[str, Any]:
         _save_query(
             args, GlobalRobustness(args.delta, args.kappa, dom[0], dom[1], args.norm, 0), {"a": net, "b": net}
         )
-    return _result_json(verify_global(net, args.delta, args.kappa, dom, _config(args), args.norm))
+    saved = _save_vnnlib_global(args, net, dom)
+    out = _result_json(verify_global(net, args.delta, args.kappa, dom, _config(args), args.norm))
+    if saved:
+        out["saved_vnnlib"] = saved
+    return out
+
+
+def _save_vnnlib_global(args: argparse.Namespace, net: Any, dom: tuple) -> dict[str, str] | None:
+    """``--save-vnnlib Q.vnnlib``: the query in VNN-LIB 2.0 plus ``Q.N.onnx`` (encoders.vnnlib2)."""
+    if not getattr(args, "save_vnnlib", None):
+        return None
+    from encoders.vnnlib2 import global_robustness_text, save_query_bundle
+
+    text = global_robustness_text(net.input_shape, net.output_shape, net.n_inputs, net.n_outputs,
+                                  args.delta, args.kappa, dom[0], dom[1], args.norm)
+    return save_query_bundle(args.save_vnnlib, text, {"N": args.onnx})
 
 
 def cmd_verify_faithfulness(args: argparse.Namespace) -> dict[str, Any]:
@@ -197,7 +212,18 @@ def cmd_verify_faithfulness(args: argparse.Namespace) -> dict[str, Any]:
         raise SpecError(f"{args.student}: input/output sizes differ from the teacher {args.teacher}")
     x0 = _point(args, teacher.n_inputs)
     dom = _domain(args, teacher.n_inputs) or (np.zeros(teacher.n_inputs), np.ones(teacher.n_inputs))
+    saved = None
+    if getattr(args, "save_vnnlib", None):  # --save-vnnlib: the disagreement query in VNN-LIB 2.0
+        from encoders.properties import Disagreement
+        from encoders.vnnlib2 import disagreement_text, save_query_bundle
+
+        lo, hi = Disagreement(x0, args.eps, dom[0], dom[1]).box()
+        text = disagreement_text(teacher.input_shape, teacher.output_shape, teacher.n_inputs,
+                                 teacher.n_outputs, lo, hi, args.eps)
+        saved = save_query_bundle(args.save_vnnlib, text, {"T": args.teacher, "S": args.student})
     out = faithfulness(teacher, student, x0, args.eps, _config(args), dom, args.method)
+    if saved:
+        out["saved_vnnlib"] = saved
     out["text"] = (
         f"FAITHUB {out['faithub']:.4f}  EMPLB {out['emplb']:.4f}  disagreement {out['disagreement'].upper()}"
     )
@@ -282,6 +308,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_solver_flags(pf)
     pf.set_defaults(func=cmd_verify_faithfulness)
+    for q in (pg, pf):
+        q.add_argument(
+            "--save-vnnlib",
+            metavar="Q.vnnlib",
+            help="also write the query in VNN-LIB 2.0 (and its networks as Q.NAME.onnx) for other tools",
+        )
     for q in (pv, pl, pg):
         q.add_argument(
             "--save-query", help="also write the violation encoding as .mps or .lp (class 0 for global)"
@@ -300,7 +332,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pc.add_argument("--cluster", help="Dask scheduler address tcp://HOST:PORT")
     pc.set_defaults(func=cmd_vnncomp)
 
-    from ..pac import register_pac
+    from ..certify.pac import register_pac
 
     register_pac(sub)
 

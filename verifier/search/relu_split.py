@@ -76,11 +76,13 @@ from encoders.bounds.alpha import (
     tighten_bounds,
 )
 from encoders.encode import BOUND_SLACK, encode_network
-from encoders.errors import BackendUnavailableError, ConfigError, LicenseLimitError
+from encoders.errors import ConfigError
 from encoders.network import Network, network_from_layers
 from encoders.program import Program, Sense, Tag
-from encoders.properties import LocalRobustness, OutputDNFProperty
+from encoders.properties import Alternative, OutputDNFProperty, OutputProperty, Property
 
+from ..backends.base import solves_milp
+from ..backends.solve import choose_backend, solve
 from ..replay import ReplayResult, ascend, polish, replay
 from ..results import Outcome, Result, SolveStatus, Verdict
 
@@ -97,7 +99,6 @@ __all__ = [
     "solve_output_property",
 ]
 
-Alternative = tuple[np.ndarray, np.ndarray]  # (A (k, n_out), b (k,)) meaning A y <= b
 
 
 @dataclass(frozen=True)
@@ -185,28 +186,17 @@ class MarginConfig:
 # --------------------------------------------------------------------------------------------------
 # the query as a list of alternatives
 # --------------------------------------------------------------------------------------------------
-def alternatives_of(prop: Any, n_out: int) -> list[Alternative] | None:
-    """The unsafe region of ``prop`` as ``[(A_k, b_k)]`` (``A_k y ≤ b_k``), or ``None`` if not handled.
-
-    L∞ local robustness (label ``c``): one alternative per ``j ≠ c``: ``(e_c − e_j)·y ≤ 0``.
-    """
-    if isinstance(prop, OutputDNFProperty):
-        return [
-            (np.asarray(A, dtype=np.float64), np.asarray(b, dtype=np.float64).reshape(-1))
-            for A, b in prop.alternatives
-        ]
-    if isinstance(prop, LocalRobustness) and prop.norm == "inf":
-        alts = []
-        for j in prop.targets(n_out):
-            a = np.zeros((1, n_out))
-            a[0, prop.label], a[0, j] = 1.0, -1.0
-            alts.append((a, np.zeros(1)))
-        return alts
-    return None
+def alternatives_of(prop: Property, n_out: int) -> list[Alternative] | None:
+    """The unsafe region of ``prop`` as ``[(A_k, b_k)]`` (``A_k y ≤ b_k``), or ``None`` if not handled:
+    :meth:`~encoders.properties.OutputProperty.output_dnf` of a single-network output property whose
+    region is a box (no L2 ball)."""
+    if not isinstance(prop, OutputProperty) or prop.ball() is not None:
+        return None
+    return prop.output_dnf(n_out)
 
 
-def _box(prop: Any) -> tuple[np.ndarray, np.ndarray]:
-    lo, hi = prop.box() if hasattr(prop, "box") else (prop.lo, prop.hi)
+def _box(prop: Property) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = prop.region()
     return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
 
 
@@ -372,48 +362,6 @@ def _margin_cap(cols: np.ndarray, coef: np.ndarray, g0: np.ndarray, prog: Progra
 # --------------------------------------------------------------------------------------------------
 # solving
 # --------------------------------------------------------------------------------------------------
-def _gurobi_class():
-    from ..backends.gurobi import GurobiBackend
-
-    class _GurobiWithParams(GurobiBackend):
-        """Gurobi with extra parameters, and ``CUTOFF``/``USER_OBJ_LIMIT`` read for what they mean."""
-
-        def __init__(self, params: dict[str, Any]) -> None:
-            super().__init__()
-            self.params = params
-
-        def _build(self, gp: Any, m: Any, model: Any) -> Any:
-            x = super()._build(gp, m, model)
-            for k, v in self.params.items():
-                m.setParam(k, v)
-            return x
-
-    return _GurobiWithParams
-
-
-def _solve_highs(program: Program, timeout: float, threads: int) -> Outcome:
-    from ..backends.highs import HighsBackend
-
-    return HighsBackend().solve(program, timeout, threads)
-
-
-def _choose(config: Any, program: Program) -> str | None:
-    """``gurobi`` / ``highs`` for this program, or None when the configured backend is not a MILP one."""
-    want = getattr(config, "backend", "auto")
-    if want in ("highs",):
-        return "highs"
-    if want not in ("gurobi", "auto", "portfolio"):
-        return None
-    try:
-        from ..backends.gurobi import fits_licence
-
-        if fits_licence(program):
-            return "gurobi"
-    except BackendUnavailableError:
-        pass
-    return None if want == "gurobi" else "highs"
-
-
 @dataclass
 class _Run:
     """Book-keeping of one call."""
@@ -702,7 +650,8 @@ def solve_output_property(
         ``None``: not handled here, the caller falls back to its general path.
     """
     cfg = margin or MarginConfig()
-    if getattr(config, "backend", "auto") not in ("auto", "gurobi", "highs", "portfolio"):
+    want = getattr(config, "backend", "auto")
+    if want not in ("auto", "portfolio") and not solves_milp(want):
         return None
     alts = alternatives_of(prop, net.n_outputs)
     if alts is None or not alts or getattr(prop, "ns", "net") != "net":
@@ -844,10 +793,11 @@ def solve_output_property(
         prog, info = encode_alternative(
             net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone, cfg.objective, "net"
         )
-        backend = _choose(config, prog)
+        backend = choose_backend(want, prog, milp_only=True)
         if backend is None:
             return None
-        out = _solve(backend, prog, left, getattr(config, "threads", 1), cfg)
+        how = {"threads": getattr(config, "threads", 1), "in_process": getattr(config, "in_process", False)}
+        out = _solve(backend, prog, left, cfg, **how)
         rep = _replay_candidate(prop, net, prog, out)
         if rep is not None and not rep.ok and prog.objective is None and time.perf_counter() < deadline:
             # a feasibility search stops at the first point, typically on the margin's boundary, where
@@ -855,14 +805,7 @@ def solve_output_property(
             prog, info = encode_alternative(
                 net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone, True, "net"
             )
-            out2 = _solve(
-                backend,
-                prog,
-                deadline - time.perf_counter(),
-                getattr(config, "threads", 1),
-                cfg,
-                keep_objective=True,
-            )
+            out2 = _solve(backend, prog, deadline - time.perf_counter(), cfg, keep_objective=True, **how)
             rep2 = _replay_candidate(prop, net, prog, out2)
             if rep2 is not None:
                 out, rep = out2, rep2
@@ -933,20 +876,32 @@ def _replay_candidate(prop: Any, net: Network, prog: Program, out: Outcome) -> R
 
 
 def _solve(
-    backend: str, prog: Program, timeout: float, threads: int, cfg: MarginConfig, keep_objective: bool = False
+    backend: str,
+    prog: Program,
+    timeout: float,
+    cfg: MarginConfig,
+    *,
+    threads: int = 1,
+    in_process: bool = False,
+    keep_objective: bool = False,
 ) -> Outcome:
-    """Gurobi (with ``cfg.gurobi_params``; ``BestObjStop`` when maximising) or HiGHS (feasibility only
-    unless ``keep_objective``); a licence refusal falls back to HiGHS."""
-    highs_prog = prog if keep_objective else _without_objective(prog)
-    try:
-        if backend == "gurobi":
-            params: dict[str, Any] = dict(cfg.gurobi_params)
-            if prog.objective is not None:
-                params.setdefault("BestObjStop", cfg.objective_stop)
-            return _gurobi_class()(params).solve(prog, timeout, threads)
-        return _solve_highs(highs_prog, timeout, threads)
-    except LicenseLimitError:
-        return _solve_highs(highs_prog, timeout, threads)
+    """One margin MILP through the one solve path (:func:`verifier.backends.solve.solve`: a child
+    process with the hard time limit; ``in_process`` only when the caller's config asks for it).
+
+    Gurobi gets ``cfg.gurobi_params`` (and ``BestObjStop`` when maximising) and keeps the objective;
+    other MILP backends get the feasibility program unless ``keep_objective``.  A Gurobi licence
+    refusal falls back to HiGHS for the time left.
+    """
+    plain = prog if keep_objective else _without_objective(prog)
+    if backend != "gurobi":
+        return solve(backend, plain, timeout, threads, in_process=in_process)
+    params: dict[str, Any] = dict(cfg.gurobi_params)
+    if prog.objective is not None:
+        params.setdefault("BestObjStop", cfg.objective_stop)
+    out = solve("gurobi", prog, timeout, threads, params={"params": params}, in_process=in_process)
+    if out.stats.get("licence_limit"):
+        return solve("highs", plain, max(0.0, timeout - out.time_s), threads, in_process=in_process)
+    return out
 
 
 def _without_objective(prog: Program) -> Program:

@@ -1,0 +1,299 @@
+"""The one solve path: every solver call of distillcert goes through :func:`solve`.
+
+:func:`solve` takes a backend name (or several, for a portfolio race), the program, the wall-clock
+limit and the backend's parameters (passed to :func:`~verifier.backends.base.get_backend`), and runs
+the solver in a forked *child process*:
+
+* the child builds the backend, solves, and sends the :class:`~verifier.results.Outcome` back through
+  a pipe; a licence refusal or any exception becomes an ERROR outcome (the licence case is marked
+  ``stats["licence_limit"] = True`` so that callers can fall back to another backend);
+* the parent waits at most ``timeout + grace`` seconds; a child still running then is killed
+  (SIGKILL) and the outcome is TIMEOUT.  A solver that ignores its own time limit, hangs in native
+  code or crashes therefore costs at most ``timeout + grace`` seconds and never the run;
+* a portfolio starts one child per backend; the first SAT/UNSAT/OPTIMAL answer wins and the other
+  children are killed.
+
+The child's stdout is redirected to its stderr (file descriptor 1 → 2) before the backend is built,
+so that no solver banner or log line (HiGHS prints one when it is first used) can reach the
+parent's stdout, which the CLI's ``--json`` reserves for exactly one JSON object.
+
+``in_process=True`` solves in the calling process instead (no hard kill; stdout is redirected the
+same way for the duration of the call).  It exists for callers that cannot fork; the dispatcher uses
+it only when asked to (``DispatchConfig.in_process``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from multiprocessing.connection import wait as mp_wait
+from typing import Any
+
+from encoders.errors import BackendUnavailableError, LicenseLimitError
+from encoders.program import Program
+
+from ..results import Outcome, SolveStatus
+from .base import get_backend, is_available, solves_milp
+
+__all__ = [
+    "solve",
+    "solve_isolated",
+    "solve_portfolio",
+    "choose_backend",
+    "fits_gurobi_licence",
+    "DEFAULT_GRACE",
+]
+
+#: seconds a child may overrun its time limit before it is killed
+DEFAULT_GRACE = 1.0
+
+_DEFINITE = (SolveStatus.SAT, SolveStatus.UNSAT, SolveStatus.OPTIMAL)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Redirect file descriptor 1 (and ``sys.stdout``) to stderr for the duration of the block.
+
+    Native solver libraries write to the file descriptor directly, so redirecting ``sys.stdout``
+    alone would not silence them.
+    """
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _run_backend(
+    backend_name: str, program: Program, timeout: float, threads: int, params: Mapping[str, Any]
+) -> Outcome:
+    """Build the backend and solve; typed failures become ERROR outcomes."""
+    started = time.perf_counter()
+    try:
+        return get_backend(backend_name, **params).solve(program, timeout, threads)
+    except LicenseLimitError as exc:
+        return Outcome(
+            SolveStatus.ERROR,
+            backend_name,
+            time.perf_counter() - started,
+            message=f"licence: {exc}",
+            stats={"licence_limit": True},
+        )
+
+
+def _child(
+    conn: Any, backend_name: str, program: Program, timeout: float, threads: int, params: Mapping[str, Any]
+) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    with contextlib.suppress(Exception):
+        os.dup2(2, 1)  # this process's stdout is the parent's: solver banners go to stderr instead
+    try:
+        out = _run_backend(backend_name, program, timeout, threads, params)
+    except BaseException as exc:  # report, never hang the parent
+        out = Outcome(SolveStatus.ERROR, backend_name, 0.0, message=f"{type(exc).__name__}: {exc}")
+    with contextlib.suppress(Exception):
+        conn.send(out)
+    conn.close()
+
+
+@contextlib.contextmanager
+def _allow_children() -> Iterator[None]:
+    """Let a daemonic process (a Dask or pool worker) start solver children.
+
+    ``multiprocessing`` refuses children of daemonic processes because they could be orphaned when
+    the daemon is terminated; our children are always joined or killed by the parent before it
+    returns, so lifting the flag for the duration of a start is safe.
+    """
+    cfg = mp.current_process()._config  # type: ignore[attr-defined]
+    was = cfg.get("daemon", False)
+    cfg["daemon"] = False
+    try:
+        yield
+    finally:
+        cfg["daemon"] = was
+
+
+def _start(
+    backend_name: str, program: Program, timeout: float, threads: int, params: Mapping[str, Any]
+) -> tuple[Any, Any]:
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    with _allow_children():
+        proc = ctx.Process(
+            target=_child, args=(send, backend_name, program, timeout, threads, dict(params)), daemon=True
+        )
+        proc.start()
+    send.close()
+    return proc, recv
+
+
+def _finish(proc: Any, recv: Any, backend_name: str, started: float) -> Outcome:
+    try:
+        out = recv.recv()
+    except (EOFError, OSError):
+        proc.join(1.0)
+        code = proc.exitcode
+        why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return Outcome(
+            SolveStatus.ERROR,
+            backend_name,
+            time.perf_counter() - started,
+            message=f"solver process died ({why})",
+        )
+    proc.join(5.0)
+    return replace(out, time_s=time.perf_counter() - started)
+
+
+def _kill(proc: Any) -> None:
+    if proc.is_alive():
+        with contextlib.suppress(Exception):
+            os.kill(proc.pid, signal.SIGKILL)
+    proc.join(2.0)
+
+
+def solve_isolated(
+    backend_name: str,
+    program: Program,
+    timeout: float,
+    threads: int = 1,
+    grace: float = DEFAULT_GRACE,
+    params: Mapping[str, Any] | None = None,
+) -> Outcome:
+    """Solve in a child process; a child still running at ``timeout + grace`` is killed → TIMEOUT."""
+    started = time.perf_counter()
+    proc, recv = _start(backend_name, program, timeout, threads, params or {})
+    try:
+        if recv.poll(max(0.0, timeout) + grace):
+            return _finish(proc, recv, backend_name, started)
+    finally:
+        _kill(proc)
+    return Outcome(
+        SolveStatus.TIMEOUT,
+        backend_name,
+        time.perf_counter() - started,
+        message=f"hard time limit of {timeout:.1f}s reached",
+    )
+
+
+def solve_portfolio(
+    backends: Sequence[str],
+    program: Program,
+    timeout: float,
+    threads: int = 1,
+    grace: float = DEFAULT_GRACE,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Outcome:
+    """Race ``backends`` (``params``: per backend name); the first SAT/UNSAT/OPTIMAL answer wins and
+    the others are killed."""
+    started = time.perf_counter()
+    running = {}
+    for b in backends:
+        proc, recv = _start(b, program, timeout, threads, (params or {}).get(b, {}))
+        running[recv] = (proc, b)
+    last: Outcome | None = None
+    deadline = started + max(0.0, timeout) + grace
+    try:
+        while running:
+            ready = mp_wait(list(running), timeout=max(0.0, deadline - time.perf_counter()))
+            if not ready:
+                break
+            for r in ready:
+                proc, b = running.pop(r)
+                out = _finish(proc, r, b, started)
+                if out.status in _DEFINITE:
+                    return replace(
+                        out, message=(out.message + f" (portfolio winner of {', '.join(backends)})").strip()
+                    )
+                last = out
+    finally:
+        for proc, _ in running.values():
+            _kill(proc)
+    if last is not None and last.status is SolveStatus.ERROR and not running:
+        return last
+    return Outcome(
+        SolveStatus.TIMEOUT,
+        "portfolio",
+        time.perf_counter() - started,
+        message="no backend answered in time" if last is None else last.message,
+    )
+
+
+def solve(
+    backend: str | Sequence[str],
+    program: Program,
+    timeout: float,
+    threads: int = 1,
+    *,
+    params: Mapping[str, Any] | None = None,
+    in_process: bool = False,
+    grace: float = DEFAULT_GRACE,
+) -> Outcome:
+    """Solve ``program`` with ``backend`` (a name, or a sequence of names to race) within ``timeout``
+    seconds of wall clock, hard-enforced (module docstring).
+
+    Parameters
+    ----------
+    backend
+        A registered backend name, or several for a portfolio race.
+    params
+        Keyword parameters of the backend (:func:`~verifier.backends.base.get_backend`); for a
+        portfolio, a mapping from backend name to its parameters.
+    in_process
+        Solve in this process (no hard kill); only for callers that cannot fork.
+    grace
+        Seconds a child may overrun ``timeout`` before it is killed.
+    """
+    if not isinstance(backend, str):
+        return solve_portfolio(list(backend), program, timeout, threads, grace, params)
+    if in_process:
+        with stdout_to_stderr():
+            return _run_backend(backend, program, timeout, threads, params or {})
+    return solve_isolated(backend, program, timeout, threads, grace, params)
+
+
+# --------------------------------------------------------------------------------------------------
+# the one backend chooser
+# --------------------------------------------------------------------------------------------------
+def fits_gurobi_licence(program: Program) -> bool:
+    """Whether Gurobi's licence on this machine accepts the compiled model (exact count)."""
+    from .gurobi import fits_licence
+
+    return fits_licence(program)
+
+
+def choose_backend(want: str, program: Program, milp_only: bool = False) -> str | None:
+    """The backend that solves ``program`` for the configured choice ``want`` (``--backend``).
+
+    ``auto`` (and ``portfolio`` where one backend must be picked, as in the ReLU-split search's
+    margin MILPs): Gurobi when it is installed and the model fits its licence, else HiGHS.  A named
+    backend is itself, except that with ``milp_only`` (the margin MILPs of
+    :mod:`verifier.search.relu_split`) a backend that is not a MILP solver
+    (:func:`~verifier.backends.base.solves_milp`), and Gurobi with a model over its licence, give
+    ``None``: the caller then takes its general path.
+    """
+    if want in ("auto", "portfolio"):
+        try:
+            if is_available("gurobi") and fits_gurobi_licence(program):
+                return "gurobi"
+        except BackendUnavailableError:
+            pass
+        return "highs"
+    if milp_only:
+        if not solves_milp(want):
+            return None
+        if want == "gurobi" and not fits_gurobi_licence(program):
+            return None
+    return want
