@@ -654,6 +654,50 @@ def ir_source(path: str | Path, workdir: str | Path) -> Path:
     return out
 
 
+#: Declared element types a network *output* may have when that output is a constant (integers hold
+#: their values exactly in the reals).
+INTEGER_TYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"})
+
+
+def load_ir(path: str | Path, workdir: str | Path, output: TensorVar | None = None) -> Network:
+    """The IR of ``path`` (through :func:`ir_source`).
+
+    A network whose output does not depend on its input's *values* (``Shape(x)``, constants) is refused
+    by the importer; here it becomes the constant network ``y = 0·x + c`` with ``c`` computed once by
+    onnxruntime (any input gives the same output; its replays still run the file).  Only such a
+    constant output may have an integer element type (``output.dtype``); a non-constant one is refused.
+    """
+    src = ir_source(path, workdir)
+    try:
+        net = load_onnx(src)
+    except UnsupportedModelError as ex:
+        if "does not depend on the input" not in str(ex) or output is None:
+            raise
+        from .network import network_from_layers, ort_evaluate
+
+        probe = load_onnx_shape(src)
+        c = np.asarray(ort_evaluate(src, np.zeros(probe), None), dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(c)):
+            raise
+        return network_from_layers([(np.zeros((c.size, probe)), c)], path=str(src), sha256="")
+    if output is not None and output.dtype in INTEGER_TYPES:
+        raise SpecError(
+            f"{path}: output {output.name} is declared {output.dtype}; integer outputs are "
+            "supported only when they are constants"
+        )
+    return net
+
+
+def load_onnx_shape(path: str | Path) -> int:
+    """Number of input elements of an ONNX file with one input (dynamic dimensions as 1)."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in m.graph.initializer}
+    (inp,) = [i for i in m.graph.input if i.name not in inits]
+    return int(np.prod([d.dim_value if d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim]))
+
+
 def make_instances(
     query: Query,
     files: Mapping[str, str | Path],
@@ -678,9 +722,9 @@ def make_instances(
                 f"{decl.isomorphic_to!r}; isomorphic networks are not supported"
             )
         root = query.root(decl.name)
-        path = str(ir_source(files[root], workdir))
+        path = str(files[root])
         if path not in loaded:
-            loaded[path] = load_onnx(path)
+            loaded[path] = load_ir(path, workdir, decl.outputs[0] if decl.outputs else None)
         net = loaded[path]
         if len(decl.inputs) != 1 or len(decl.outputs) != 1:
             raise SpecError(
@@ -698,7 +742,7 @@ def make_instances(
         for t in decl.hidden:
             if not t.onnx_name:
                 raise SpecError(f"{query.path}: hidden tensor {t.name!r} names no ONNX node")
-            hn = hidden_network(path, t.onnx_name, t.shape, workdir)
+            hn = hidden_network(ir_source(path, workdir), t.onnx_name, t.shape, workdir)
             if hn.n_inputs != net.n_inputs or hn.n_outputs != t.size:
                 raise SpecError(
                     f"{query.path}: hidden tensor {t.name} {list(t.shape)} has {t.size} elements "

@@ -647,3 +647,32 @@ def test_unbatched_rank2_input_and_hidden_node(tmp_path: Path) -> None:
         ).status
         == "unsat"
     )
+
+
+def test_constant_integer_output_shape_network(tmp_path: Path) -> None:
+    """``y = Shape(x)`` (int64, a constant): the only integer outputs accepted; values exact."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["y"])],
+        "shape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [2])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    p = tmp_path / "shape.onnx"
+    onnx.save(m, str(p))
+    head = (
+        HEAD
+        + "(declare-network N (declare-input X float32 [2,3]) (declare-output Y int64 [2]))\n"
+        + "".join(
+            f"(assert (and (>= X[{i},{j}] 0.0) (<= X[{i},{j}] 1.0)))\n" for i in (0, 1) for j in (0, 1, 2)
+        )
+    )
+    assert (
+        solve_query(_q(tmp_path, head + "(assert (>= Y[1] 4))\n"), {"N": str(p)}, 30, CFG).status == "unsat"
+    )
+    ans = solve_query(_q(tmp_path, head + "(assert (>= Y[1] 3))\n", "b.vnnlib"), {"N": str(p)}, 30, CFG)
+    assert ans.status == "sat" and format_assignment(ans.query, ans.assignment)[-2:] == ["2", "3"]
