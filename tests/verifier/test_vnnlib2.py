@@ -490,6 +490,29 @@ def test_converted_vnncomp_instances_give_the_2021_answers(tmp_path: Path) -> No
             assert {r2, exp[(op.name, vp.name)]} != {"sat", "unsat"}
 
 
+@pytest.mark.parametrize("check", ["opset", "vnnlib", "serialise-assignments"])
+def test_vnnlib_satisfactory_compliance_checks(tmp_path: Path, check: str) -> None:
+    """The suite's chapter-5 format checks of ``supports`` (section 5.4)."""
+    import shutil
+
+    exe = shutil.which("vnnlib-satisfactory")
+    if exe is None:
+        pytest.skip("vnnlib-satisfactory is not installed (dev dependency)")
+    solver = tmp_path / "distillcert-vnnlib"
+    solver.write_text(
+        f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m verifier.cli.vnnlib_solver "$@"\n'
+    )
+    solver.chmod(0o755)
+    r = subprocess.run(
+        [exe, "compliance", check, "--solver", str(solver)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "PASS" in r.stdout, r.stdout + r.stderr
+
+
 @pytest.mark.slow
 def test_vnnlib_satisfactory_conformance(tmp_path: Path) -> None:
     """The external conformance suite: 0 fail and 0 suspect on the cases it runs (slow: ~10 min)."""
