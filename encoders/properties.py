@@ -18,6 +18,19 @@ Every property implements
     every exact constraint (then a failed replay is a numerical discrepancy → UNKNOWN).
 ``quick_check(nets) -> bool``
     True when cheap bound propagation (CROWN) already proves the property.
+``region() -> (lo, hi)``, ``namespaces``
+    The box that contains the input region of each name space (for the two-copy property: the domain
+    D of both copies), and the name spaces the property reads.
+``contains(xs) -> bool``, ``evaluated_point(xs) -> xs | None``
+    Exact membership of concrete inputs in the region, and the float32 point onnxruntime evaluates
+    for a projected candidate, moved back into the region if rounding left it (replay).
+
+These are the :class:`Property` protocol.  Single-network properties whose unsafe set is a DNF over
+the outputs (:class:`LocalRobustness`, :class:`OutputDNFProperty`) are also :class:`OutputProperty`:
+``output_dnf(n_out)`` returns it as ``[(A_k, b_k)]`` meaning ``OR_k (A_k y ≤ b_k)``, ``ball()`` the L2
+ball that cuts the region (or ``None``), and ``score``/``score_grad`` the violation score that attacks
+ascend (``score(y) ≥ 0`` iff ``y`` is unsafe).  The searches and the dispatcher read the unsafe set only
+through ``output_dnf``: the LocalRobustness → DNF translation exists once, here.
 
 Name spaces: ``"net"`` for single-network properties, ``"a"``/``"b"`` for the two copies of the
 global property, ``"teacher"``/``"student"`` for the product network.
@@ -28,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,6 +55,9 @@ from .network import Network
 from .program import LinearRow, Program, Sense, Tag
 
 __all__ = [
+    "Alternative",
+    "Property",
+    "OutputProperty",
     "EncodeOptions",
     "LocalRobustness",
     "OutputDNFProperty",
@@ -89,6 +106,9 @@ def _f32_inside(
     return y if ok else None
 
 
+Alternative = tuple[np.ndarray, np.ndarray]  # (A (k, n_out), b (k,)) meaning A y <= b
+
+
 @dataclass(frozen=True)
 class EncodeOptions:
     """How to encode: bounds method, quadratic constraints allowed, restriction to one target class."""
@@ -96,6 +116,45 @@ class EncodeOptions:
     bounds: str = "crown"  # "crown" | "ibp"
     quadratic: bool = False  # backend accepts NormBall constraints
     target: int | None = None  # restrict a local-robustness query to one competing class j
+
+
+@runtime_checkable
+class Property(Protocol):
+    """What the dispatcher, the searches and replay may ask of a property (module docstring)."""
+
+    @property
+    def namespaces(self) -> tuple[str, ...]: ...
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def encode(self, nets: Mapping[str, Network], options: EncodeOptions = ...) -> Program: ...
+
+    def quick_check(self, nets: Mapping[str, Network]) -> bool: ...
+
+    def project(self, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def contains(self, xs: Mapping[str, np.ndarray]) -> bool: ...
+
+    def evaluated_point(self, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None: ...
+
+    def violated(self, xs: Mapping[str, np.ndarray], ys: Mapping[str, np.ndarray]) -> bool: ...
+
+    def refine(self, prog: Program, assignment: np.ndarray) -> list[LinearRow]: ...
+
+
+@runtime_checkable
+class OutputProperty(Property, Protocol):
+    """A single-network property whose unsafe set is a DNF over the outputs (module docstring)."""
+
+    ns: str
+
+    def output_dnf(self, n_out: int) -> list[Alternative]: ...
+
+    def ball(self) -> tuple[np.ndarray, float] | None: ...
+
+    def score(self, y: np.ndarray) -> float: ...
+
+    def score_grad(self, y: np.ndarray) -> np.ndarray: ...
 
 
 def _layer_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str) -> tuple[list, list]:
@@ -168,8 +227,29 @@ class LocalRobustness:
             hi = np.minimum(hi, np.asarray(self.domain_hi, dtype=np.float64))
         return lo, hi
 
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.ns,)
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]:
+        """The box ``[x0 − δ, x0 + δ] ∩ D`` (for L2 the ball's bounding box; see :meth:`ball`)."""
+        return self.box()
+
+    def ball(self) -> tuple[np.ndarray, float] | None:
+        """``(x0, δ)`` for the L2 norm (the region is the ball ∩ D), ``None`` for L∞ (the box is exact)."""
+        return (self.x0, float(self.eps)) if self.norm == "2" else None
+
     def targets(self, n_out: int) -> list[int]:
         return [j for j in range(n_out) if j != self.label]
+
+    def output_dnf(self, n_out: int) -> list[Alternative]:
+        """One alternative per ``j ≠ c``: ``(e_c − e_j)·y ≤ 0``, i.e. ``y_j ≥ y_c`` (ties violate)."""
+        alts = []
+        for j in self.targets(n_out):
+            a = np.zeros((1, n_out))
+            a[0, self.label], a[0, j] = 1.0, -1.0
+            alts.append((a, np.zeros(1)))
+        return alts
 
     def crown_margins(self, net: Network) -> np.ndarray:
         """Sound lower bounds of ``f_c − f_j`` over the box, one per ``j ≠ c`` (in target order)."""
@@ -307,6 +387,22 @@ class OutputDNFProperty:
         object.__setattr__(self, "lo", np.asarray(self.lo, dtype=np.float64).reshape(-1))
         object.__setattr__(self, "hi", np.asarray(self.hi, dtype=np.float64).reshape(-1))
         _check_domain(self.lo, self.hi, self.source or "VNN-LIB input box")
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.ns,)
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.lo, self.hi
+
+    def ball(self) -> None:
+        return None
+
+    def output_dnf(self, n_out: int) -> list[Alternative]:
+        return [
+            (np.asarray(A, dtype=np.float64), np.asarray(b, dtype=np.float64).reshape(-1))
+            for A, b in self.alternatives
+        ]
 
     def possible_alternatives(
         self, net: Network, lo: np.ndarray | None = None, hi: np.ndarray | None = None
@@ -469,6 +565,14 @@ class GlobalRobustness:
     @property
     def margin(self) -> float:
         return rx.confidence_margin(self.kappa)
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return ("a", "b")
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]:
+        """The domain D (both copies range over it; the coupling is checked by :meth:`contains`)."""
+        return self.domain_lo, self.domain_hi
 
     def _margins(self, net: Network) -> tuple[np.ndarray, np.ndarray]:
         """CROWN bounds ``(lb, ub)`` of ``z_c − z_j`` (every ``j ≠ c``, in order) over D."""
@@ -719,6 +823,13 @@ class Disagreement:
 
     def box(self) -> tuple[np.ndarray, np.ndarray]:
         return LocalRobustness(self.x0, self.eps, 0, "inf", self.domain_lo, self.domain_hi).box()
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return ("teacher", "student")
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.box()
 
     def _pairs(self, nets: Mapping[str, Network]) -> list[tuple[int, int]]:
         lo, hi = self.box()

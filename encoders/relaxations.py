@@ -28,6 +28,8 @@ __all__ = [
     "softmax_bounds",
     "faithub",
     "softmax_confidence",
+    "softmax",
+    "log_softmax",
     "confidence_gap",
     "confidence_threshold",
     "confidence_margin",
@@ -207,6 +209,14 @@ def _log_sum_exp_others(z: np.ndarray, c) -> np.ndarray:
     m = np.max(d, axis=-1, keepdims=True)
     with np.errstate(under="ignore"):
         return (m + np.log(np.sum(np.exp(d - m), axis=-1, keepdims=True)))[..., 0]
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """``z_i − LSE(z)`` along the last axis, in float64 (max-shifted: no overflow)."""
+    z = np.asarray(z, dtype=np.float64)
+    m = np.max(z, axis=-1, keepdims=True)
+    with np.errstate(under="ignore"):
+        return z - m - np.log(np.sum(np.exp(z - m), axis=-1, keepdims=True))
 
 
 def softmax_confidence(z: np.ndarray) -> np.ndarray:
@@ -488,3 +498,7 @@ def l2_initial_cuts(x0: np.ndarray, r: float, n_random: int = 0, seed: int = 0) 
     for _ in range(int(n_random)):
         dirs.append(rng.choice([-1.0, 1.0], size=n))
     return [l2_support_cut(x0, r, d) for d in dirs] if n >= 2 else []
+
+
+#: the softmax of distillcert (float64, row-wise): defined once, here
+softmax = softmax_confidence

@@ -1,37 +1,47 @@
-"""The dispatcher: CROWN quick check, cheap falsification, backend choice, hard timeouts, replay,
-lazy refinement, portfolio, and many queries in parallel.
+"""The dispatcher: one query goes through a list of *stages*; many queries run in parallel.
 
 One query (:func:`verify`)
 --------------------------
-1. ``prop.quick_check`` (CROWN): proven ⇒ VERIFIED, no solver called.
-2. Sampling: random points of the input region are run through the float64 IR; a violating point is
-   replayed on onnxruntime and, if it replays, the query is FALSIFIED without a solver.
-3. The property is encoded (quadratic constraints only for backends that take them) and solved in a
-   *child process* with a hard wall-clock limit: a solver crash or hang becomes ERROR or TIMEOUT for
-   this query and the run goes on.
-4. Infeasible ⇒ VERIFIED.  Feasible ⇒ the candidate is replayed (:mod:`verifier.replay`); if it
-   replays ⇒ FALSIFIED; if not, ``prop.refine`` may return cuts that separate it (L2 tangent cuts,
-   confidence tangent cuts) and the query is re-solved; otherwise UNKNOWN with the reason.
+:func:`verify` runs :data:`STAGES` in order; each stage answers the query (a :class:`Result`) or
+passes it on (``None``):
 
-Backends: ``auto`` takes Gurobi when it is installed and the model fits its licence, else HiGHS;
-``portfolio`` races several backends in parallel processes and takes the first definitive answer.
+1. :func:`stage_quick_check` — ``prop.quick_check`` (CROWN): proven ⇒ VERIFIED, no solver called.
+2. :func:`stage_attack` — random points of the region through the float64 IR, then PGD (or the pair
+   search): a violating point that replays on onnxruntime ⇒ FALSIFIED without a solver.
+3. :func:`stage_input_split` — input-splitting branch and bound (few inputs; automatic strategy
+   only); the few leaf boxes it may leave open are solved by :data:`LEAF_STAGES`.
+4. :func:`stage_relu_split` — α/β-CROWN branch and bound and per-alternative margin MILPs for
+   single-network output properties (automatic strategy only).
+5. :func:`stage_solve` — the property is encoded (quadratic constraints only for backends that
+   take them) and solved through :func:`verifier.backends.solve.solve`, in a *child process* with a
+   hard wall-clock limit: a solver crash or hang becomes ERROR or TIMEOUT for this query and the run
+   goes on.  Infeasible ⇒ VERIFIED.  Feasible ⇒ the candidate is replayed (:mod:`verifier.replay`);
+   if it replays ⇒ FALSIFIED; if not, ``prop.refine`` may return cuts that separate it (L2 tangent
+   cuts, confidence tangent cuts) and the query is re-solved; a candidate with no cut to separate
+   it leads to one re-solve that asks for a violation by a margin (never VERIFIED from then on) and,
+   when that is infeasible too, to a proof by input-splitting bounds for few inputs
+   (:func:`_close_by_bounds`); otherwise UNKNOWN with the reason.
+
+Backends: ``auto`` takes Gurobi when it is installed and the model fits its licence, else HiGHS
+(:func:`verifier.backends.solve.choose_backend`, shared with the ReLU-split search); ``portfolio``
+races several backends in parallel processes and takes the first definitive answer.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from encoders.errors import ConfigError, LicenseLimitError
 from encoders.network import Network
 from encoders.program import Disjunction, Kind, LinearRow, Program, Sense, Tag
-from encoders.properties import EncodeOptions
+from encoders.properties import EncodeOptions, Property
 
 from .backends.base import BACKENDS, get_backend, is_available
 from .backends.solve import choose_backend, fits_gurobi_licence, solve, solve_isolated, solve_portfolio
@@ -51,6 +61,9 @@ __all__ = [
     "verify",
     "verify_many",
 ]
+
+if TYPE_CHECKING:
+    from .search.input_split import BabLeafQueries
 
 BACKEND_CHOICES = (*sorted(BACKENDS), "auto", "portfolio")
 
@@ -120,16 +133,15 @@ def _capabilities(name: str) -> frozenset[Kind]:
 # --------------------------------------------------------------------------------------------------
 # one query
 # --------------------------------------------------------------------------------------------------
-def _sample_region(prop: Any, nets: Mapping[str, Network], n: int, rng: np.random.Generator) -> dict | None:
+def _sample_region(
+    prop: Property, nets: Mapping[str, Network], n: int, rng: np.random.Generator
+) -> dict[str, np.ndarray] | None:
     """Random points of the property's region, evaluated in float64; the first violation, if any."""
-    names = [ns for ns in ("net", "teacher", "a") if ns in nets]
-    if not names or n <= 0 or not (hasattr(prop, "box") or hasattr(prop, "lo")):
-        return None
-    lo, hi = prop.box() if hasattr(prop, "box") else (prop.lo, prop.hi)
+    if n <= 0 or set(nets) != {"net"}:
+        return None  # two-input properties: left to the solver (and the certifier's PGD)
+    lo, hi = prop.region()
     pts = rng.uniform(lo, hi, size=(n, lo.size))
     pts[0] = 0.5 * (lo + hi)
-    if "a" in nets or "teacher" in nets:
-        return None  # two-input properties: left to the solver (and the certifier's PGD)
     ys = nets["net"].evaluate(pts)
     for i in range(n):
         xs = prop.project({"net": pts[i]})
@@ -138,49 +150,132 @@ def _sample_region(prop: Any, nets: Mapping[str, Network], n: int, rng: np.rando
     return None
 
 
-def verify(
-    prop: Any,
-    nets: Mapping[str, Network],
-    config: DispatchConfig = DispatchConfig(),
-    options: EncodeOptions | None = None,
-) -> Result:
-    """Answer one property query; see the module docstring for the steps."""
-    t0 = time.perf_counter()
+@dataclass(frozen=True)
+class Query:
+    """One query on its way through the stages of :func:`verify`; ``t0`` is its start time."""
 
-    def done(verdict: Verdict, backend: str, msg: str, **kw: Any) -> Result:
-        return Result(verdict, backend, time.perf_counter() - t0, message=msg, **kw)
+    prop: Property
+    nets: Mapping[str, Network]
+    config: DispatchConfig
+    options: EncodeOptions | None
+    t0: float
 
-    if config.quick_check and prop.quick_check(nets):
-        return done(Verdict.VERIFIED, "crown", "proved by CROWN bounds; no solver called")
-    if config.samples > 0:
-        cand = _sample_region(prop, nets, config.samples, np.random.default_rng(config.seed))
-        rep = replay(prop, nets, cand) if cand is not None else attack(prop, nets, seed=config.seed)
-        if rep.ok:
-            return done(
-                Verdict.FALSIFIED,
-                "attack",
-                "counterexample found by sampling/PGD; replayed on onnxruntime",
-                counterexample=rep.counterexample,
+    def done(self, verdict: Verdict, backend: str, msg: str, **kw: Any) -> Result:
+        return Result(verdict, backend, time.perf_counter() - self.t0, message=msg, **kw)
+
+    @property
+    def use_bab(self) -> bool:
+        """Branch and bound is part of the automatic strategy; a named backend (or portfolio) answers
+        the query itself (solver comparison studies depend on that), unless ``config.bab`` says so."""
+        bab = self.config.bab if self.config.bab is not None else self.config.backend == "auto"
+        return bab and (self.options is None or self.options.target is None)
+
+
+#: a stage answers the query (a Result) or passes it on (None)
+Stage = Callable[[Query], "Result | None"]
+
+
+def stage_quick_check(q: Query) -> Result | None:
+    """CROWN bounds (``prop.quick_check``) prove the property: VERIFIED, no solver called."""
+    if q.config.quick_check and q.prop.quick_check(q.nets):
+        return q.done(Verdict.VERIFIED, "crown", "proved by CROWN bounds; no solver called")
+    return None
+
+
+def stage_attack(q: Query) -> Result | None:
+    """Random points of the region (float64 IR), then PGD / the pair search; FALSIFIED if one replays."""
+    if q.config.samples <= 0:
+        return None
+    cand = _sample_region(q.prop, q.nets, q.config.samples, np.random.default_rng(q.config.seed))
+    rep = replay(q.prop, q.nets, cand) if cand is not None else attack(q.prop, q.nets, seed=q.config.seed)
+    if rep.ok:
+        return q.done(
+            Verdict.FALSIFIED,
+            "attack",
+            "counterexample found by sampling/PGD; replayed on onnxruntime",
+            counterexample=rep.counterexample,
+        )
+    return None
+
+
+def stage_input_split(q: Query) -> Result | None:
+    """Input-splitting branch and bound (:mod:`verifier.search.input_split`) for few inputs; the few
+    leaf boxes it may leave open are solved exactly by :data:`LEAF_STAGES`."""
+    if not q.use_bab:
+        return None
+    from .search.input_split import BabLeafQueries, bab_stage
+
+    staged = bab_stage(q.prop, q.nets, q.config, q.t0)
+    if isinstance(staged, BabLeafQueries):
+        return _solve_leaves(q, staged)
+    return staged
+
+
+def stage_relu_split(q: Query) -> Result | None:
+    """α/β-CROWN branch and bound and per-alternative margin MILPs for single-network output
+    properties (:mod:`verifier.search.relu_split`); passes on what it does not handle."""
+    if not q.use_bab or set(q.nets) != {"net"}:
+        return None
+    from .search.relu_split import solve_output_property
+
+    res = solve_output_property(q.prop, q.nets["net"], q.config, q.t0 + q.config.timeout)
+    return None if res is None else replace(res, time_s=time.perf_counter() - q.t0)
+
+
+def _solve_leaves(q: Query, leaves: BabLeafQueries) -> Result:
+    """Solve each open BaB leaf exactly (:data:`LEAF_STAGES`): all infeasible ⇒ VERIFIED; a leaf
+    counterexample is replayed once more against the whole property; the first undecided leaf ends
+    the query undecided."""
+    stats = dict(leaves.stats)
+
+    def result(verdict: Verdict, backend: str, msg: str, **kw: Any) -> Result:
+        return Result(verdict, backend, time.perf_counter() - q.t0, message=msg, stats=stats, **kw)
+
+    ns = q.prop.namespaces[0]
+    last = None
+    for sub in leaves.props:
+        remaining = q.config.timeout - (time.perf_counter() - q.t0)
+        if remaining <= 0:
+            return result(
+                Verdict.TIMEOUT, q.config.backend, "time limit reached while solving the BaB leaves"
             )
-    # --- input-splitting branch and bound (verifier.search.input_split): decides, or None to go on ---
-    # BaB is part of the automatic strategy; a named backend (or portfolio) answers the query itself
-    # (solver comparison studies depend on that).
-    use_bab = config.bab if config.bab is not None else config.backend == "auto"
-    if use_bab and (options is None or options.target is None):
-        from .search.input_split import bab_stage
+        leaf_cfg = replace(q.config, bab=False, quick_check=False, samples=0, timeout=remaining)
+        res = run_stages(Query(sub, q.nets, leaf_cfg, None, time.perf_counter()), LEAF_STAGES)
+        last = res
+        if res.verdict is Verdict.FALSIFIED and res.counterexample is not None:
+            rep = replay(q.prop, q.nets, {ns: res.counterexample.x})
+            if rep.ok:
+                return result(
+                    Verdict.FALSIFIED,
+                    res.backend,
+                    "counterexample in a BaB leaf; replayed",
+                    counterexample=rep.counterexample,
+                    solver_version=res.solver_version,
+                )
+            return result(Verdict.UNKNOWN, res.backend, f"leaf counterexample rejected: {rep.reason}")
+        if res.verdict is not Verdict.VERIFIED:
+            return Result(
+                res.verdict,
+                res.backend,
+                time.perf_counter() - q.t0,
+                message=f"branch-and-bound leaf undecided: {res.message}",
+                solver_version=res.solver_version,
+                stats={**stats, **res.stats},
+            )
+    backend = last.backend if last is not None else "bab"
+    return result(
+        Verdict.VERIFIED,
+        f"bab+{backend}",
+        f"branch and bound left {len(leaves.props)} boxes; the solver proved each infeasible",
+        solver_version=last.solver_version if last is not None else "",
+    )
 
-        staged = bab_stage(prop, nets, config, t0, verify)
-        if staged is not None:
-            return staged
-    # alpha/beta-CROWN branch and bound + per-alternative MILPs for single-network output properties
-    # (verifier.search.relu_split); returns None when it does not handle the query
-    if use_bab and set(nets) == {"net"} and (options is None or options.target is None):
-        from .search.relu_split import solve_output_property
 
-        res = solve_output_property(prop, nets["net"], config, t0 + config.timeout)
-        if res is not None:
-            return replace(res, time_s=time.perf_counter() - t0)
-    # --- end branch and bound ---
+def stage_solve(q: Query) -> Result:
+    """Encode, solve in a child process with the hard limit (:func:`~verifier.backends.solve.solve`),
+    replay candidates, refine (lazy cuts) or tighten; always answers."""
+    prop, nets, config, options, t0 = q.prop, q.nets, q.config, q.options, q.t0
+    done = q.done
     opts = options or EncodeOptions(bounds=config.bounds)
     names = list(config.portfolio) if config.backend == "portfolio" else None
     probe = prop.encode(nets, replace(opts, quadratic=False))
@@ -315,11 +410,46 @@ def verify(
     )
 
 
+#: the stages of one query, in order (each answers or passes on; :func:`stage_solve` always answers)
+STAGES: tuple[Stage, ...] = (
+    stage_quick_check,
+    stage_attack,
+    stage_input_split,
+    stage_relu_split,
+    stage_solve,
+)
+#: the stages for a BaB leaf: straight to the solver
+LEAF_STAGES: tuple[Stage, ...] = (stage_solve,)
+
+
+def run_stages(q: Query, stages: Sequence[Stage]) -> Result:
+    """The first answer of ``stages`` for ``q``."""
+    for stage in stages:
+        res = stage(q)
+        if res is not None:
+            return res
+    return q.done(Verdict.UNKNOWN, q.config.backend, "no stage answered the query")
+
+
+def verify(
+    prop: Property,
+    nets: Mapping[str, Network],
+    config: DispatchConfig = DispatchConfig(),
+    options: EncodeOptions | None = None,
+) -> Result:
+    """Answer one property query: :data:`STAGES` in order (module docstring)."""
+    return run_stages(Query(prop, nets, config, options, time.perf_counter()), STAGES)
+
+
 STRICT_MARGIN = 1e-5
 
 
 def _close_by_bounds(
-    prop: Any, nets: Mapping[str, Network], config: DispatchConfig, t0: float, options: EncodeOptions | None
+    prop: Property,
+    nets: Mapping[str, Network],
+    config: DispatchConfig,
+    t0: float,
+    options: EncodeOptions | None,
 ) -> Result | None:
     """Decide a query whose solver candidates all failed replay by sound bounds alone.
 
@@ -332,7 +462,7 @@ def _close_by_bounds(
     """
     from .search.input_split import BabConfig, BabStatus, bab_supported, bab_verify
 
-    ns = getattr(prop, "ns", "net")
+    ns = prop.namespaces[0]
     net = nets.get(ns)
     if config.bab is False or net is None or set(nets) != {ns} or not bab_supported(prop):
         return None
@@ -397,7 +527,7 @@ class Task:
     """One query for :func:`verify_many`; ``key`` identifies it in journals and results."""
 
     key: str
-    prop: Any
+    prop: Property
     nets: Mapping[str, Network]
     options: EncodeOptions | None = None
 

@@ -317,7 +317,3 @@ def faithfulness(
         "disagreement_result": res.to_json(),
         "time_s": time.perf_counter() - t0,
     }
-
-
-def load_networks(*paths: str | Path) -> list[Network]:
-    return [load_onnx(p) for p in paths]

@@ -43,7 +43,7 @@ import numpy as np
 from encoders.bounds.rounding import f32
 from encoders.bounds.twin import pair_attack
 from encoders.network import Network, ort_evaluate
-from encoders.properties import GlobalRobustness
+from encoders.properties import GlobalRobustness, OutputProperty, Property
 
 from .results import Counterexample
 
@@ -55,25 +55,20 @@ class ReplayResult:
     reason: str
 
 
-def evaluated_inputs(prop: Any, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+def evaluated_inputs(prop: Property, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     """The float32 inputs onnxruntime will evaluate for the projected candidate ``xs``, inside the
-    region (exact check), or ``None`` when the rounding cannot be brought back inside.
-
-    Uses ``prop.evaluated_point`` when the property has it; otherwise rounds to float32 and keeps the
-    point only if ``prop.contains`` (or, lacking it, ``prop.violated``'s own region check) accepts it.
-    """
-    if hasattr(prop, "evaluated_point"):
-        pts = prop.evaluated_point(xs)
-    else:
-        pts = {ns: f32(x) for ns, x in xs.items()}
-    if pts is None:
+    region (``prop.evaluated_point``, then the exact check ``prop.contains`` once more), or ``None``
+    when the rounding cannot be brought back inside."""
+    pts = prop.evaluated_point(xs)
+    if pts is None or not prop.contains(pts):
         return None
-    if hasattr(prop, "contains") and not prop.contains(pts):
-        return None
+    for x in pts.values():  # what onnxruntime is fed must be exactly these numbers
+        if not np.array_equal(x, f32(x)):
+            return None
     return pts
 
 
-def replay(prop: Any, nets: Mapping[str, Network], xs: Mapping[str, np.ndarray]) -> ReplayResult:
+def replay(prop: Property, nets: Mapping[str, Network], xs: Mapping[str, np.ndarray]) -> ReplayResult:
     """Project ``xs`` into the property's region, round to the float32 point onnxruntime evaluates
     (moved back into the region if rounding left it), run onnxruntime on it, re-check the property
     on exactly that point and its outputs (module docstring: what FALSIFIED means)."""
@@ -142,9 +137,11 @@ def _input_gradient(net: Network, x: np.ndarray, g_out: np.ndarray) -> np.ndarra
     return g
 
 
-def ascend(prop, net: Network, x: np.ndarray, steps: int, step: float) -> tuple[np.ndarray, float]:
+def ascend(
+    prop: OutputProperty, net: Network, x: np.ndarray, steps: int, step: float
+) -> tuple[np.ndarray, float]:
     """Projected sign-gradient ascent on ``prop.score`` from ``x``; adaptive step (grow on success)."""
-    lo, hi = prop.box() if hasattr(prop, "box") else (prop.lo, prop.hi)
+    lo, hi = prop.region()
     width = np.maximum(hi - lo, 1e-12)
     x = prop.project({"net": x})["net"]
     best = prop.score(net.evaluate(x))
@@ -165,7 +162,7 @@ def ascend(prop, net: Network, x: np.ndarray, steps: int, step: float) -> tuple[
 
 
 def attack(
-    prop, nets: Mapping[str, Network], restarts: int = 4, steps: int = 40, seed: int = 0
+    prop: Property, nets: Mapping[str, Network], restarts: int = 4, steps: int = 40, seed: int = 0
 ) -> ReplayResult:
     """Cheap falsification: projected gradient ascent on the violation score from the box centre and
     random starts (single-network properties); for the two-copy global property
@@ -173,10 +170,10 @@ def attack(
     :func:`encoders.bounds.twin.pair_attack`.  A point counts only if it replays."""
     if set(nets) == {"a", "b"} and isinstance(prop, GlobalRobustness):
         return search_pairs(prop, nets, "pair search found no violating pair", seed=seed)[0]
-    if set(nets) != {"net"} or not hasattr(prop, "score"):
+    if set(nets) != {"net"} or not isinstance(prop, OutputProperty):
         return ReplayResult(False, None, "no attack for this property")
     net = nets["net"]
-    lo, hi = prop.box() if hasattr(prop, "box") else (prop.lo, prop.hi)
+    lo, hi = prop.region()
     rng = np.random.default_rng(seed)
     starts = [0.5 * (lo + hi)] + [rng.uniform(lo, hi) for _ in range(max(0, restarts - 1))]
     last = ReplayResult(False, None, "attack found no violating point")
@@ -211,7 +208,9 @@ def search_pairs(
     return last, best
 
 
-def polish(prop, nets: Mapping[str, Network], xs: Mapping[str, np.ndarray], steps: int = 60) -> ReplayResult:
+def polish(
+    prop: Property, nets: Mapping[str, Network], xs: Mapping[str, np.ndarray], steps: int = 60
+) -> ReplayResult:
     """Try to turn a solver's near-miss candidate into a replayable counterexample.
 
     A solver's candidate satisfies the constraints only up to its tolerances, so on the exact network
@@ -232,7 +231,7 @@ def polish(prop, nets: Mapping[str, Network], xs: Mapping[str, np.ndarray], step
             step=1e-3,
             start=(xs["a"], xs["b"]),
         )[0]
-    if set(xs) != {"net"} or not hasattr(prop, "score"):
+    if set(xs) != {"net"} or not isinstance(prop, OutputProperty):
         return ReplayResult(False, None, "no polishing for this property")
     x, sc = ascend(prop, nets["net"], np.asarray(xs["net"], dtype=np.float64), steps, 1e-3)
     if sc < 0:

@@ -13,7 +13,9 @@ class Verdict(str, enum.Enum):
     """What a verification query concluded.
 
     ``VERIFIED``   the property holds (the violation encoding is infeasible; VNN-COMP "unsat").
-    ``FALSIFIED``  a counterexample exists *and replayed on onnxruntime* (VNN-COMP "sat").
+    ``FALSIFIED``  a counterexample replayed on onnxruntime (VNN-COMP "sat"): a float32 input that lies
+                   in the property's region (checked exactly, in real arithmetic) and whose onnxruntime
+                   outputs violate the property; see :mod:`verifier.replay` for the precise meaning.
     ``UNKNOWN``    undecided: a relaxation was too coarse, a candidate failed replay, or a limit hit.
     ``TIMEOUT``    the time limit expired.
     ``ERROR``      the solver failed (crash, licence, bad answer); the query is undecided.
@@ -68,7 +70,9 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Counterexample:
-    """A replayed witness: inputs and the onnxruntime outputs."""
+    """A replayed witness: the inputs exactly as fed to onnxruntime (float32 values, held as float64)
+    and the outputs onnxruntime computed from them (``x2``/``y2``: the second copy of a pair, or the
+    student's outputs for a teacher–student query)."""
 
     x: np.ndarray
     y: np.ndarray

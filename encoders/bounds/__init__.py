@@ -4,6 +4,8 @@
   the rounding tolerance every sound bound is widened by.
 * :mod:`.alpha` — α-CROWN (optimised lower slopes), β-CROWN split bounds and the triangle-relaxation LP.
 * :mod:`.twin` — twin-network difference bounds of two coupled copies (global two-copy queries).
+* :mod:`.rounding` — the rounding constants every sound bound is widened by (``U``, ``ATOL``,
+  ``rounding_tolerance``), float32 steps and the exact region checks replay uses.
 
 The names of :mod:`.crown` are re-exported here, so ``from encoders.bounds import crown_bounds`` works.
 """

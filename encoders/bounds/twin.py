@@ -83,6 +83,7 @@ import numpy as np
 
 from ..errors import SpecError
 from ..network import Network
+from ..relaxations import log_softmax as _log_softmax
 from .crown import crown_bounds
 from .rounding import ATOL as _ATOL
 from .rounding import EPS64, rounding_tolerance
@@ -391,11 +392,6 @@ def _forward_backward(net: Network, X: np.ndarray, G: Any) -> tuple[np.ndarray, 
     for lay in reversed(net.layers):
         g = g @ lay.W if isinstance(lay, Affine) else g * masks.pop()
     return Z, g
-
-
-def _log_softmax(Z: np.ndarray) -> np.ndarray:
-    m = Z.max(axis=1, keepdims=True)
-    return Z - m - np.log(np.exp(Z - m).sum(axis=1, keepdims=True))
 
 
 def _couple(

@@ -9,18 +9,11 @@ import textwrap
 import numpy as np
 import pytest
 from netkit import (
-    HAND_RELU_CASES,
-    close,
     encode_box,
-    f32,
-    hand_relu_program,
-    lp_feasible,
-    random_disjunctive,
     random_net,
 )
 
 from encoders.errors import BackendUnavailableError, LicenseLimitError
-from encoders.network import ort_evaluate, save_onnx
 from encoders.program import Kind, Program, Sense
 from verifier.backends import gurobi as gurobi_mod
 from verifier.backends.base import get_backend
@@ -51,52 +44,6 @@ def test_registry_and_capabilities():
     assert isinstance(b, GurobiBackend) and b.name == "gurobi"
     assert Kind.QUADRATIC in b.capabilities
     assert b.version() == ".".join(map(str, gp.gurobi.version()))
-
-
-@pytest.mark.parametrize("indicators", MODES)
-@pytest.mark.parametrize("extra, expected", HAND_RELU_CASES)
-def test_hand_built_relu_programs(indicators, extra, expected):
-    """y = relu(x0 − x1) on [-1, 1]² with y's own bounds loose ([-1, 3])."""
-    p, var = hand_relu_program(extra)
-    y, z = var["y"], var["z"]
-    expected = {"sat": SolveStatus.SAT, "unsat": SolveStatus.UNSAT}[expected]
-    out = GurobiBackend(indicators=indicators).solve(p, timeout=30)
-    assert out.status is expected, out.message
-    if expected is SolveStatus.SAT:
-        assert abs(out.assignment[y] - max(0.0, out.assignment[z])) <= 1e-6
-        assert max(p.violation(out.assignment).values()) <= 1e-6
-    else:
-        assert out.assignment is None
-
-
-@pytest.mark.parametrize("indicators", MODES)
-@pytest.mark.parametrize("seed, sizes", [(0, [4, 10, 8, 3]), (1, [6, 16, 16, 5]), (3, [5, 12, 12, 12, 2])])
-def test_fixed_input_matches_onnxruntime(tmp_path, indicators, seed, sizes):
-    net = random_net(seed, sizes)
-    path = save_onnx(net, tmp_path / "net.onnx")
-    rng = np.random.default_rng(100 + seed)
-    lo, hi = np.zeros(sizes[0]), np.ones(sizes[0])
-    unstable_total = 0
-    for _ in range(3):
-        x0 = f32(rng.uniform(lo, hi))
-        p, enc = encode_box(net, lo, hi, pin=x0)
-        unstable_total += len(p.unstable_relus())
-        out = GurobiBackend(indicators=indicators).solve(p, timeout=60)
-        assert out.status is SolveStatus.SAT, out.message
-        y = out.assignment[enc.outputs]
-        assert close(y, ort_evaluate(path, x0)), (y, ort_evaluate(path, x0))
-    assert unstable_total > 0
-
-
-@pytest.mark.parametrize("indicators", MODES)
-@pytest.mark.parametrize("seed", range(20))
-def test_disjunction_feasible_iff_one_alternative_is(indicators, seed):
-    p, base, alts = random_disjunctive(seed)
-    expected = any(lp_feasible(base + list(alt), 3) for alt in alts)
-    out = GurobiBackend(indicators=indicators).solve(p, timeout=30)
-    assert out.status is (SolveStatus.SAT if expected else SolveStatus.UNSAT)
-    if expected:
-        assert max(p.violation(out.assignment).values()) <= 1e-6
 
 
 @pytest.mark.parametrize("seed", range(12))

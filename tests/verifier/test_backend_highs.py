@@ -5,19 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from netkit import (
-    HAND_RELU_CASES,
-    close,
     encode_box,
-    f32,
     hand_relu_program,
-    lp_feasible,
-    random_disjunctive,
     random_net,
 )
 
 from encoders.errors import UnsupportedQueryError
 from encoders.milp import write_model
-from encoders.network import network_from_layers, ort_evaluate, save_onnx
+from encoders.network import network_from_layers
 from encoders.program import Kind, Program, Sense
 from verifier.backends.base import get_backend
 from verifier.backends.highs import HighsBackend
@@ -38,23 +33,6 @@ def test_registry_and_capabilities():
     assert b.version() == highspy.Highs().version()
 
 
-@pytest.mark.parametrize("extra, expected", HAND_RELU_CASES)
-def test_hand_built_relu_programs(extra, expected):
-    p, var = hand_relu_program(extra)
-    y, z = var["y"], var["z"]
-    expected = {"sat": SolveStatus.SAT, "unsat": SolveStatus.UNSAT}[expected]
-    out = HighsBackend().solve(p, timeout=30)
-    assert out.status is expected, out.message
-    if expected is SolveStatus.SAT:
-        x = out.assignment
-        assert x.shape == (p.n_vars,)
-        assert abs(x[y] - max(0.0, x[z])) <= 1e-6
-        assert max(p.violation(x).values()) <= 1e-6
-        assert out.stats["binaries"] == 1
-    else:
-        assert out.assignment is None
-
-
 def test_two_layer_absolute_value():
     """f(x) = relu(x) + relu(−x) = |x| on [-1, 0.6]: max 1 at x = −1, min 0; |x| <= 0.3 & x >= 0.5 UNSAT."""
     net = network_from_layers(
@@ -73,48 +51,6 @@ def test_two_layer_absolute_value():
     p.add_row(enc.outputs, [1.0], Sense.LE, 0.3)
     p.add_row(enc.inputs, [1.0], Sense.GE, 0.5)
     assert HighsBackend().solve(p, timeout=30).status is SolveStatus.UNSAT
-
-
-@pytest.mark.parametrize(
-    "seed, sizes",
-    [
-        (0, [4, 10, 8, 3]),
-        (1, [6, 16, 16, 5]),
-        (2, [3, 20, 4]),
-        (3, [5, 12, 12, 12, 2]),
-        (4, [8, 32, 16, 10]),
-        (5, [2, 7, 7, 7, 7, 1]),
-    ],
-)
-def test_fixed_input_matches_onnxruntime(tmp_path, seed, sizes):
-    """Pin the input; the solver's output variables equal onnxruntime's outputs within 1e-6."""
-    net = random_net(seed, sizes)
-    path = save_onnx(net, tmp_path / "net.onnx")
-    rng = np.random.default_rng(100 + seed)
-    lo, hi = np.zeros(sizes[0]), np.ones(sizes[0])
-    unstable_total = 0
-    for _ in range(3):
-        x0 = f32(rng.uniform(lo, hi))
-        p, enc = encode_box(net, lo, hi, pin=x0)
-        unstable_total += len(p.unstable_relus())
-        out = HighsBackend().solve(p, timeout=60)
-        assert out.status is SolveStatus.SAT, out.message
-        y = out.assignment[enc.outputs]
-        ref = ort_evaluate(path, x0)
-        assert close(y, ref), (y, ref)
-        assert close(y, net.evaluate(x0))
-    assert unstable_total > 0  # the binaries were really exercised
-
-
-@pytest.mark.parametrize("seed", range(40))
-def test_disjunction_feasible_iff_one_alternative_is(seed):
-    p, base, alts = random_disjunctive(seed)
-    expected = any(lp_feasible(base + list(alt), 3) for alt in alts)
-    out = HighsBackend().solve(p, timeout=30)
-    assert out.status is (SolveStatus.SAT if expected else SolveStatus.UNSAT)
-    if expected:
-        v = p.violation(out.assignment)
-        assert max(v.values()) <= 1e-6
 
 
 @pytest.mark.parametrize("seed", range(2))

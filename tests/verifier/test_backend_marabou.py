@@ -131,38 +131,6 @@ def test_relu_semantics_not_just_bounds(backend: MarabouBackend) -> None:
     assert abs(out.assignment[v["y"]]) <= FEAS_TOL
 
 
-@pytest.mark.parametrize("a_ok", [True, False])
-@pytest.mark.parametrize("b_ok", [True, False])
-def test_disjunction_feasible_iff_one_branch_is(backend: MarabouBackend, a_ok: bool, b_ok: bool) -> None:
-    """Box ``x ∈ [0,1]²``; branch A: ``x0 + x1 >= 1.5`` (or ``>= 2.5``), branch B: ``x0 − x1 <= -0.5
-    ∧ x1 >= 0.8`` (or ``x1 >= 1.2``)."""
-    p = Program()
-    x = p.add_vars("x", [0.0, 0.0], [1.0, 1.0])
-    alt_a = [p.row(x, [1.0, 1.0], Sense.GE, 1.5 if a_ok else 2.5)]
-    alt_b = [p.row(x, [1.0, -1.0], Sense.LE, -0.5), p.row([x[1]], [1.0], Sense.GE, 0.8 if b_ok else 1.2)]
-    p.add_disjunction([alt_a, alt_b])
-    out = backend.solve(p, TIMEOUT)
-    if a_ok or b_ok:
-        assert out.status is SolveStatus.SAT, out.message
-        _assert_feasible(p, out.assignment)
-        holds = [max(r.violation(out.assignment) for r in alt) <= FEAS_TOL for alt in (alt_a, alt_b)]
-        assert any(holds)
-    else:
-        assert out.status is SolveStatus.UNSAT, out.message
-
-
-def test_infeasible_box(backend: MarabouBackend) -> None:
-    p = Program()
-    x = p.add_vars("x", [0.0, 0.0], [1.0, 1.0])
-    p.add_row(x, [1.0, 1.0], Sense.GE, 2.5)
-    assert backend.solve(p, TIMEOUT).status is SolveStatus.UNSAT
-    p.rows.clear()
-    p.add_row(x, [1.0, 1.0], Sense.GE, 1.9)
-    out = backend.solve(p, TIMEOUT)
-    assert out.status is SolveStatus.SAT
-    _assert_feasible(p, out.assignment)
-
-
 def test_constant_rows_are_decided_exactly(backend: MarabouBackend) -> None:
     """Rows whose variables all cancelled: ``0 <= -1`` is infeasible, ``0 <= 1`` holds; inside a
     disjunction a false one removes its alternative."""
@@ -184,28 +152,6 @@ def test_constant_rows_are_decided_exactly(backend: MarabouBackend) -> None:
 # ---------------------------------------------------------------------------------------------
 # fixed-input network encodings vs onnxruntime
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("seed", range(5))
-def test_fixed_input_matches_onnxruntime(backend: MarabouBackend, tmp_path, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    sizes = [4, 8, 8, 3] if seed % 2 == 0 else [3, 10, 6, 6, 2]
-    path = save_onnx(_random_weights(rng, sizes), tmp_path / f"net{seed}.onnx")
-    net = load_onnx(path)  # float32-exact weights, as onnxruntime sees them
-    x0 = rng.uniform(-1.0, 1.0, sizes[0]).astype(np.float32).astype(np.float64)
-    prog, enc = _pinned_program(net, x0)
-    assert sum(enc.unstable) > 0, "test network should have unstable ReLUs"
-    out = backend.solve(prog, TIMEOUT)
-    assert out.status is SolveStatus.SAT, out.message
-    x = out.assignment
-    np.testing.assert_array_equal(x[enc.inputs], x0)
-    y_solver = x[enc.outputs]
-    y_ort = ort_evaluate(path, x0)
-    assert np.all(np.abs(y_solver - y_ort) <= 1e-6 * np.maximum(1.0, np.abs(y_ort))), (y_solver, y_ort)
-    # against the float64 evaluation of the same weights the only error is Marabou's own arithmetic
-    y64 = net.evaluate(x0)
-    assert np.all(np.abs(y_solver - y64) <= 1e-9 * np.maximum(1.0, np.abs(y64))), (y_solver, y64)
-    _assert_feasible(prog, x)
-
-
 def test_fixed_input_split_and_conquer(backend: MarabouBackend, tmp_path) -> None:
     """``threads > 1`` runs Marabou's split-and-conquer mode on the marked network inputs."""
     rng = np.random.default_rng(7)

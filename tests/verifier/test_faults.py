@@ -283,8 +283,10 @@ from verifier.backends.highs import HighsBackend
 class SlowOnMarked(HighsBackend):
     def solve(self, program, timeout, threads=1):
         if "SLOW" in str(program.meta.get("source", "")) and os.environ.get("FAKE_SLOW") == "1":
-            with open(os.environ["FAKE_PIDFILE"], "w") as fh:
+            tmp = os.environ["FAKE_PIDFILE"] + ".tmp"  # atomic: the test may kill us right after
+            with open(tmp, "w") as fh:
                 fh.write(str(os.getpid()))
+            os.replace(tmp, os.environ["FAKE_PIDFILE"])
             time.sleep(3600)
         return super().solve(program, timeout, threads)
 '''

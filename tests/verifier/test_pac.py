@@ -285,7 +285,8 @@ def test_cli_pac():
 
 
 def test_cli_pac_through_distillcert_main(capsys):
-    """Through the CLI: ``distillcert pac`` is registered by verifier.cli.verify_cmds."""
+    """Through the CLI: ``distillcert pac`` is registered by verifier.cli.verify_cmds (a missing
+    registration fails here; it must never be skipped)."""
     from verifier.cli import main as cli
 
     parser = cli.build_parser()

@@ -37,6 +37,7 @@ from encoders.program import Kind, Program
 
 from ..results import Outcome, SolveStatus
 from .base import missing_kinds
+from .solve import stdout_to_stderr
 
 __all__ = ["HighsBackend"]
 
@@ -136,7 +137,8 @@ class HighsBackend:
             return Outcome(st, self.name, time.perf_counter() - t0, np.zeros(0) if ok else None,
                            model.offset if ok and model.has_objective else None,
                            model.offset if ok and model.has_objective else None, version, stats)
-        h = highs_from_milp(model)
+        with stdout_to_stderr():  # constructing ``Highs()`` prints a banner on file descriptor 1
+            h = highs_from_milp(model)
         h.resetGlobalScheduler(True)  # HiGHS' thread pool is process-global; let ``threads`` apply
         h.setOptionValue("threads", int(max(1, threads)))
         h.setOptionValue("presolve", "on" if self.presolve else "off")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from encoders import relaxations as rx
 from encoders.errors import ConfigError
 
 from . import pac
@@ -105,11 +106,7 @@ def sample_pool(data: Any, sampling: str) -> tuple[np.ndarray, str]:
 # ==================================================================================================
 # numerics
 # ==================================================================================================
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (max-shifted)."""
-    z = np.asarray(z, dtype=np.float64)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+softmax = rx.softmax  # row-wise float64 softmax, defined once in encoders.relaxations
 
 
 @dataclass(frozen=True)

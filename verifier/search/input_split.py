@@ -70,7 +70,7 @@ from encoders.bounds import LayerBounds, crown_bounds, crown_linear
 from encoders.bounds.rounding import U as _U  # unit roundoff of float64
 from encoders.errors import ConfigError, UnsupportedQueryError
 from encoders.network import Affine, Network
-from encoders.properties import LocalRobustness, OutputDNFProperty
+from encoders.properties import LocalRobustness, OutputDNFProperty, OutputProperty
 
 from ..replay import replay
 from ..results import Counterexample
@@ -265,27 +265,17 @@ def _stack(
     return np.vstack(Cs), np.concatenate(ds), np.asarray(starts, dtype=np.intp)
 
 
-def _spec_dnf(prop: OutputDNFProperty, net: Network) -> _Spec:
-    C, d, starts = _stack(list(prop.alternatives), net.n_outputs)
-    return _Spec(prop.lo, prop.hi, C, d, starts, prop.ns)
-
-
-def _spec_local(prop: LocalRobustness, net: Network) -> _Spec:
-    n, c = net.n_outputs, prop.label
-    alts = []
-    for j in prop.targets(n):  # y_j ≥ y_c  ⇔  (e_c − e_j)·y ≤ 0
-        row = np.zeros((1, n))
-        row[0, c], row[0, j] = 1.0, -1.0
-        alts.append((row, np.zeros(1)))
-    C, d, starts = _stack(alts, n)
-    lo, hi = prop.box()
-    ball = (prop.x0, float(prop.eps)) if prop.norm == "2" else None
-    return _Spec(lo, hi, C, d, starts, prop.ns, ball)
+def _spec_output(prop: OutputProperty, net: Network) -> _Spec:
+    """The query's DNF (:meth:`~encoders.properties.OutputProperty.output_dnf`) over its box, and the
+    L2 ball that cuts the region, if any."""
+    C, d, starts = _stack(prop.output_dnf(net.n_outputs), net.n_outputs)
+    lo, hi = prop.region()
+    return _Spec(lo, hi, C, d, starts, prop.ns, prop.ball())
 
 
 _SPEC_BUILDERS: dict[type, Callable[[Any, Network], _Spec]] = {
-    OutputDNFProperty: _spec_dnf,
-    LocalRobustness: _spec_local,
+    OutputDNFProperty: _spec_output,
+    LocalRobustness: _spec_output,
 }
 
 
@@ -927,27 +917,28 @@ def _leaf_property(prop: Any, spec: _Spec, lo: np.ndarray, hi: np.ndarray, possi
     return OutputDNFProperty(lo.copy(), hi.copy(), alts, ns=spec.ns, source=source)
 
 
-def bab_stage(
-    prop: Any,
-    nets: Mapping[str, Network],
-    config: Any,
-    t0: float,
-    solve: Callable[[Any, Mapping[str, Network], Any], Any],
-) -> Any:
+@dataclass(frozen=True)
+class BabLeafQueries:
+    """What :func:`bab_stage` hands back when branch and bound leaves a few boxes open: the query
+    restricted to each leaf box (worst score first), for the dispatcher to solve exactly, and the
+    search's statistics (``bab_*``)."""
+
+    props: list[OutputDNFProperty]
+    stats: dict[str, Any]
+
+
+def bab_stage(prop: Any, nets: Mapping[str, Network], config: Any, t0: float) -> Any:
     """Branch and bound as a stage of :func:`verifier.dispatch.verify`.
 
     The caller decides whether BaB is wanted (``config.bab``); this stage applies when the property
     type is supported and the network has at most ``config.bab_max_inputs`` inputs, and runs
     :func:`bab_verify` with ``config.bab_fraction`` of the time left.  VERIFIED / FALSIFIED become the
     query's :class:`~verifier.results.Result`.  UNDECIDED with at most ``config.bab_max_leaves``
-    leaves: each leaf (worst score first) is solved exactly by ``solve`` (the dispatcher's own
-    :func:`verify`, with BaB off) on the leaf box and its possible alternatives; a leaf
-    counterexample is replayed once more against the *original* property; all leaves infeasible ⇒
-    VERIFIED; the first undecided leaf ends the query undecided.  Returns ``None`` (the caller goes
-    on with the whole box) when BaB does not apply or left too many leaves.
+    leaves: a :class:`BabLeafQueries` with the query on each leaf box and its possible alternatives
+    (the dispatcher solves each exactly; all infeasible ⇒ VERIFIED, since the leaves cover every
+    undecided point).  Returns ``None`` (the caller goes on with the whole box) when BaB does not
+    apply or left too many leaves.
     """
-    from dataclasses import replace as dc_replace
-
     from ..results import Result, Verdict
 
     ns = getattr(prop, "ns", "net")
@@ -984,37 +975,4 @@ def bab_stage(
     if any(p is None for p in sub_props):
         return None
     stats["bab_leaves_to_solver"] = len(sub_props)
-    last = None
-    for sub in sub_props:
-        remaining = config.timeout - (time.perf_counter() - t0)
-        if remaining <= 0:
-            return result(Verdict.TIMEOUT, config.backend, "time limit reached while solving the BaB leaves")
-        res = solve(sub, nets, dc_replace(config, bab=False, quick_check=False, samples=0, timeout=remaining))
-        last = res
-        if res.verdict is Verdict.FALSIFIED and res.counterexample is not None:
-            rep = replay(prop, nets, {ns: res.counterexample.x})
-            if rep.ok:
-                return result(
-                    Verdict.FALSIFIED,
-                    res.backend,
-                    "counterexample in a BaB leaf; replayed",
-                    counterexample=rep.counterexample,
-                    solver_version=res.solver_version,
-                )
-            return result(Verdict.UNKNOWN, res.backend, f"leaf counterexample rejected: {rep.reason}")
-        if res.verdict is not Verdict.VERIFIED:
-            return Result(
-                res.verdict,
-                res.backend,
-                time.perf_counter() - t0,
-                message=f"branch-and-bound leaf undecided: {res.message}",
-                solver_version=res.solver_version,
-                stats={**stats, **res.stats},
-            )
-    backend = last.backend if last is not None else "bab"
-    return result(
-        Verdict.VERIFIED,
-        f"bab+{backend}",
-        f"branch and bound left {len(sub_props)} boxes; the solver proved each infeasible",
-        solver_version=last.solver_version if last is not None else "",
-    )
+    return BabLeafQueries(sub_props, stats)

@@ -79,7 +79,7 @@ from encoders.encode import BOUND_SLACK, encode_network
 from encoders.errors import ConfigError
 from encoders.network import Network, network_from_layers
 from encoders.program import Program, Sense, Tag
-from encoders.properties import LocalRobustness, OutputDNFProperty
+from encoders.properties import Alternative, OutputDNFProperty, OutputProperty, Property
 
 from ..backends.base import solves_milp
 from ..backends.solve import choose_backend, solve
@@ -99,7 +99,6 @@ __all__ = [
     "solve_output_property",
 ]
 
-Alternative = tuple[np.ndarray, np.ndarray]  # (A (k, n_out), b (k,)) meaning A y <= b
 
 
 @dataclass(frozen=True)
@@ -187,28 +186,17 @@ class MarginConfig:
 # --------------------------------------------------------------------------------------------------
 # the query as a list of alternatives
 # --------------------------------------------------------------------------------------------------
-def alternatives_of(prop: Any, n_out: int) -> list[Alternative] | None:
-    """The unsafe region of ``prop`` as ``[(A_k, b_k)]`` (``A_k y ≤ b_k``), or ``None`` if not handled.
-
-    L∞ local robustness (label ``c``): one alternative per ``j ≠ c``: ``(e_c − e_j)·y ≤ 0``.
-    """
-    if isinstance(prop, OutputDNFProperty):
-        return [
-            (np.asarray(A, dtype=np.float64), np.asarray(b, dtype=np.float64).reshape(-1))
-            for A, b in prop.alternatives
-        ]
-    if isinstance(prop, LocalRobustness) and prop.norm == "inf":
-        alts = []
-        for j in prop.targets(n_out):
-            a = np.zeros((1, n_out))
-            a[0, prop.label], a[0, j] = 1.0, -1.0
-            alts.append((a, np.zeros(1)))
-        return alts
-    return None
+def alternatives_of(prop: Property, n_out: int) -> list[Alternative] | None:
+    """The unsafe region of ``prop`` as ``[(A_k, b_k)]`` (``A_k y ≤ b_k``), or ``None`` if not handled:
+    :meth:`~encoders.properties.OutputProperty.output_dnf` of a single-network output property whose
+    region is a box (no L2 ball)."""
+    if not isinstance(prop, OutputProperty) or prop.ball() is not None:
+        return None
+    return prop.output_dnf(n_out)
 
 
-def _box(prop: Any) -> tuple[np.ndarray, np.ndarray]:
-    lo, hi = prop.box() if hasattr(prop, "box") else (prop.lo, prop.hi)
+def _box(prop: Property) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = prop.region()
     return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
 
 
@@ -808,7 +796,8 @@ def solve_output_property(
         backend = choose_backend(want, prog, milp_only=True)
         if backend is None:
             return None
-        out = _solve(backend, prog, left, config, cfg)
+        how = {"threads": getattr(config, "threads", 1), "in_process": getattr(config, "in_process", False)}
+        out = _solve(backend, prog, left, cfg, **how)
         rep = _replay_candidate(prop, net, prog, out)
         if rep is not None and not rep.ok and prog.objective is None and time.perf_counter() < deadline:
             # a feasibility search stops at the first point, typically on the margin's boundary, where
@@ -816,7 +805,7 @@ def solve_output_property(
             prog, info = encode_alternative(
                 net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone, True, "net"
             )
-            out2 = _solve(backend, prog, deadline - time.perf_counter(), config, cfg, keep_objective=True)
+            out2 = _solve(backend, prog, deadline - time.perf_counter(), cfg, keep_objective=True, **how)
             rep2 = _replay_candidate(prop, net, prog, out2)
             if rep2 is not None:
                 out, rep = out2, rep2
@@ -887,17 +876,22 @@ def _replay_candidate(prop: Any, net: Network, prog: Program, out: Outcome) -> R
 
 
 def _solve(
-    backend: str, prog: Program, timeout: float, config: Any, cfg: MarginConfig, keep_objective: bool = False
+    backend: str,
+    prog: Program,
+    timeout: float,
+    cfg: MarginConfig,
+    *,
+    threads: int = 1,
+    in_process: bool = False,
+    keep_objective: bool = False,
 ) -> Outcome:
     """One margin MILP through the one solve path (:func:`verifier.backends.solve.solve`: a child
-    process with the hard time limit).
+    process with the hard time limit; ``in_process`` only when the caller's config asks for it).
 
     Gurobi gets ``cfg.gurobi_params`` (and ``BestObjStop`` when maximising) and keeps the objective;
     other MILP backends get the feasibility program unless ``keep_objective``.  A Gurobi licence
     refusal falls back to HiGHS for the time left.
     """
-    threads = getattr(config, "threads", 1)
-    in_process = bool(getattr(config, "in_process", False))
     plain = prog if keep_objective else _without_objective(prog)
     if backend != "gurobi":
         return solve(backend, plain, timeout, threads, in_process=in_process)
