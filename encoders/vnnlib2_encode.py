@@ -372,7 +372,39 @@ class QueryProperty:
         idx = _flat_of(inst)
         return self.flat_lo[idx], self.flat_hi[idx]
 
-    # ---- protocol ----------------------------------------------------------------------------------
+    # ---- protocol (encoders.properties.Property) ---------------------------------------------------
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return tuple(self.nets())
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]:
+        """The input box of the first instance (every instance's box: :meth:`box_of`)."""
+        return self.box_of(self.insts[0])
+
+    def _inst_of(self, ns: str) -> Instance:
+        return next(i for i in self.insts if i.ns == ns.split("#", 1)[0])
+
+    def contains(self, xs: Mapping[str, np.ndarray]) -> bool:
+        """Exact membership: every name space's input in its instance's box, and shared inputs equal
+        (couplings and every other atom are checked exactly by :meth:`violated`)."""
+        flat = np.zeros(self.query.n_vars)
+        for ns, x in xs.items():
+            inst = self._inst_of(ns)
+            lo, hi = self.box_of(inst)
+            x = np.asarray(x, dtype=np.float64).reshape(-1)
+            if x.shape != lo.shape or np.any(x < lo) or np.any(x > hi):
+                return False
+            flat[_flat_of(inst)] = x
+        return all(flat[w] == flat[u] for w, u in self.alias.items())
+
+    def evaluated_point(self, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The float32 inputs onnxruntime is fed: each rounded inwards into its box (:func:`f32_inward`)."""
+        out = {}
+        for ns, x in xs.items():
+            lo, hi = self.box_of(self._inst_of(ns))
+            out[ns] = f32_inward(x, lo, hi)
+        return out
+
     def quick_check(self, nets: Mapping[str, Network]) -> bool:
         return False
 
@@ -662,10 +694,10 @@ INTEGER_TYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16",
 def load_ir(path: str | Path, workdir: str | Path, output: TensorVar | None = None) -> Network:
     """The IR of ``path`` (through :func:`ir_source`).
 
-    A network whose output does not depend on its input's *values* (``Shape(x)``, constants) is refused
-    by the importer; here it becomes the constant network ``y = 0·x + c`` with ``c`` computed once by
-    onnxruntime (any input gives the same output; its replays still run the file).  Only such a
-    constant output may have an integer element type (``output.dtype``); a non-constant one is refused.
+    A network whose output does not depend on its input's *values* (``Shape(x)``, constants) is the
+    constant network ``y = 0·x + c`` (the importer builds it; should it refuse one, ``c`` is computed
+    once by onnxruntime — any input gives the same output — and replays still run the file).  Only such
+    a constant output may have an integer element type (``output.dtype``); a non-constant one is refused.
     """
     src = ir_source(path, workdir)
     try:
@@ -680,7 +712,8 @@ def load_ir(path: str | Path, workdir: str | Path, output: TensorVar | None = No
         if not np.all(np.isfinite(c)):
             raise
         return network_from_layers([(np.zeros((c.size, probe)), c)], path=str(src), sha256="")
-    if output is not None and output.dtype in INTEGER_TYPES:
+    constant = not np.any(net.affines[0].W)  # y = 0·x + c: the importer's constant network
+    if output is not None and output.dtype in INTEGER_TYPES and not constant:
         raise SpecError(
             f"{path}: output {output.name} is declared {output.dtype}; integer outputs are "
             "supported only when they are constants"
