@@ -372,7 +372,39 @@ class QueryProperty:
         idx = _flat_of(inst)
         return self.flat_lo[idx], self.flat_hi[idx]
 
-    # ---- protocol ----------------------------------------------------------------------------------
+    # ---- protocol (encoders.properties.Property) ---------------------------------------------------
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return tuple(self.nets())
+
+    def region(self) -> tuple[np.ndarray, np.ndarray]:
+        """The input box of the first instance (every instance's box: :meth:`box_of`)."""
+        return self.box_of(self.insts[0])
+
+    def _inst_of(self, ns: str) -> Instance:
+        return next(i for i in self.insts if i.ns == ns.split("#", 1)[0])
+
+    def contains(self, xs: Mapping[str, np.ndarray]) -> bool:
+        """Exact membership: every name space's input in its instance's box, and shared inputs equal
+        (couplings and every other atom are checked exactly by :meth:`violated`)."""
+        flat = np.zeros(self.query.n_vars)
+        for ns, x in xs.items():
+            inst = self._inst_of(ns)
+            lo, hi = self.box_of(inst)
+            x = np.asarray(x, dtype=np.float64).reshape(-1)
+            if x.shape != lo.shape or np.any(x < lo) or np.any(x > hi):
+                return False
+            flat[_flat_of(inst)] = x
+        return all(flat[w] == flat[u] for w, u in self.alias.items())
+
+    def evaluated_point(self, xs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The float32 inputs onnxruntime is fed: each rounded inwards into its box (:func:`f32_inward`)."""
+        out = {}
+        for ns, x in xs.items():
+            lo, hi = self.box_of(self._inst_of(ns))
+            out[ns] = f32_inward(x, lo, hi)
+        return out
+
     def quick_check(self, nets: Mapping[str, Network]) -> bool:
         return False
 
@@ -654,6 +686,51 @@ def ir_source(path: str | Path, workdir: str | Path) -> Path:
     return out
 
 
+#: Declared element types a network *output* may have when that output is a constant (integers hold
+#: their values exactly in the reals).
+INTEGER_TYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"})
+
+
+def load_ir(path: str | Path, workdir: str | Path, output: TensorVar | None = None) -> Network:
+    """The IR of ``path`` (through :func:`ir_source`).
+
+    A network whose output does not depend on its input's *values* (``Shape(x)``, constants) is the
+    constant network ``y = 0·x + c`` (the importer builds it; should it refuse one, ``c`` is computed
+    once by onnxruntime — any input gives the same output — and replays still run the file).  Only such
+    a constant output may have an integer element type (``output.dtype``); a non-constant one is refused.
+    """
+    src = ir_source(path, workdir)
+    try:
+        net = load_onnx(src)
+    except UnsupportedModelError as ex:
+        if "does not depend on the input" not in str(ex) or output is None:
+            raise
+        from .network import network_from_layers, ort_evaluate
+
+        probe = load_onnx_shape(src)
+        c = np.asarray(ort_evaluate(src, np.zeros(probe), None), dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(c)):
+            raise
+        return network_from_layers([(np.zeros((c.size, probe)), c)], path=str(src), sha256="")
+    constant = not np.any(net.affines[0].W)  # y = 0·x + c: the importer's constant network
+    if output is not None and output.dtype in INTEGER_TYPES and not constant:
+        raise SpecError(
+            f"{path}: output {output.name} is declared {output.dtype}; integer outputs are "
+            "supported only when they are constants"
+        )
+    return net
+
+
+def load_onnx_shape(path: str | Path) -> int:
+    """Number of input elements of an ONNX file with one input (dynamic dimensions as 1)."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in m.graph.initializer}
+    (inp,) = [i for i in m.graph.input if i.name not in inits]
+    return int(np.prod([d.dim_value if d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim]))
+
+
 def make_instances(
     query: Query,
     files: Mapping[str, str | Path],
@@ -678,9 +755,9 @@ def make_instances(
                 f"{decl.isomorphic_to!r}; isomorphic networks are not supported"
             )
         root = query.root(decl.name)
-        path = str(ir_source(files[root], workdir))
+        path = str(files[root])
         if path not in loaded:
-            loaded[path] = load_onnx(path)
+            loaded[path] = load_ir(path, workdir, decl.outputs[0] if decl.outputs else None)
         net = loaded[path]
         if len(decl.inputs) != 1 or len(decl.outputs) != 1:
             raise SpecError(
@@ -698,7 +775,7 @@ def make_instances(
         for t in decl.hidden:
             if not t.onnx_name:
                 raise SpecError(f"{query.path}: hidden tensor {t.name!r} names no ONNX node")
-            hn = hidden_network(path, t.onnx_name, t.shape, workdir)
+            hn = hidden_network(ir_source(path, workdir), t.onnx_name, t.shape, workdir)
             if hn.n_inputs != net.n_inputs or hn.n_outputs != t.size:
                 raise SpecError(
                     f"{query.path}: hidden tensor {t.name} {list(t.shape)} has {t.size} elements "

@@ -33,11 +33,18 @@ from typing import Any
 import numpy as np
 
 from encoders.errors import SpecError
-from encoders.network import Network, load_onnx, ort_evaluate
+from encoders.network import Network, ort_evaluate
 from encoders.properties import OutputDNFProperty
 from encoders.vnnlib import parse_vnnlib
 from encoders.vnnlib2 import Query, TensorVar, is_vnnlib2_file, parse_vnnlib2
-from encoders.vnnlib2_encode import QueryProperty, f32_inward, ir_source, make_instances, plan_query
+from encoders.vnnlib2_encode import (
+    INTEGER_TYPES,
+    QueryProperty,
+    f32_inward,
+    load_ir,
+    make_instances,
+    plan_query,
+)
 
 from .dispatch import DispatchConfig, verify
 from .results import Result, Verdict
@@ -135,7 +142,7 @@ def _check_types(q: Query, files: Mapping[str, str]) -> None:
         ins = [i for i in model.graph.input if i.name not in inits]
         outs = list(model.graph.output)
         for t in decl.tensors:
-            if t.dtype not in REAL_LIKE_TYPES:
+            if t.dtype not in REAL_LIKE_TYPES and not (t.kind == "output" and t.dtype in INTEGER_TYPES):
                 raise SpecError(
                     f"{q.path}: {t.name} has element type {t.dtype}; only real and floating-point "
                     "tensors can be analysed"
@@ -303,8 +310,8 @@ def _solve(
     simple = _simple_cases(q)
     if simple is not None:
         name = q.networks[0].name
-        net = load_onnx(ir_source(files[name], workdir))
         decl = q.networks[0]
+        net = load_ir(files[name], workdir, decl.outputs[0])
         if decl.inputs[0].size != net.n_inputs or decl.outputs[0].size != net.n_outputs:
             raise SpecError(
                 f"{q.path}: declares {decl.inputs[0].size} inputs and {decl.outputs[0].size} "
@@ -444,7 +451,11 @@ def format_assignment(q: Query, flat: np.ndarray) -> list[str]:
     lines: list[str] = []
     for t in q.variables:
         lines.append(f"{t.name} {t.dtype} [{','.join(str(d) for d in t.shape)}]")
-        lines.extend(_value_text(v) for v in flat[t.offset : t.offset + t.size])
+        vals = flat[t.offset : t.offset + t.size]
+        if t.dtype in INTEGER_TYPES:  # constant integer outputs: written as integers
+            lines.extend(str(int(v)) for v in vals)
+        else:
+            lines.extend(_value_text(v) for v in vals)
     return lines
 
 

@@ -490,6 +490,29 @@ def test_converted_vnncomp_instances_give_the_2021_answers(tmp_path: Path) -> No
             assert {r2, exp[(op.name, vp.name)]} != {"sat", "unsat"}
 
 
+@pytest.mark.parametrize("check", ["opset", "vnnlib", "serialise-assignments"])
+def test_vnnlib_satisfactory_compliance_checks(tmp_path: Path, check: str) -> None:
+    """The suite's chapter-5 format checks of ``supports`` (section 5.4)."""
+    import shutil
+
+    exe = shutil.which("vnnlib-satisfactory")
+    if exe is None:
+        pytest.skip("vnnlib-satisfactory is not installed (dev dependency)")
+    solver = tmp_path / "distillcert-vnnlib"
+    solver.write_text(
+        f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m verifier.cli.vnnlib_solver "$@"\n'
+    )
+    solver.chmod(0o755)
+    r = subprocess.run(
+        [exe, "compliance", check, "--solver", str(solver)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "PASS" in r.stdout, r.stdout + r.stderr
+
+
 @pytest.mark.slow
 def test_vnnlib_satisfactory_conformance(tmp_path: Path) -> None:
     """The external conformance suite: 0 fail and 0 suspect on the cases it runs (slow: ~10 min)."""
@@ -647,3 +670,32 @@ def test_unbatched_rank2_input_and_hidden_node(tmp_path: Path) -> None:
         ).status
         == "unsat"
     )
+
+
+def test_constant_integer_output_shape_network(tmp_path: Path) -> None:
+    """``y = Shape(x)`` (int64, a constant): the only integer outputs accepted; values exact."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["y"])],
+        "shape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [2])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    p = tmp_path / "shape.onnx"
+    onnx.save(m, str(p))
+    head = (
+        HEAD
+        + "(declare-network N (declare-input X float32 [2,3]) (declare-output Y int64 [2]))\n"
+        + "".join(
+            f"(assert (and (>= X[{i},{j}] 0.0) (<= X[{i},{j}] 1.0)))\n" for i in (0, 1) for j in (0, 1, 2)
+        )
+    )
+    assert (
+        solve_query(_q(tmp_path, head + "(assert (>= Y[1] 4))\n"), {"N": str(p)}, 30, CFG).status == "unsat"
+    )
+    ans = solve_query(_q(tmp_path, head + "(assert (>= Y[1] 3))\n", "b.vnnlib"), {"N": str(p)}, 30, CFG)
+    assert ans.status == "sat" and format_assignment(ans.query, ans.assignment)[-2:] == ["2", "3"]
