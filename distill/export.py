@@ -12,7 +12,9 @@ and dynamic batch).
 Checks (before the file is moved into place)
 --------------------------------------------
 1. onnxruntime vs the float32 torch model on 1000 points drawn uniformly from the input domain:
-   ``max |ort − torch| ≤ 1e-5`` (absolute), otherwise :class:`DistillCertError`.
+   ``max |ort − torch| / max(1, |torch|) ≤ 1e-5`` per output (relative for large logits: a student trained
+   with the Eq. 13 hinge against a steep teacher has logits of ~100, whose float32 spacing is ~8e-6, and
+   onnxruntime sums in another order than torch), otherwise :class:`DistillCertError`.
 2. ``encoders.network.load_onnx`` imports the file, and its float64 ``evaluate`` agrees with a float64
    copy of the torch model to ``1e-8 · max(1, |y|)`` (or with onnxruntime to ``1e-4 · max(1, |y|)`` for
    a model that cannot be copied to float64).
@@ -417,17 +419,14 @@ def export_onnx(
 def _check_ort(
     path: Path, tmp: Path, X: np.ndarray, ref32: np.ndarray, sample_shape: tuple[int, ...], exact: bool
 ) -> dict[str, Any]:
-    """onnxruntime vs float32 torch: ``max |ort − torch| ≤ EXPORT_TOLERANCE`` for an MLP (the exact same
-    arithmetic), ``≤ TORCH_EXPORT_TOLERANCE · max(1, |torch|)`` per output for exporter graphs (float32
-    convolutions sum in another order)."""
+    """onnxruntime vs float32 torch, per output scaled by ``max(1, |torch|)``: ``≤ EXPORT_TOLERANCE`` for an
+    MLP (the same products, summed in another order), ``≤ TORCH_EXPORT_TOLERANCE`` for exporter graphs
+    (float32 convolutions)."""
     ort_out = _ort_run(str(tmp), X, sample_shape)
     diff = np.abs(ort_out - ref32)
     d_ort = float(diff.max()) if diff.size else 0.0
-    if exact:
-        d, tol, rule = d_ort, EXPORT_TOLERANCE, "absolute"
-    else:
-        d = float((diff / np.maximum(1.0, np.abs(ref32))).max()) if diff.size else 0.0
-        tol, rule = TORCH_EXPORT_TOLERANCE, "scaled by max(1, |logit|)"
+    d = float((diff / np.maximum(1.0, np.abs(ref32))).max()) if diff.size else 0.0
+    tol, rule = (EXPORT_TOLERANCE if exact else TORCH_EXPORT_TOLERANCE), "scaled by max(1, |logit|)"
     if not (np.isfinite(d) and d <= tol):
         raise DistillCertError(
             f"{path}: ONNX export check failed: onnxruntime differs from torch by {d_ort:.3g} "
