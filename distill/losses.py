@@ -52,6 +52,7 @@ __all__ = [
     "ADVERSARIAL_METHODS",
     "resolve_method",
     "input_gradient_alignment",
+    "teacher_input_gradient",
     "sd",
     "kdiga",
     "kdiga_ard_c",
@@ -133,20 +134,29 @@ def _teacher_logits(teacher: ModelFn, x: torch.Tensor) -> torch.Tensor:
         return teacher(x).detach()
 
 
+def teacher_input_gradient(teacher: ModelFn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``∇_x CE(f_t(x), y)`` (a constant: no graph is kept)."""
+    xt = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (gt,) = torch.autograd.grad(F.cross_entropy(teacher(xt), y, reduction="sum"), xt)
+    return gt.detach()
+
+
 def input_gradient_alignment(
-    student: ModelFn, teacher: ModelFn, x: torch.Tensor, y: torch.Tensor
+    student: ModelFn, teacher: ModelFn, x: torch.Tensor, y: torch.Tensor, gt: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Per-sample ``‖∇_x CE(f_s(x), y) − ∇_x CE(f_t(x), y)‖₂`` (shape ``(batch,)``), differentiable
     in the student's parameters (double backprop, ``create_graph=True``).
 
     The per-sample gradients come from the gradient of the *summed* CE, since sample ``i``'s loss
-    depends on ``x_i`` only.
+    depends on ``x_i`` only.  ``gt`` may carry the teacher's gradient precomputed by
+    :func:`teacher_input_gradient` at the same ``(x, y)`` (it is a constant of the frozen teacher).
     """
     xs = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         (gs,) = torch.autograd.grad(F.cross_entropy(student(xs), y, reduction="sum"), xs, create_graph=True)
-        xt = x.detach().clone().requires_grad_(True)
-        (gt,) = torch.autograd.grad(F.cross_entropy(teacher(xt), y, reduction="sum"), xt)
+    if gt is None:
+        gt = teacher_input_gradient(teacher, x, y)
     diff = (gs - gt.detach()).flatten(1)
     # sqrt(Σ d² + tiny): differentiable at d = 0 (plain norm has a 0/0 gradient there); the offset
     # changes the value by at most 1e-12.
@@ -182,13 +192,15 @@ def sd(
     y: torch.Tensor,
     cfg: DistillConfig,
     x_adv: torch.Tensor | None = None,
+    ft: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Standard distillation (Hinton; seed 001 Eq. 1).
 
-    ``L = α T² KL(f_s(x;T), f_t(x;T)) + (1 − α) CE(f_s(x;1), y)``.
+    ``L = α T² KL(f_s(x;T), f_t(x;T)) + (1 − α) CE(f_s(x;1), y)``.  ``ft``: the teacher's logits at
+    ``x`` when precomputed (the frozen teacher at fixed points).
     """
     fs = student(x)
-    ft = _teacher_logits(teacher, x)
+    ft = _teacher_logits(teacher, x) if ft is None else ft
     T = cfg.temperature
     return cfg.alpha * T * T * _kl_T(fs, ft, T) + (1 - cfg.alpha) * F.cross_entropy(fs, y)
 
@@ -200,6 +212,8 @@ def kdiga(
     y: torch.Tensor,
     cfg: DistillConfig,
     x_adv: torch.Tensor | None = None,
+    ft: torch.Tensor | None = None,
+    gt: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """KD with input-gradient alignment (seed 002 Eq. 5, seed 000 Eq. 6).
 
@@ -207,12 +221,13 @@ def kdiga(
           + λ_G · mean_i ‖∇_x CE(f_s(x_i), y_i) − ∇_x CE(f_t(x_i), y_i)‖₂``
 
     (norm convention: per-sample L2 of the flattened input gradient difference, then the batch mean;
-    the student's gradient is differentiated through — double backprop).
+    the student's gradient is differentiated through — double backprop).  ``ft``/``gt``: the teacher's
+    logits and input gradients at ``(x, y)`` when precomputed.
     """
     fs = student(x)
-    ft = _teacher_logits(teacher, x)
+    ft = _teacher_logits(teacher, x) if ft is None else ft
     tau = cfg.temperature
-    iga = input_gradient_alignment(student, teacher, x, y).mean()
+    iga = input_gradient_alignment(student, teacher, x, y, gt).mean()
     return (
         cfg.lambda_ce * F.cross_entropy(fs, y)
         + cfg.lambda_kl * tau * tau * _kl_T(fs, ft, tau)
@@ -710,6 +725,15 @@ def _float64_logits(model: nn.Module, X: np.ndarray) -> np.ndarray:
         return logits_of(model, X)
 
 
+def _teacher_gradients(teacher: nn.Module, X: np.ndarray, y: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """:func:`teacher_input_gradient` at every row of ``X`` (float32, in batches)."""
+    out = []
+    Xt, yt = torch.from_numpy(np.asarray(X, np.float32)), torch.from_numpy(np.asarray(y, np.int64))
+    for i in range(0, len(Xt), batch):
+        out.append(teacher_input_gradient(teacher, Xt[i : i + batch], yt[i : i + batch]))
+    return torch.cat(out)
+
+
 def distill_for_eq13(
     teacher: Any,
     data: Dataset | np.ndarray,
@@ -747,6 +771,8 @@ def distill_for_eq13(
         X = np.asarray(data, np.float32).reshape(len(data), -1)
     if len(X) == 0:
         raise ConfigError("distill_for_eq13: no distillation points")
+    if len(X) >= 2**24:
+        raise ConfigError(f"distill_for_eq13: {len(X)} points; at most 2^24 are supported")
     method = resolve_method(cfg.method)
     loss_fn = LOSSES[method]
     z_t = _float64_logits(tmod, X)
@@ -757,17 +783,32 @@ def distill_for_eq13(
     base = dataclasses.replace(cfg.distill, domain=domain)
     base.validate()
 
+    # The teacher's logits at the distillation points are computed once (float32, as in training);
+    # each batch carries its row indices in an extra last column so the hinge can look them up.
+    zt32 = torch.from_numpy(logits_of(tmod, X)).float()
+    X_aug = np.concatenate([X, np.arange(len(X), dtype=np.float32)[:, None]], axis=1)  # exact below 2^24
+    # For the clean-point methods the teacher's terms are constants of the sample: computed once
+    # (a large CNN teacher would otherwise dominate every step).  Same formulas, same values.
+    with eval_mode(tmod):
+        gt32 = _teacher_gradients(tmod, X, y) if method == "kdiga" else None
+
     def make_step(cfg_loss: DistillConfig, lam: float) -> Callable[..., torch.Tensor]:
-        def step_loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor, frac: float) -> torch.Tensor:
+        def step_loss(m: nn.Module, xb_aug: torch.Tensor, yb: torch.Tensor, frac: float) -> torch.Tensor:
+            xb, rows = xb_aug[:, :-1], xb_aug[:, -1].long()
             c = cfg_loss
             if c.warmup > 0 and frac < c.warmup:
                 r = frac / c.warmup
                 c = dataclasses.replace(c, lambda_g=c.lambda_g * r, eps=c.eps * r)
-            loss = loss_fn(m, tmod, xb, yb, c)
+            if method == "kdiga":
+                loss = kdiga(m, tmod, xb, yb, c, ft=zt32[rows], gt=gt32[rows])  # type: ignore[index]
+            elif method == "sd":
+                loss = sd(m, tmod, xb, yb, c, ft=zt32[rows])
+            else:
+                loss = loss_fn(m, tmod, xb, yb, c)
             if lam > 0:
-                with torch.no_grad():
-                    ft = tmod(xb.to(torch.float32)).to(xb.dtype)
-                h = eq13_hinge(m(xb), ft, cfg.kappa, cfg.scope, cfg.margin, cfg.agree_margin, cfg.slack)
+                h = eq13_hinge(
+                    m(xb), zt32[rows], cfg.kappa, cfg.scope, cfg.margin, cfg.agree_margin, cfg.slack
+                )
                 loss = loss + lam * h.mean()
             return loss
 
@@ -789,7 +830,7 @@ def distill_for_eq13(
                 first = r == 0
                 hist = fit(
                     student,
-                    X,
+                    X_aug,
                     y,
                     make_step(base if first else dataclasses.replace(base, warmup=0.0), lam),
                     int(cfg.epochs if first else cfg.round_epochs),

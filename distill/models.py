@@ -61,7 +61,10 @@ def parse_arch(spec: str | Sequence[int]) -> list[int]:
         try:
             widths = [int(p) for p in parts]
         except ValueError:
-            raise ConfigError(f"--arch {spec!r}: expected widths joined by '-', e.g. 64-128-128-10") from None
+            raise ConfigError(
+                f"--arch {spec!r}: expected widths joined by '-', e.g. 64-128-128-10, or a convolutional "
+                f"preset ({', '.join(ZOO)})"
+            ) from None
     else:
         try:
             widths = [int(w) for w in spec]
@@ -224,11 +227,15 @@ ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def param_dtype(model: object) -> torch.dtype:
-    """The dtype of a module's first floating-point parameter (float32 for anything else)."""
+    """The dtype of a module's first floating-point parameter, else of its first floating-point buffer
+    (an imported ONNX teacher holds its weights as buffers), else float32."""
     if isinstance(model, nn.Module):
         for p in model.parameters():
             if p.is_floating_point():
                 return p.dtype
+        for b in model.buffers():
+            if b.is_floating_point():
+                return b.dtype
     return torch.float32
 
 
@@ -399,7 +406,23 @@ def zoo_model(arch: str, image_shape: Sequence[int] | None, n_classes: int) -> I
     shape = tuple(int(d) for d in image_shape)
     if shape[1] < 4 or shape[2] < 4:
         raise ConfigError(f"--arch {arch}: images of {shape[1]}×{shape[2]} are too small (need at least 4×4)")
-    return ImageClassifier(key, shape, int(n_classes), ZOO[key](shape, int(n_classes)))
+    native = ZOO[key](shape, int(n_classes))
+    _init_weights(native, "tanh" if key == "cnn-tanh-bn" else "relu")
+    return ImageClassifier(key, shape, int(n_classes), native)
+
+
+def _init_weights(module: nn.Module, nonlinearity: str) -> None:
+    """He-normal (ReLU nets) or Xavier-normal (Tanh nets) weights and zero biases for every Conv/Linear:
+    torch's default (Kaiming-uniform with a = √5) leaves small ReLU CNNs on [0, 1] inputs stuck at the
+    uniform prediction for several epochs."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            if nonlinearity == "relu":
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            else:
+                nn.init.xavier_normal_(m.weight, gain=nn.init.calculate_gain("tanh"))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def n_parameters(model: nn.Module) -> int:

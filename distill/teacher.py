@@ -169,13 +169,16 @@ class Teacher:
     def n_inputs(self) -> int:
         return int(np.prod(self.input_shape))
 
-    def logits(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Logits for flat inputs ``X`` ``(n, m)`` as float64 (torch float32 forward, no gradient)."""
+    def logits(self, X: np.ndarray, batch_size: int = 1024, float64: bool = False) -> np.ndarray:
+        """Logits for flat inputs ``X`` ``(n, m)`` as a float64 array: the float32 forward, or with
+        ``float64=True`` the forward of a float64 copy of the module (no gradient)."""
+        if float64:
+            return _run(copy.deepcopy(self.module).double(), X, batch_size, dtype=np.float64)
         return _run(self.module, X, batch_size)
 
-    def probabilities(self, X: np.ndarray) -> np.ndarray:
-        """``softmax`` of :meth:`logits` (float64)."""
-        z = self.logits(X)
+    def probabilities(self, X: np.ndarray, float64: bool = False) -> np.ndarray:
+        """``softmax`` of :meth:`logits` (float64 arithmetic)."""
+        z = self.logits(X, float64=float64)
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
@@ -214,8 +217,10 @@ class Teacher:
         }
 
 
-def _run(module: nn.Module, X: np.ndarray, batch_size: int = 1024, raw: bool = False) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
+def _run(
+    module: nn.Module, X: np.ndarray, batch_size: int = 1024, raw: bool = False, dtype: Any = np.float32
+) -> np.ndarray:
+    X = np.asarray(X, dtype=dtype)
     X = X.reshape(len(X), -1)
     outs = []
     with torch.no_grad():
@@ -646,8 +651,3 @@ def _load_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any], str]:
         ) from None
     ts.eval()
     return ts, {}, "torchscript"
-
-
-def frozen_copy(teacher: Teacher) -> TeacherLogits:
-    """A deep copy of ``teacher.module`` (e.g. to cast to float64 without touching the original)."""
-    return copy.deepcopy(teacher.module)

@@ -137,3 +137,23 @@ def test_distill_for_eq13_takes_an_imported_cnn_teacher(tmp_path) -> None:
 def test_config_validation(kw) -> None:
     with pytest.raises(ConfigError):
         Eq13Config(**kw).validate()
+
+
+def test_precomputed_teacher_terms_give_the_same_losses(digits_setup) -> None:
+    """The cached teacher logits/gradients of :func:`distill_for_eq13` reproduce the live SD and KDIGA."""
+    from distill.losses import kdiga, sd, teacher_input_gradient
+    from distill.models import mlp_from_spec
+
+    _, teacher, X = digits_setup
+    torch.manual_seed(1)
+    student = mlp_from_spec("64-16-10")
+    x = torch.from_numpy(X[:32])
+    with torch.no_grad():
+        ft = teacher(x)
+    y = ft.argmax(1)
+    cfg = DistillConfig()
+    gt = teacher_input_gradient(teacher, x, y)
+    torch.testing.assert_close(
+        kdiga(student, teacher, x, y, cfg), kdiga(student, teacher, x, y, cfg, ft=ft, gt=gt)
+    )
+    torch.testing.assert_close(sd(student, teacher, x, y, cfg), sd(student, teacher, x, y, cfg, ft=ft))
