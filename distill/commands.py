@@ -186,9 +186,10 @@ def _cmd_train_teacher(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     from .attacks import robust_accuracy
     from .data import load_dataset
-    from .export import export_onnx, load_model, save_checkpoint
+    from .export import export_onnx, save_checkpoint
     from .losses import DistillConfig, distill_student, resolve_method
     from .models import check_arch_matches, parse_arch, predict
+    from .teacher import load_teacher_model
     from .train import model_meta
 
     method = resolve_method(args.method)
@@ -196,7 +197,7 @@ def _cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
         _nonneg("--" + name.replace("_", "-"), getattr(args, name))
     _positive_int("--epochs", args.epochs)
     widths = parse_arch(args.arch) if args.arch else None
-    teacher = load_model(args.teacher)
+    teacher = load_teacher_model(args.teacher)
     tmeta: dict[str, Any] = getattr(teacher, "meta", {}) or {}
     data_name = args.data or tmeta.get("dataset")
     if not data_name:
@@ -221,25 +222,32 @@ def _cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     cfg.validate()
     out = _out_dir(args.out)
     _limit_threads()
-    res = distill_student(
-        teacher,
-        data,
-        method=method,
-        arch=args.arch,
-        epochs=args.epochs,
-        seed=args.seed,
-        cfg=cfg,
-        labels=args.labels,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
-    student = res.model
+    eq13 = None
+    if args.eq13_kappa is not None:
+        student, eq13 = _distill_eq13(args, teacher, data, method, cfg)
+        res_config, res_seconds, label_source = eq13.config, eq13.seconds, "teacher argmax"
+        train_agreement = eq13.train_agreement
+    else:
+        res = distill_student(
+            teacher,
+            data,
+            method=method,
+            arch=args.arch,
+            epochs=args.epochs,
+            seed=args.seed,
+            cfg=cfg,
+            labels=args.labels,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
+        student, res_config, res_seconds, label_source = res.model, res.config, res.seconds, res.label_source
+        train_agreement = res.train_agreement
     pt_s, pt_t = predict(student, data.X_test), predict(teacher, data.X_test)
     test_acc = float(np.mean(pt_s == data.y_test))
     agreement = float(np.mean(pt_s == pt_t))
     config = {
-        **res.config,
+        **res_config,
         "teacher": str(args.teacher),
         "teacher_sha256": file_sha256(args.teacher),
         "split_seed": split_seed,
@@ -284,16 +292,27 @@ def _cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
         "test_accuracy": test_acc,
         "teacher_test_accuracy": float(np.mean(pt_t == data.y_test)),
         "test_agreement": agreement,
-        "train_agreement": res.train_agreement,
+        "train_agreement": train_agreement,
         "pgd": robust,
-        "seconds": res.seconds,
+        "seconds": res_seconds,
+        "eq13": eq13.to_dict() if eq13 is not None else None,
     }
+    if eq13 is not None:
+        result["eq13"].pop("history", None)
     text = [
         f"student {config['arch']} distilled from {args.teacher} with {method} on {data.name} "
-        f"({args.epochs} epochs, {res.seconds:.1f} s, labels: {res.label_source})",
+        f"({args.epochs} epochs, {res_seconds:.1f} s, labels: {label_source})",
         f"test accuracy {test_acc:.4f} (teacher {result['teacher_test_accuracy']:.4f}), "
         f"agreement {agreement:.4f}",
     ]
+    if eq13 is not None:
+        f = eq13.final
+        text.append(
+            f"Eq. 13 ({f['scope']}, kappa {args.eq13_kappa:g}) on the training points: "
+            f"{'holds' if eq13.holds else 'FAILS'} after {eq13.rounds} round(s), hinge weights "
+            f"{', '.join(f'{w:g}' for w in eq13.hinge_weights)}; violations per round "
+            f"{list(eq13.violations)} of {f['n_checked']}, disagreements {f['disagreements']}"
+        )
     if robust is not None:
         text.append(
             f"PGD-{args.eval_steps} accuracy at eps {eps:g}: student {robust['student']:.4f}, "
@@ -302,6 +321,30 @@ def _cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     text.append(f"wrote {pt}, {onnx_path} (+ .json), sha256 {side['sha256'][:16]}...")
     result["text"] = "\n".join(text)
     return result
+
+
+def _distill_eq13(
+    args: argparse.Namespace, teacher: Any, data: Any, method: str, cfg: Any
+) -> tuple[Any, Any]:
+    """``distill --eq13-kappa K``: :func:`distill.losses.distill_for_eq13` on the training inputs (labels:
+    the teacher's argmax)."""
+    from .losses import Eq13Config, distill_for_eq13
+
+    ecfg = Eq13Config(
+        kappa=args.eq13_kappa,
+        scope=args.eq13_scope,
+        method=method,
+        distill=cfg,
+        arch=args.arch,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        hinge_weight=args.eq13_hinge,
+        max_rounds=args.eq13_rounds,
+    )
+    ecfg.validate()
+    return distill_for_eq13(teacher, data, ecfg, progress=not args.no_progress)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -341,14 +384,14 @@ def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_diagnose(args: argparse.Namespace) -> dict[str, Any]:
     from .data import load_dataset
     from .diagnostics import diagnose
-    from .export import load_model
+    from .teacher import load_teacher_model
 
     _nonneg("--eps", args.eps)
     _positive_int("--steps", args.steps)
     _positive_int("--restarts", args.restarts)
     _positive_int("--max-points", args.max_points)
-    teacher = load_model(args.teacher)
-    student = load_model(args.student)
+    teacher = load_teacher_model(args.teacher)
+    student = load_teacher_model(args.student)
     tmeta: dict[str, Any] = getattr(teacher, "meta", {}) or {}
     smeta: dict[str, Any] = getattr(student, "meta", {}) or {}
     data_name = args.data or smeta.get("dataset") or tmeta.get("dataset")
@@ -465,6 +508,16 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--split-seed", type=int, default=None, help="data split seed (default: the teacher's)")
     p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument(
+        "--eq13-kappa",
+        type=float,
+        default=None,
+        help="aim at Eq. 13 at this kappa: add the confidence-gap hinge and retry until the student is at "
+        "least as confident as the teacher at every teacher-confident training point (labels: teacher)",
+    )
+    p.add_argument("--eq13-scope", choices=["confident", "all", "kappa"], default="confident")
+    p.add_argument("--eq13-hinge", type=float, default=1.0, help="initial hinge weight (default 1)")
+    p.add_argument("--eq13-rounds", type=int, default=4, help="maximum rounds (default 4)")
     p.add_argument("--out", required=True, help="output folder")
     _common(p)
     p.set_defaults(func=_cmd_distill)

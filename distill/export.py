@@ -219,9 +219,8 @@ def load_model(path: str | Path) -> nn.Module:
 
     An ONNX file goes through :func:`encoders.network.load_onnx` (so every supported graph — Gemm,
     MatMul+Add, Conv, BatchNorm, Flatten, ... — collapses to affine layers) and is rebuilt as an
-    ``nn.Sequential`` of ``Linear``/``ReLU`` that can be attacked and distilled from; a graph the IR
-    cannot represent is imported by :func:`distill.teacher.load_teacher` instead (its logits module,
-    parity-checked against onnxruntime).  The returned
+    ``nn.Sequential`` of ``Linear``/``ReLU`` that can be attacked and distilled from (a graph the IR
+    cannot represent: :func:`distill.teacher.load_teacher_model`).  The returned
     module carries the metadata as ``module.meta`` (checkpoint ``meta`` or ONNX sidecar, else ``{}``).
 
     Raises
@@ -238,13 +237,7 @@ def load_model(path: str | Path) -> nn.Module:
     if suffix in (".pt", ".pth"):
         model, meta = _load_checkpoint(path)
     elif suffix == ".onnx":
-        try:
-            net = load_onnx(path)
-        except UnsupportedModelError:
-            # not collapsible to an MLP: import it as a teacher (any graph onnxruntime runs)
-            from .teacher import load_teacher
-
-            return load_teacher(path).module
+        net = load_onnx(path)
         model = sequential_from_affines([(a.W, a.b) for a in net.affines])
         meta = read_meta(path)
     else:

@@ -740,6 +740,7 @@ def distill_for_eq13(
     config: Eq13Config | None = None,
     domain: tuple[Any, Any] | None = None,
     progress: bool = False,
+    teacher_logits: np.ndarray | None = None,
 ) -> tuple[nn.Module, Eq13Report]:
     """Distil a fresh MLP student on ``data`` with the base method plus :func:`eq13_hinge`, and retry
     with a stronger hinge until Eq. 13 holds on the distillation points (:class:`Eq13Config`).
@@ -754,6 +755,10 @@ def distill_for_eq13(
         sample).  Labels are always the teacher's argmax (seed 000 Algorithm 1, line 4).
     domain
         ``(lo, hi)`` clamp of the adversarial methods (default: the data set's).
+    teacher_logits
+        The teacher's logits at the points as the certifier computes them (e.g. onnxruntime or the
+        network IR); they define the labels, the confident set and the Eq. 13 targets of the report.
+        Default: the teacher module's float32 forward.  The student is checked in float64.
 
     Returns
     -------
@@ -775,7 +780,12 @@ def distill_for_eq13(
         raise ConfigError(f"distill_for_eq13: {len(X)} points; at most 2^24 are supported")
     method = resolve_method(cfg.method)
     loss_fn = LOSSES[method]
-    z_t = _float64_logits(tmod, X)
+    if teacher_logits is None:
+        z_t = logits_of(tmod, X)
+    else:
+        z_t = np.asarray(teacher_logits, np.float64)
+        if z_t.ndim != 2 or len(z_t) != len(X):
+            raise ConfigError(f"teacher_logits: expected shape ({len(X)}, K), got {z_t.shape}")
     y = z_t.argmax(axis=1).astype(np.int64)
     n_features, n_classes = int(X.shape[1]), int(z_t.shape[1])
     widths = parse_arch(cfg.arch or f"{n_features}-32-32-{n_classes}")
@@ -785,7 +795,7 @@ def distill_for_eq13(
 
     # The teacher's logits at the distillation points are computed once (float32, as in training);
     # each batch carries its row indices in an extra last column so the hinge can look them up.
-    zt32 = torch.from_numpy(logits_of(tmod, X)).float()
+    zt32 = torch.from_numpy(z_t).float()
     X_aug = np.concatenate([X, np.arange(len(X), dtype=np.float32)[:, None]], axis=1)  # exact below 2^24
     # For the clean-point methods the teacher's terms are constants of the sample: computed once
     # (a large CNN teacher would otherwise dominate every step).  Same formulas, same values.

@@ -564,7 +564,7 @@ def _c_slice(node: _Node) -> Fn:
 
 def _c_constant_of_shape(node: _Node) -> Fn:
     val = node.attr("value")
-    fill = torch.as_tensor(val).reshape(-1) if val is not None else torch.zeros(1)
+    fill = torch.as_tensor(np.array(val)).reshape(-1) if val is not None else torch.zeros(1)
 
     def fn(shape: torch.Tensor) -> torch.Tensor:
         return fill.expand(_ints(shape) or []).clone() if (_ints(shape) or []) else fill.reshape(()).clone()

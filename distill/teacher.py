@@ -68,6 +68,7 @@ __all__ = [
     "Teacher",
     "TeacherLogits",
     "load_teacher",
+    "load_teacher_model",
     "PARITY_POINTS",
     "PARITY_TOLERANCE",
     "PROBABILITY_TOLERANCE",
@@ -182,6 +183,21 @@ class Teacher:
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
+
+    def check_data(self, data: Any, what: str = "--teacher") -> None:
+        """Raise :class:`ConfigError` unless the teacher takes ``data.n_features`` inputs and has
+        ``data.n_classes`` outputs (and, when the data carries one, the same image shape)."""
+        shape = getattr(data, "image_shape", None)
+        if self.n_inputs != int(data.n_features) or self.n_classes != int(data.n_classes):
+            raise ConfigError(
+                f"{what} {self.source}: takes {self.n_inputs} inputs and gives {self.n_classes} outputs, but "
+                f"{data.name} has {data.n_features} features and {data.n_classes} classes"
+            )
+        if shape and len(self.input_shape) > 1 and tuple(shape) != tuple(self.input_shape):
+            raise ConfigError(
+                f"{what} {self.source}: expects inputs of shape {tuple(self.input_shape)}, but {data.name}'s "
+                f"images are {tuple(shape)}"
+            )
 
     def network(self) -> Any:
         """The verifiable IR (:class:`encoders.network.Network`), or ``None`` when not encodable."""
@@ -387,6 +403,27 @@ def export_module_onnx(module: nn.Module, path: Path, input_shape: tuple[int, ..
     return path
 
 
+def _export(module: nn.Module, path: Path, shape: tuple[int, ...], meta: dict[str, Any], domain: Any) -> Path:
+    """A Linear/ReLU MLP (anything :func:`distill.models.affine_layers` reads, e.g. an MLP checkpoint or
+    the sigmoid teacher) goes through :func:`distill.export.export_onnx` — a plain Gemm/Relu graph the
+    network IR encodes, with its sidecar; any other module through the TorchScript exporter."""
+    from .export import export_onnx
+    from .models import affine_layers
+
+    try:
+        affine_layers(module)
+    except InputError:
+        return export_module_onnx(_native(module), path, shape)
+    m = dict(meta)
+    if domain is not None and "input_domain" not in m:
+        n = int(np.prod(shape))
+        lo = np.broadcast_to(np.asarray(domain[0], np.float64).reshape(-1), (n,))
+        hi = np.broadcast_to(np.asarray(domain[1], np.float64).reshape(-1), (n,))
+        m["input_domain"] = {"lo": lo.tolist(), "hi": hi.tolist()}
+    export_onnx(module, path, int(np.prod(shape)), m)
+    return path
+
+
 # --------------------------------------------------------------------------------------------------
 # onnxruntime
 # --------------------------------------------------------------------------------------------------
@@ -516,10 +553,11 @@ def load_teacher(
         shape = _module_input_shape(module, input_shape)
         if export_path is None:
             export_path = Path(tempfile.mkdtemp(prefix="distillcert-teacher-")) / "teacher.onnx"
-        onnx_path = export_module_onnx(_native(module), Path(export_path), shape)
-        input_shape = shape
         if not meta:
             meta = dict(getattr(module, "meta", {}) or {})
+        onnx_path = _export(module, Path(export_path), shape, meta, domain)
+        meta = _sidecar(onnx_path) or meta  # an MLP export writes a sidecar (domain, classes, checks)
+        input_shape = shape
     else:
         onnx_path = Path(source)  # type: ignore[arg-type]
         meta = _sidecar(onnx_path)
@@ -651,3 +689,20 @@ def _load_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any], str]:
         ) from None
     ts.eval()
     return ts, {}, "torchscript"
+
+
+def load_teacher_model(path: str | Path) -> nn.Module:
+    """A model file as a torch module mapping flat inputs to logits, whatever its architecture.
+
+    :func:`distill.export.load_model` first (checkpoints; ONNX graphs the network IR collapses to an
+    MLP, rebuilt as ``nn.Sequential``); an ONNX graph the IR refuses is imported with
+    :func:`load_teacher` (its parity-checked logits module, ``module.meta`` = sidecar).
+    """
+    from .export import load_model
+
+    try:
+        return load_model(path)
+    except UnsupportedModelError:
+        if Path(path).suffix.lower() != ".onnx":
+            raise
+        return load_teacher(path).module

@@ -88,29 +88,31 @@ def digits_setup():
 
 
 def test_plain_distillation_fails_eq13_and_the_hinge_reaches_it(digits_setup, tmp_path) -> None:
+    from distill.export import export_onnx
+    from encoders.network import load_onnx
+
     d, teacher, X = digits_setup
+    export_onnx(teacher, tmp_path / "t.onnx", 64)
+    z_t = load_onnx(tmp_path / "t.onnx").evaluate(X.astype(np.float64))  # as the certifier sees the teacher
     base = dict(kappa=0.9, method="sd", epochs=30, distill=DistillConfig(), seed=0)
     _, plain = distill_for_eq13(
         teacher, X, Eq13Config(hinge_weight=0.0, max_rounds=1, **base), domain=d.domain
     )
     assert not plain.holds and plain.final["violations"] > 0 and plain.rounds == 1
     student, rep = distill_for_eq13(
-        teacher, X, Eq13Config(hinge_weight=1.0, max_rounds=4, **base), domain=d.domain
+        teacher, X, Eq13Config(hinge_weight=1.0, max_rounds=4, **base), domain=d.domain, teacher_logits=z_t
     )
     assert rep.holds and rep.final["violations"] == 0 and rep.final["disagreements"] == 0
     assert 1 <= rep.rounds <= 4 and len(rep.hinge_weights) == rep.rounds == len(rep.violations)
     assert all(b == a * 4.0 for a, b in zip(rep.hinge_weights, rep.hinge_weights[1:]))
     assert rep.to_dict()["final"]["holds"] is True
     # independent check on the exported student through the network IR, as the certifier does it
-    from distill.export import export_onnx
-    from encoders.network import load_onnx
-
     export_onnx(student, tmp_path / "s.onnx", 64)
     z_s = load_onnx(tmp_path / "s.onnx").evaluate(X.astype(np.float64))
-    export_onnx(teacher, tmp_path / "t.onnx", 64)
-    z_t = load_onnx(tmp_path / "t.onnx").evaluate(X.astype(np.float64))
     chk = eq13_check(z_t, z_s, 0.9, "confident")
     assert chk["holds"] and chk["n_confident"] == rep.final["n_confident"]
+    with pytest.raises(ConfigError, match="teacher_logits"):
+        distill_for_eq13(teacher, X, Eq13Config(**base), teacher_logits=z_t[:5])
 
 
 def test_distill_for_eq13_takes_an_imported_cnn_teacher(tmp_path) -> None:
@@ -157,3 +159,25 @@ def test_precomputed_teacher_terms_give_the_same_losses(digits_setup) -> None:
         kdiga(student, teacher, x, y, cfg), kdiga(student, teacher, x, y, cfg, ft=ft, gt=gt)
     )
     torch.testing.assert_close(sd(student, teacher, x, y, cfg), sd(student, teacher, x, y, cfg, ft=ft))
+
+
+def test_cli_distill_eq13(digits_setup, tmp_path, capsys) -> None:
+    import json
+
+    from distill.export import save_checkpoint
+    from distill.train import model_meta
+    from verifier.cli.main import main
+
+    d, teacher, _ = digits_setup
+    save_checkpoint(teacher, tmp_path / "t.pt", model_meta(d, {"arch": "64-48-10", "seed": 0}))
+    argv = ["distill", "--teacher", tmp_path / "t.pt", "--method", "sd", "--epochs", "20",
+            "--eq13-kappa", "0.9", "--eval-steps", "0", "--out", tmp_path / "s", "--no-progress"]  # fmt: skip
+    assert main([str(a) for a in argv]) == 0
+    assert "Eq. 13 (confident, kappa 0.9) on the training points" in capsys.readouterr().out
+    assert main([str(a) for a in argv] + ["--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["eq13"]["final"]["scope"] == "confident" and res["eq13"]["rounds"] >= 1
+    assert res["eq13"]["holds"] == (
+        res["eq13"]["final"]["violations"] == 0 and res["eq13"]["final"]["disagreements"] == 0
+    )
+    assert (tmp_path / "s" / "student.onnx").is_file()

@@ -190,6 +190,12 @@ def test_torchscript_file_and_fixed_batch_export(tmp_path) -> None:
     T1 = load_teacher(tmp_path / "fixed.onnx")
     X = np.random.default_rng(3).random((5, 64))
     np.testing.assert_allclose(T1.logits(X), T.logits(X), atol=1e-5)
+    # gradients flow through the per-sample (vmap) path too
+    x = torch.from_numpy(X.astype(np.float32)).requires_grad_(True)
+    (g1,) = torch.autograd.grad(T1.module(x).sum(), x)
+    x2 = x.detach().clone().requires_grad_(True)
+    (g2,) = torch.autograd.grad(net(x2.reshape(5, 1, 8, 8)).sum(), x2)
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-5)
 
 
 def test_mlp_teacher_is_encodable(tmp_path) -> None:
@@ -213,3 +219,27 @@ def test_bad_inputs(tmp_path) -> None:
         load_teacher(nn.Conv2d(1, 2, 3))
     with pytest.raises(ConfigError, match="at least 1000"):
         load_teacher(_cnn(), input_shape=(1, 8, 8), points=10)
+
+
+def test_affine_teachers_are_exported_as_encodable_gemm_graphs(tmp_path) -> None:
+    """An MLP checkpoint or the sigmoid teacher becomes a Gemm/Relu graph the network IR encodes."""
+    from distill.export import save_checkpoint
+    from distill.models import SigmoidTeacher
+
+    dom = (np.full(2, -3.0), np.full(2, 3.0))
+    T = load_teacher(SigmoidTeacher(2.0), domain=dom, export_path=tmp_path / "s.onnx")
+    assert T.encodable and _ops(T.onnx_path) == ["Gemm"] and T.meta["input_domain"]["lo"] == [-3.0, -3.0]
+    save_checkpoint(SigmoidTeacher(2.0), tmp_path / "s.pt", {"input_domain": {"lo": [-3, -3], "hi": [3, 3]}})
+    T2 = load_teacher(tmp_path / "s.pt", export_path=tmp_path / "s2.onnx")
+    assert T2.source_kind == "checkpoint" and T2.encodable and T2.parity == 0.0
+    X = np.array([[1.0, -0.5], [-2.0, 0.3]])
+    np.testing.assert_allclose(T2.logits(X), [[1.0, 0.0], [-3.4, 0.0]], atol=1e-6)
+
+
+def test_check_data(cnn_teacher) -> None:
+    from distill.data import load_dataset
+
+    _, T = cnn_teacher
+    T.check_data(load_dataset("digits"))
+    with pytest.raises(ConfigError, match="64 inputs"):
+        T.check_data(load_dataset("gaussians2d"))

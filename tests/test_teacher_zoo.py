@@ -172,3 +172,16 @@ def test_cli_refusals(tmp_path, capsys) -> None:
         "Hardmax",
         "'hm'",
     )
+
+
+@pytest.mark.slow
+def test_cnn_large_trains_on_mnist5k_and_imports(tmp_path) -> None:
+    """The benchmark's mnist5k teacher: ≥ 100k parameters, MaxPool, learns in two epochs, imports."""
+    d = load_dataset("mnist5k")
+    res = train_teacher(d, arch="cnn-large", epochs=2, progress=False)
+    assert n_parameters(res.model) >= 100_000 and res.test_accuracy > 0.9
+    export_onnx(res.model, tmp_path / "t.onnx", 784, model_meta(d, res.config))
+    T = load_teacher(tmp_path / "t.onnx", X=d.X_test)
+    assert T.input_shape == (1, 28, 28) and T.parity_scaled <= 1e-4 and not T.encodable
+    agree = np.mean(T.logits(d.X_test).argmax(1) == res.model(torch.from_numpy(d.X_test)).argmax(1).numpy())
+    assert agree == 1.0
