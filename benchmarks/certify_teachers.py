@@ -49,6 +49,7 @@ class TeacherSpec:
     pgd_steps: int = 50
     pgd_restarts: int = 5
     method: str = "kdiga"
+    eq13_rounds: int = 4
 
 
 @dataclass(frozen=True)
@@ -72,17 +73,16 @@ FULL = BenchConfig(
         TeacherSpec("digits-mlp", "digits", "64-128-128-10", 0.1, 40),
         TeacherSpec("digits-cnn-tanh-bn", "digits", "cnn-tanh-bn", 0.0, 10, 20, 1, "sd"),
         TeacherSpec("digits-resnet-mini", "digits", "resnet-mini", 0.0, 10, 20, 1, "sd"),
-        TeacherSpec("mnist5k-cnn-tanh-bn", "mnist5k", "cnn-tanh-bn", 0.0, 3, 10, 1, "sd"),
+        TeacherSpec("mnist5k-cnn-tanh-bn", "mnist5k", "cnn-tanh-bn", 0.0, 3, 10, 1, "sd", 2),
     ),
     kinds=(("binomial", 0.01, 0.01), ("quality", 0.01, 0.01)),
     quality_epochs=20,
-    extra={"eq13_rounds": 2},
 )
 
 QUICK = BenchConfig(
     teachers=(
-        TeacherSpec("digits-mlp", "digits", "64-32-10", 0.0, 10),
-        TeacherSpec("digits-cnn-tanh-bn", "digits", "cnn-tanh-bn", 0.0, 2, 10, 1, "sd"),
+        TeacherSpec("digits-mlp", "digits", "64-32-10", 0.0, 10, eq13_rounds=2),
+        TeacherSpec("digits-cnn-tanh-bn", "digits", "cnn-tanh-bn", 0.0, 2, 10, 1, "sd", 2),
     ),
     kinds=(("binomial", 0.1, 0.1), ("quality", 0.3, 0.3)),
     binomial_epochs=10,
@@ -90,7 +90,7 @@ QUICK = BenchConfig(
     local_budget=10.0,
     audit_budget=10.0,
     recheck=2,
-    extra={"eq13_rounds": 2, "global_timeout": 5.0},
+    extra={"global_timeout": 5.0},
 )
 
 
@@ -141,6 +141,7 @@ def _cell(
         "epochs": cfg.quality_epochs if quality else cfg.binomial_epochs,
         "distill_on": "pool" if quality else "samples",
         "method": spec.method,
+        "eq13_rounds": spec.eq13_rounds,
         "pgd_steps": spec.pgd_steps,
         "pgd_restarts": spec.pgd_restarts,
         "local_budget": cfg.local_budget,

@@ -15,8 +15,8 @@ def _tiny():
 
     return BenchConfig(
         teachers=(
-            TeacherSpec("mlp", "digits", "64-16-10", 0.0, 8),
-            TeacherSpec("tanh-bn", "digits", "cnn-tanh-bn", 0.0, 2, 5, 1, "sd"),
+            TeacherSpec("mlp", "digits", "64-16-10", 0.0, 8, eq13_rounds=1),
+            TeacherSpec("tanh-bn", "digits", "cnn-tanh-bn", 0.0, 2, 5, 1, "sd", 1),
         ),
         kinds=(("binomial", 0.2, 0.2), ("quality", 0.45, 0.45)),
         binomial_epochs=5,
@@ -24,7 +24,7 @@ def _tiny():
         local_budget=5.0,
         audit_budget=5.0,
         recheck=1,
-        extra={"eq13_rounds": 1, "global_timeout": 3.0},
+        extra={"global_timeout": 3.0},
     )
 
 

@@ -27,22 +27,27 @@ Steps (:func:`certify`)
       (:func:`verifier.dispatch.verify_many`); every solver query is journaled and a rerun with the
       same output folder reuses finished queries.
 
-4. **Lift** (seed 000 Prop. 4.3, measured): with the *margin-gradient ratio*
+4. **Lift** (measured): with the *margin-gradient ratios* and *margin ratios*
 
-   .. math:: \rho(x) = \min_{j \ne c}\ \frac{\|\nabla_x (f_{S,c} - f_{S,j})(x)\|_*}
-                                           {\|\nabla_x (f_{T,c} - f_{T,j})(x)\|_*},\qquad c = c_T(x),
+   .. math:: \rho_j(x) = \frac{\|\nabla_x (f_{S,c} - f_{S,j})(x)\|_*}{\|\nabla_x (f_{T,c} - f_{T,j})(x)\|_*},
+             \qquad \mu_j(x) = \frac{f_{T,c} - f_{T,j}}{f_{S,c} - f_{S,j}}(x),\qquad c = c_T(x),
 
-   the teacher's radius at a verified sample is ``δ_T(x_i) = min(1, ρ(x_i)) · R_i``.  Why: if both
-   margins are locally linear and equal at ``x`` (the perfect-student assumption), the distance to the
-   ``j``-boundary is ``m_j/‖∇m_j‖_*`` for each network, so the teacher's distance is the student's times
-   ``ρ_j(x)``; the minimum over ``j`` is the worst boundary.  (``lift = "prop42"`` takes ``ρ ≡ 1``:
-   Prop. 4.2's perfect-student and local-linearity assumptions, not measured.)
+   the teacher's radius at a verified sample is ``δ_T(x_i) = λ(x_i) · R_i`` with the default
+   ``λ = min(1, min_j μ_j ρ_j)`` (``prop43m``).  Why: if the margins are locally linear on the ball, the
+   teacher's distance to the ``j``-boundary is ``m_{T,j}/‖∇m_{T,j}‖_* = μ_j ρ_j · m_{S,j}/‖∇m_{S,j}‖_*``
+   and the student's linear distance is at least its verified radius.  Scaling the student's logits
+   leaves ``λ`` unchanged.  ``prop43`` (``min(1, min_j ρ_j)``, seed 000 Prop. 4.3: margins also *equal*)
+   and ``prop42`` (``λ = 1``) are refused where they exceed ``prop43m`` by more than ``lift_tolerance``
+   (:func:`verifier.certify.lift.inflated`).
    *Distillation success* (seed 000 Eq. 13): the student at least as confident as the teacher in the
    teacher's class, ``p(f_S(x_i))_{c_T} ≥ p(f_T(x_i))_{c_T}``, at every sample of the scope (default: the
-   confident samples, where the lift is used; ``eq13_scope = "all"`` for every sample).
-5. **Teacher falsification cross-check**: PGD (in-house, :mod:`distill.attacks`) on the teacher at every
-   ``i ∈ K`` at its lifted radius ``δ_T(x_i)``; a point it finds is replayed on onnxruntime against the
-   teacher's ONNX file.  Any replayed adversarial example refuses the certificate.
+   confident samples, where the lift is used; ``eq13_scope = "all"`` for every sample).  The distillation
+   aims at it (a hinge on the gap, :func:`distill.losses.distill_for_eq13`); the check is exact.
+5. **Audit** (:mod:`verifier.certify.audit`): PGD (in-house, :mod:`distill.attacks`) on the teacher at
+   every ``i ∈ K`` at its lifted radius ``δ_T(x_i)``; a point it finds is replayed on onnxruntime against
+   the teacher's ONNX file and refuses the certificate.  And direct verification of every lifted claim on
+   the teacher when its IR can be built (CROWN, α-CROWN, a solver within a budget): confirmed / undecided
+   / refuted; a refuted claim refuses the certificate.
 6. **Verdict.**  Radius rules (``teacher_radius``):
 
    * ``"min"`` (seed and quality-space kinds; the issue's rule): ``R_i = R`` and the teacher radius is
@@ -84,7 +89,8 @@ Modules (one per stage; imports run one way, config/context → sample → disti
 decide → schema → pipeline → run; the checker :mod:`~verifier.certify.check` only reads)
 ------------------------------------------------------------------------------------------------------
 ``config`` (:class:`CertifyConfig`), ``context`` (log, run context, :class:`~.context.Balls`),
-``pac`` (sample sizes), ``sample``, ``distil``, ``lift`` (ρ, λ, Eq. 13), ``verify`` (global query,
+``pac`` (sample sizes), ``teacher`` (import of any ONNX/TorchScript teacher, its evaluation), ``sample``,
+``distil``, ``lift`` (ρ, λ, Eq. 13), ``verify`` (global query,
 batched CROWN, solvers), ``audit`` (the teacher cross-check), ``decide`` (verdict, guarantee text,
 assumptions), ``schema`` (certificate schema, writer, loader), ``report`` (report.md and plots),
 ``pipeline`` (:func:`certify`), ``run`` (``distillcert run``: the main job) and ``check``

@@ -142,7 +142,8 @@ def check_certificate(
         ),
     )
     kind_ok = all(
-        _same(p[k], getattr(config, k)) for k in ("delta", "kappa", "epsilon", "eta", "tv_shift", "lift")
+        _same(p[k], getattr(config, k))
+        for k in ("delta", "kappa", "epsilon", "eta", "tv_shift", "lift", "lift_tolerance")
     )
     ck.add(
         "parameters",

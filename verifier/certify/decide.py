@@ -230,13 +230,13 @@ _LIFT_ASSUMPTION = {
         "Prop. 4.3 lift (measured): around each confident sample the logit margins of teacher and student "
         "are locally linear and equal (perfect student), so the teacher's radius is the student's times "
         "min(1, rho(x)), rho = the measured margin-gradient ratio (dual norm). This is an assumption, not "
-        "a proof; the PGD cross-check can refute it but not confirm it."
+        "a proof; it is refused where it exceeds the margin-corrected prop43m lift beyond lift_tolerance."
     ),
     "prop43m": (
         "Margin-corrected Prop. 4.3 lift (measured): around each confident sample the logit margins of "
         "teacher and student are locally linear on the ball, so the teacher's radius is at least the "
-        "student's times min_j (m_T,j / m_S,j) * rho_j. An assumption, not a proof; the PGD cross-check "
-        "can refute it but not confirm it."
+        "student's times min_j (m_T,j / m_S,j) * rho_j. An assumption, not a proof, wherever the lift "
+        "audit did not confirm a claim by verifying the teacher directly."
     ),
     "prop42": (
         "Prop. 4.2 lift: the student is perfect (teacher and student agree with equal margins) and locally "
@@ -256,6 +256,12 @@ def assumptions(config: CertifyConfig, kind: str, rule: str) -> list[str]:
         "and the solvers' feasibility tolerances; every counterexample was replayed on onnxruntime.",
     ]
     a.append(_LIFT_ASSUMPTION[config.lift])
+    a.append(
+        "Lift audit: PGD at every lifted radius (an adversarial example refuses), and, when the teacher's "
+        "verifiable IR can be built, direct verification of each lifted claim on the teacher (CROWN, "
+        "alpha-CROWN, a solver within audit_budget); confirmed claims are proved for the teacher, undecided "
+        "ones rest on the lift assumption, a refuted one refuses the certificate."
+    )
     a.append("Distillation success (seed 000 Eq. 13) was checked on the samples only.")
     if kind == "seed":
         a.append(

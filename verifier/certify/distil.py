@@ -36,11 +36,11 @@ class Student:
     c: np.ndarray
 
 
-def distil(
-    config: CertifyConfig, ctx: RunContext, teacher_model: Any, teacher_sha: str, smp: Sample
-) -> Student:
+def distil(config: CertifyConfig, ctx: RunContext, teacher: Any, smp: Sample) -> Student:
     """Distil (or reuse) the student on the sample (``distill_on = "samples"``) or on its whole pool, export
-    it, and evaluate it on the sample."""
+    it, and evaluate it on the sample.  ``teacher`` has ``model`` (torch), ``sha256`` and ``logits(X)`` (the
+    certifier's evaluation of the teacher, which defines the labels and the Eq. 13 targets the hinge aims
+    at)."""
     from distill.export import load_model
 
     from .sample import sample_pool
@@ -49,7 +49,7 @@ def distil(
     X_distill = smp.X if config.distill_on == "samples" else sample_pool(data, config.sampling)[0]
     key = query_key(
         "student",
-        teacher_sha,
+        teacher.sha256,
         smp.sha256,
         config.distill_on,
         config.method,
@@ -67,7 +67,7 @@ def distil(
         ),
         config.data_seed,
     )
-    path, summary = _student(config, ctx, teacher_model, X_distill.astype(np.float32), key)
+    path, summary = _student(config, ctx, teacher, X_distill, key)
     net = load_onnx(path)
     z = net.evaluate(smp.X)
     return Student(
@@ -76,7 +76,7 @@ def distil(
 
 
 def _student(
-    config: CertifyConfig, ctx: RunContext, teacher_model: Any, X_distill: np.ndarray, key: str
+    config: CertifyConfig, ctx: RunContext, teacher: Any, X_distill: np.ndarray, key: str
 ) -> tuple[Path, dict[str, Any]]:
     """Distil (or reuse a student of the same key from ``out_dir``) and export it to ONNX."""
     import json
@@ -97,12 +97,12 @@ def _student(
             return path, dict(meta.get("distill_summary") or {})
     domain = (data.domain_lo, data.domain_hi)
     if config.eq13_hinge > 0 or config.eq13_rounds > 1:
-        model, training, summary = _distil_eq13(config, ctx, teacher_model, X_distill, domain)
+        model, training, summary = _distil_eq13(config, ctx, teacher, X_distill, domain)
     else:
         log(f"distilling the student ({config.method}, {len(X_distill)} points, {config.epochs} epochs)")
         res = distill_student(
-            teacher_model,
-            X_distill,
+            teacher.model,
+            X_distill.astype(np.float32),
             method=config.method,
             arch=config.student_arch,
             epochs=config.epochs,
@@ -137,7 +137,7 @@ def _student(
 
 
 def _distil_eq13(
-    config: CertifyConfig, ctx: RunContext, teacher_model: Any, X_distill: np.ndarray, domain: Any
+    config: CertifyConfig, ctx: RunContext, teacher: Any, X_distill: np.ndarray, domain: Any
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     r"""Distillation aimed at Eq. 13 (:func:`distill.losses.distill_for_eq13`): the base loss plus
     ``eq13_hinge`` times a hinge on the confidence gap at the distillation points (zero only where the
@@ -163,7 +163,14 @@ def _distil_eq13(
         f"distilling the student ({config.method} + Eq. 13 hinge {config.eq13_hinge:g}, up to "
         f"{config.eq13_rounds} rounds; {len(X_distill)} points, {config.epochs} epochs)"
     )
-    model, rep = distill_for_eq13(teacher_model, X_distill, cfg, domain=domain, progress=ctx.log.progress)
+    model, rep = distill_for_eq13(
+        teacher.model,
+        X_distill.astype(np.float32),
+        cfg,
+        domain=domain,
+        progress=ctx.log.progress,
+        teacher_logits=teacher.logits(X_distill),  # the certifier's labels, confident set and targets
+    )
     ctx.log(
         f"Eq. 13 distillation: {rep.rounds} round(s), violations per round {list(rep.violations)} on the "
         f"distillation points ({'holds' if rep.holds else 'still fails'} in training precision)"

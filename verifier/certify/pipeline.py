@@ -84,7 +84,7 @@ def certify(
 
     # 2. distil
     t0 = time.perf_counter()
-    student = distil(config, ctx, teacher.model, teacher.sha256, smp)
+    student = distil(config, ctx, teacher, smp)
     durations["distill_s"] = time.perf_counter() - t0
 
     # 4. Eq. 13 and the lift (before verification: the fixed rule's student radii depend on it)

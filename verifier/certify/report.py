@@ -108,6 +108,20 @@ def _plots(cert: dict[str, Any], out: Path, arrays: dict[str, np.ndarray]) -> li
     return made
 
 
+def _audit_text(a: dict[str, Any]) -> str:
+    if not a.get("run", False):
+        return "not run"
+    if not a.get("checkable", True):
+        return "teacher not directly checkable (no verifiable IR): PGD only"
+    if not a.get("claims"):
+        return "no lifted claims"
+    frac = a.get("fraction_confirmed")
+    return (
+        f"{a['confirmed']} confirmed, {a['undecided']} undecided, {a['refuted']} refuted of {a['claims']} "
+        f"lifted claims ({100 * frac:.1f}% confirmed; by {a.get('by')})"
+    )
+
+
 def render_markdown(cert: dict[str, Any], plots: list[tuple[str, str]]) -> str:
     """The report text (Markdown)."""
     g, p, st, dat = cert["guarantee"], cert["parameters"], cert["steps"], cert["data"]
@@ -182,6 +196,7 @@ def render_markdown(cert: dict[str, Any], plots: list[tuple[str, str]]) -> str:
             f"{cc['restarts']} restarts, lifted radius)",
             dur.get("crosscheck_s"),
         ),
+        ("5. lift audit", _audit_text(st.get("lift_audit") or {}), dur.get("audit_s")),
         ("6. verdict", verdict, dur.get("total_s")),
     ]
     lines += ["## Steps", "", "| step | result | seconds |", "| --- | --- | --- |"]

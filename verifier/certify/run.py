@@ -154,6 +154,32 @@ def summary_text(cert: dict[str, Any], out_dir: str | Path) -> str:
         f"eta={p['eta']:g} kind={p['guarantee_kind']} s={cert['data']['sample_size']} "
         f"teacher_radius={g['teacher_radius']:.4g}"
     )
+    st = cert["steps"]
+    eq, audit, glob = st["eq13"], st.get("lift_audit") or {}, st["global"]
+    n_conf = cert["data"]["n_confident"]
+    dist = st.get("distill") or {}
+    rounds = f" after {dist['eq13_rounds']} distillation round(s)" if dist.get("eq13_rounds") else ""
+    lines.append(
+        f"Eq. 13: {'holds' if eq['holds'] else 'fails'} at the {eq['n_checked']} {eq['scope']} "
+        f"samples{rounds} ({eq['violations']} violations, worst gap {eq['worst_gap']:.3g})"
+    )
+    cov = sum(1 for q in cert["local_queries"] if q.get("by") == "global")
+    lines.append(
+        f"student: {st['local']['counts']} at {n_conf} confident samples (global query "
+        f"{glob.get('verdict') or 'not run'}, covering {cov}; by prover {st['local']['by']})"
+    )
+    if audit.get("checkable", True) and audit.get("claims"):
+        lines.append(
+            f"lift audit: {audit['confirmed']} of {audit['claims']} lifted claims confirmed by direct "
+            f"verification of the teacher, {audit['undecided']} undecided, {audit['refuted']} refuted "
+            f"({audit.get('by')})"
+        )
+    elif not audit.get("checkable", True):
+        lines.append("lift audit: teacher not directly checkable (no verifiable IR); PGD only")
+    lines.append(
+        f"teacher cross-check: PGD found {st['crosscheck']['adversarial']} adversarial example(s) at the "
+        f"lifted radii of {st['crosscheck']['n_points']} confident samples"
+    )
     dur = cert.get("durations_s", {})
     total = dur.get("run_total_s", dur.get("total_s"))
     lines.append(
