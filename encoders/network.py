@@ -23,9 +23,12 @@ so bounds, encodings and every backend treat them as ordinary ReLUs (no new cons
 ``|x| = max(0, x) + max(0, −x)``, ``LeakyRelu_α(x) = max(0, x) − α max(0, −x)`` and
 ``clip(x, l, u) = l + max(0, x − l) − max(0, x − u)``.
 
-A tensor that depends on an older basis than the current one (a skip connection) is rejected
-explicitly, as are nonlinear uses (product or quotient of two activations, a Cast that rounds, a Where
-whose condition depends on the input).  An output that does not depend on the input is the constant
+Skip connections (a tensor read after a later ReLU layer: residual Add, Concat across layers, a graph
+output taken early) are carried through every intervening ReLU layer exactly, as extra neurons
+``max(0, v) − max(0, −v) = v`` (one neuron ``max(0, v) = v`` when ``v`` is non-negative by
+construction); liveness decides which tensors are carried (:meth:`_Ctx.emit_relu`).  Nonlinear uses are
+rejected (product or quotient of two activations, a Cast that rounds, a Where whose condition depends on
+the input).  An output that does not depend on the input is the constant
 network ``y = 0·x + c``.  An input whose first dimension is a fixed size above 1 (or of rank 1) has no
 batch dimension: one sample is the whole tensor.
 """
@@ -250,6 +253,8 @@ class _Ctx:
         self.layers: list[Layer] = []
         self.basis_id = 0
         self.basis_size = 0
+        self.node_index = 0  # the node being translated
+        self.last_use: dict[str, int] = {}  # tensor -> index of the last node reading its values
 
     def const(self, name: str, node: Any) -> np.ndarray:
         v = self.values.get(name)
@@ -281,14 +286,50 @@ class _Ctx:
     def emit_relu(self, pre: _Sym) -> _Sym:
         """Close the affine block at ``pre`` and apply ReLU: ``h = max(0, pre)`` becomes the new basis.
 
-        Appends ``Affine(pre.M, pre.c)`` and ``Relu(n)``; returns ``h`` as the identity on the new basis.
+        Appends ``Affine`` and ``Relu`` layers; returns ``h`` on the new basis.  Every other symbolic
+        tensor that a later node still reads (a skip connection, a residual branch, a graph output) is
+        carried through the same layer exactly: its entries ``v`` are extra pre-activations ``v`` and
+        ``−v``, read back as ``max(0, v) − max(0, −v) = v``, or only ``v`` when ``v`` is non-negative by
+        construction (a non-negative combination of the previous ReLU layer's outputs plus a
+        non-negative constant, e.g. a residual taken after a ReLU), read back as ``max(0, v) = v``.
+        Carried entries are ordinary ReLUs to every bound method and encoder (stable whenever the
+        bounds fix their sign: free in the MILP, exact in CROWN).
         """
+        live: dict[tuple[int, int], tuple[_Sym, list[str]]] = {}
+        for name, v in self.values.items():
+            if (
+                isinstance(v, _Sym)
+                and v.basis == self.basis_id
+                and self.last_use.get(name, -1) > self.node_index
+            ):
+                live.setdefault((id(v.M), id(v.c)), (v, []))[1].append(name)
+        blocks_M, blocks_c = [pre.M], [pre.c]
         n = pre.M.shape[0]
-        self.layers.append(Affine(pre.M.copy(), pre.c.copy()))
+        reads: list[tuple[_Sym, list[str], np.ndarray, np.ndarray]] = []
+        for v, names in live.values():
+            nonneg = (v.basis > 0) & np.all(v.M >= 0.0, axis=1) & (v.c >= 0.0)
+            neg = np.flatnonzero(~nonneg)
+            pos_rows = n + np.arange(v.M.shape[0])
+            neg_rows = n + v.M.shape[0] + np.arange(neg.size)
+            blocks_M += [v.M, -v.M[neg]]
+            blocks_c += [v.c, -v.c[neg]]
+            n += v.M.shape[0] + neg.size
+            reads.append((v, names, pos_rows, np.stack([neg, neg_rows])))
+        M, c = np.vstack(blocks_M), np.concatenate(blocks_c)
+        self.layers.append(Affine(M, c))
         self.layers.append(Relu(n))
         self.basis_id += 1
         self.basis_size = n
-        return _Sym(np.eye(n), np.zeros(n), pre.shape, self.basis_id)
+        eye = np.eye(n)
+        for _v, names, pos_rows, (neg, neg_rows) in reads:
+            U = eye[pos_rows].copy()
+            U[neg, neg_rows] -= 1.0
+            zero = np.zeros(U.shape[0])
+            for name in names:
+                old = self.values[name]
+                self.values[name] = _Sym(U, zero, old.shape, self.basis_id)  # type: ignore[union-attr]
+        k = pre.M.shape[0]
+        return _Sym(eye[:k], np.zeros(k), pre.shape, self.basis_id)
 
 
 class _Unsupported(Exception):
@@ -600,6 +641,13 @@ def _window_taps(
     return outs, np.where(ok, flat, -1)
 
 
+#: Largest dense matrix a convolution may unroll to (entries; 2^25 float64 = 256 MiB).  The IR is dense, so
+#: a larger convolution (e.g. 32 → 32 channels at 28×28: 25088² entries, 4.7 GiB) is refused as
+#: unsupported rather than exhausting memory; such a network is still a valid *teacher* (run, attacked,
+#: distilled), just not directly verifiable.
+MAX_DENSE_ENTRIES = 2**25
+
+
 def _conv_matrix(in_shape: tuple[int, ...], Wc: np.ndarray, at: dict[str, Any]) -> tuple[np.ndarray, tuple]:
     """Dense matrix of an N-D convolution without bias on a single ``(C, *spatial)`` image.
 
@@ -619,6 +667,11 @@ def _conv_matrix(in_shape: tuple[int, ...], Wc: np.ndarray, at: dict[str, Any]) 
         raise _Unsupported("Conv kernel_shape differs from the weight shape")
     outs, taps = _window_taps(spatial, kernel, at)
     n_sp, n_out_sp = int(np.prod(spatial)), int(np.prod(outs))
+    if O * n_out_sp * C * n_sp > MAX_DENSE_ENTRIES:
+        raise _Unsupported(
+            f"Conv unrolled to a dense {O * n_out_sp}×{C * n_sp} matrix ({O * n_out_sp * C * n_sp:,} entries "
+            f"> {MAX_DENSE_ENTRIES:,}): too large for the verifiable IR"
+        )
     mat = np.zeros((O * n_out_sp, C * n_sp))
     Wf = Wc.reshape(O, cg, -1)  # (O, C/g, taps)
     rows = np.arange(n_out_sp)
@@ -896,6 +949,38 @@ def _reduce(ctx: _Ctx, node: Any, mean: bool) -> None:
     if mean:
         M, c = M / count, c / count
     ctx.values[node.output[0]] = _Sym(M, c, out_shape, v.basis)
+
+
+def _h_reduce_max_min(node: Any, ctx: _Ctx) -> None:
+    """``ReduceMax``/``ReduceMin`` over axes via :func:`_max_groups` (``min = −max(−·)``); axes as in
+    :func:`_reduce`."""
+    at = _attrs(node)
+    v = ctx.operand(node.input[0])
+    shp = _shape_of(v)
+    axes = _const_ints(ctx, node, 1, "axes")
+    keep = int(at.get("keepdims", 1))
+    if not axes:
+        if int(at.get("noop_with_empty_axes", 0)):
+            ctx.values[node.output[0]] = v
+            return
+        axes = list(range(len(shp)))
+    axes = sorted({a + len(shp) if a < 0 else a for a in axes})
+    if any(shp[a] == 0 for a in axes):
+        raise _Unsupported(f"{node.op_type} over an empty axis")
+    keep_shape = tuple(1 if i in axes else d for i, d in enumerate(shp))
+    out_shape = keep_shape if keep else tuple(d for i, d in enumerate(shp) if i not in axes)
+    is_min = node.op_type == "ReduceMin"
+    if isinstance(v, np.ndarray):
+        fn = np.min if is_min else np.max
+        ctx.values[node.output[0]] = fn(v, axis=tuple(axes), keepdims=bool(keep)).reshape(out_shape)
+        return
+    n_out = int(np.prod(keep_shape))
+    owner = np.broadcast_to(np.arange(n_out).reshape(keep_shape), shp).reshape(-1)
+    order = np.argsort(owner, kind="stable")
+    groups = np.split(order, np.cumsum(np.bincount(owner, minlength=n_out))[:-1])
+    sign = -1.0 if is_min else 1.0
+    out = _max_groups(ctx, _Sym(sign * v.M, sign * v.c, v.shape, v.basis), groups, out_shape)
+    ctx.values[node.output[0]] = _Sym(sign * out.M, sign * out.c, out.shape, out.basis)
 
 
 def _h_reduce_sum(node: Any, ctx: _Ctx) -> None:
@@ -1200,7 +1285,9 @@ _ALL: dict[str, OpSupport] = {
     "Mul": OpSupport("affine", _h_elementwise, complete=False, limits="one operand constant (not x·x)"),
     "Neg": OpSupport("affine", _h_neg),
     "Pad": OpSupport("shape", _h_pad, limits="modes constant, reflect, edge"),
+    "ReduceMax": OpSupport("relu", _h_reduce_max_min),
     "ReduceMean": OpSupport("affine", _h_reduce_mean),
+    "ReduceMin": OpSupport("relu", _h_reduce_max_min),
     "ReduceSum": OpSupport("affine", _h_reduce_sum),
     "Relu": OpSupport("relu", _h_relu),
     "Reshape": OpSupport("shape", _h_reshape),
@@ -1306,7 +1393,16 @@ def load_onnx(path: str | Path) -> Network:
             f"supported ops: {', '.join(SUPPORTED_OPS)}",
             unknown,
         )
+    # liveness: a tensor is read by its last consumer (a graph output: by the end); Shape reads only
+    # the shape, which survives, so it does not keep a tensor alive through later ReLU layers
     for i, node in enumerate(g.node):
+        if node.op_type != "Shape":
+            for t in node.input:
+                ctx.last_use[t] = i
+    for o in g.output:
+        ctx.last_use[o.name] = len(g.node)
+    for i, node in enumerate(g.node):
+        ctx.node_index = i
         key = node.name or f"{node.op_type}#{i}"
         op = SUPPORTED_OPS[node.op_type]
         kind, handler = op.kind, op.handler

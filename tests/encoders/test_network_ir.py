@@ -190,8 +190,9 @@ def test_unsupported_ops_all_listed(tmp_path: Path) -> None:
     assert ei.value.nodes == [("Sigmoid", "sig1"), ("Tanh", "tanh1")]
 
 
-def test_skip_connection_rejected(tmp_path: Path) -> None:
-    W = numpy_helper.from_array(np.eye(2, dtype=np.float32), "W")
+def test_skip_connection_carried(tmp_path: Path) -> None:
+    """``y = relu(x W) + x``: the input is carried through the ReLU layer as relu(x) − relu(−x)."""
+    W = numpy_helper.from_array(np.array([[1.0, -1.0], [2.0, 0.5]], dtype=np.float32), "W")
     nodes = [
         helper.make_node("MatMul", ["x", "W"], ["a"], name="mm"),
         helper.make_node("Relu", ["a"], ["b"], name="r"),
@@ -199,8 +200,12 @@ def test_skip_connection_rejected(tmp_path: Path) -> None:
     ]
     p = tmp_path / "skip.onnx"
     onnx.save(_model(nodes, [W], ("N", 2)), p)
-    with pytest.raises(UnsupportedModelError, match="skip"):
-        load_onnx(p)
+    net = load_onnx(p)
+    assert net.hidden_sizes == [2 + 2 * 2]
+    # hand check: x = (1, -1): x W = (1 - 2, -1 - 0.5) = (-1, -1.5) -> relu 0 -> y = x
+    assert net.evaluate(np.array([1.0, -1.0])) == pytest.approx([1.0, -1.0])
+    x = np.random.default_rng(0).uniform(-2, 2, size=(20, 2))
+    assert _close(net.evaluate(x), ort_evaluate(p, x)) <= 1e-6
 
 
 def test_nan_weights(tmp_path: Path) -> None:
@@ -239,3 +244,29 @@ def test_bad_files(tmp_path: Path) -> None:
     trunc.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFormatError, match="trunc.onnx"):
         load_onnx(trunc)
+
+
+def test_torch_residual_cnn_with_maxpool(tmp_path: Path) -> None:
+    """A torch residual block (conv, ReLU, conv, + identity, ReLU) and max pooling: exact import."""
+    import torch
+
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = torch.nn.Conv2d(1, 2, 3, padding=1)
+            self.c2 = torch.nn.Conv2d(2, 2, 3, padding=1)
+            self.c3 = torch.nn.Conv2d(2, 2, 3, padding=1)
+            self.pool = torch.nn.MaxPool2d(2)
+            self.fc = torch.nn.Linear(2 * 3 * 3, 3)
+
+        def forward(self, x):
+            r = torch.relu(self.c1(x))
+            h = torch.relu(self.c3(torch.relu(self.c2(r))) + r)
+            return self.fc(torch.flatten(self.pool(h), 1))
+
+    m = Net()
+    p = _export(m, tmp_path / "res.onnx", 36, shape=(1, 1, 6, 6))
+    assert {"MaxPool", "Add", "Conv"} <= {n.op_type for n in onnx.load(p).graph.node}
+    _check_torch(m, p, (1, 6, 6))
