@@ -57,7 +57,7 @@ from .network import Network, load_onnx
 from .program import LinearRow, Program, Sense, Tag
 from .vnnlib2 import Atom, NetworkDecl, Query, TensorVar
 
-__all__ = ["Instance", "QueryProperty", "hidden_network", "plan_query", "f32_inward"]
+__all__ = ["Instance", "QueryProperty", "UnboundedInputError", "hidden_network", "plan_query", "f32_inward"]
 
 
 # ==================================================================================================
@@ -190,7 +190,13 @@ def _flat_of(inst: Instance) -> np.ndarray:
     return inst.input.indices
 
 
-def _plan_term(query: Query, term: tuple[Atom, ...], insts: Sequence[Instance]) -> _TermPlan:
+class UnboundedInputError(SpecError):
+    """An input element without a constant lower or upper bound in some disjunct."""
+
+
+def _plan_term(
+    query: Query, term: tuple[Atom, ...], insts: Sequence[Instance], pin: float | None = None
+) -> _TermPlan:
     n = query.n_vars
     is_in = query.kind_mask("input")
     owner = np.full(n, -1)
@@ -269,10 +275,17 @@ def _plan_term(query: Query, term: tuple[Atom, ...], insts: Sequence[Instance]) 
         lo[w], hi[w] = lo[u], hi[u]
     rest = [a for a in rest if id(a) not in used_atoms]
     bad = np.flatnonzero(is_in & ~(np.isfinite(lo) & np.isfinite(hi)))
+    if bad.size and pin is not None:  # a sub-box of the input region (plan_query: only sat may follow)
+        lo_b, hi_b = lo[bad], hi[bad]
+        lo[bad] = np.where(
+            np.isfinite(lo_b), lo_b, np.minimum(np.where(np.isfinite(hi_b), hi_b, 0.0), 0.0) - pin
+        )
+        hi[bad] = np.where(np.isfinite(hi_b), hi_b, np.maximum(lo[bad], 0.0) + pin)
+        bad = bad[:0]
     if bad.size:
         t, k = query.var_of(int(bad[0]))
         side = "lower" if not np.isfinite(lo[bad[0]]) else "upper"
-        raise SpecError(
+        raise UnboundedInputError(
             f"{query.path}: input {t.element_name(k)} has no constant {side} bound "
             "(every input element needs one in every disjunct)"
         )
@@ -309,11 +322,19 @@ def _l2_coupling(q: Atom, A: np.ndarray, B: np.ndarray) -> float | None:
     return r
 
 
-def plan_query(query: Query, insts: Sequence[Instance], bounds: str = "crown") -> list[QueryProperty]:
-    """The query as a list of :class:`QueryProperty` (sat iff one of them is violated)."""
+def plan_query(
+    query: Query, insts: Sequence[Instance], bounds: str = "crown", pin: float | None = None
+) -> list[QueryProperty]:
+    """The query as a list of :class:`QueryProperty` (sat iff one of them is violated).
+
+    Every input element needs constant bounds in every disjunct (else :class:`UnboundedInputError`).
+    With ``pin``, an unbounded side is replaced by a finite one (``±pin`` around 0 or the other bound):
+    the properties then describe a *sub-region* of the query, so a witness of theirs is one of the
+    query, but their infeasibility proves nothing about it.
+    """
     groups: dict[bytes, list[_TermPlan]] = {}
     for term in query.terms:
-        p = _plan_term(query, term, insts)
+        p = _plan_term(query, term, insts, pin)
         if p.rest == (_FALSE,):
             continue  # an empty input box: this term is unsatisfiable
         key = (

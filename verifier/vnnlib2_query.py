@@ -23,6 +23,7 @@ from them, and that satisfies every atom of one DNF term exactly (:meth:`Query.s
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ from encoders.vnnlib2 import Query, TensorVar, is_vnnlib2_file, parse_vnnlib2
 from encoders.vnnlib2_encode import (
     INTEGER_TYPES,
     QueryProperty,
+    UnboundedInputError,
     f32_inward,
     load_ir,
     make_instances,
@@ -321,7 +323,14 @@ def _solve(
             return QueryAnswer("unsat", q, message="every input box is empty", engine="dnf")
         return _run_dnf(q, simple, net, config, t0)
     insts = make_instances(q, files, workdir)
-    props = plan_query(q, insts, config.bounds)
+    restricted = False
+    try:
+        props = plan_query(q, insts, config.bounds)
+    except UnboundedInputError as exc:  # only a witness can be found: search a sub-box of the inputs
+        sys.stderr.write(f"distillcert-vnnlib: {exc}; looking for a witness in a bounded sub-region only\n")
+        props, restricted = plan_query(q, insts, config.bounds, pin=1.0), True
+    if not props and restricted:
+        return QueryAnswer("unknown", q, message="unbounded inputs; no witness in the bounded sub-region")
     if not props:
         return QueryAnswer("unsat", q, message="every disjunct has an empty input box", engine="milp")
     results: list[Result] = []
@@ -353,6 +362,11 @@ def _solve(
             break
     status = _answer_from_results(results)
     msg = "; ".join(r.message for r in results if r.message)[:500]
+    if restricted and status == "unsat":  # infeasible on a sub-region only: nothing proved
+        status, msg = (
+            "unknown",
+            "unbounded inputs: no witness in the bounded sub-region searched (not a proof)",
+        )
     return QueryAnswer(status, q, None, msg, _engine(props[0]), time.perf_counter() - t0, tuple(results))
 
 

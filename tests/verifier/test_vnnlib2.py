@@ -513,9 +513,22 @@ def test_vnnlib_satisfactory_compliance_checks(tmp_path: Path, check: str) -> No
     assert "PASS" in r.stdout, r.stdout + r.stderr
 
 
+#: Cases the suite runs (their operator is claimed) that need an operator use the importer cannot
+#: encode exactly: answered "unknown" (a suspect), never a wrong answer.  The list only shrinks.
+KNOWN_SUSPECTS = {
+    **{f"div/div0{i}": "Div of two variables (not linear)" for i in range(1, 5)},
+    "mul/mul03": "Mul of two variables (x * x, not linear)",
+    **{
+        f"where/where0{i}": "Where whose condition is Greater of a variable (Greater unsupported)"
+        for i in range(1, 7)
+    },
+}
+
+
 @pytest.mark.slow
 def test_vnnlib_satisfactory_conformance(tmp_path: Path) -> None:
-    """The external conformance suite: 0 fail and 0 suspect on the cases it runs (slow: ~10 min)."""
+    """The external conformance suite (about 10 min): 0 fail, more than 115 passed, and no suspect
+    beyond :data:`KNOWN_SUSPECTS` (operator gaps)."""
     import re
     import shutil
 
@@ -535,10 +548,14 @@ def test_vnnlib_satisfactory_conformance(tmp_path: Path) -> None:
         timeout=7200,
     )
     m = re.search(r"(\d+)/(\d+) passed, (\d+) failed, (\d+) suspect, (\d+) errored, (\d+) skipped", r.stdout)
-    assert m, r.stdout[-2000:]  # the summary line (report.json writing may crash afterwards)
-    passed, total, failed, suspect = (int(m.group(i)) for i in (1, 2, 3, 4))
-    assert failed == 0 and suspect == 0, r.stdout[-4000:]
-    assert passed > 60
+    assert m, r.stdout[-2000:]  # the summary line (writing report.json may crash afterwards)
+    passed, failed = int(m.group(1)), int(m.group(3))
+    assert failed == 0, r.stdout[-4000:]
+    suspects = set(re.findall(r"^Test \d+ \S+\s+(\S+/\S+)", r.stdout, re.M)) & set(
+        re.findall(r"🟠\s+(\S+/\S+)", r.stdout)
+    )
+    assert suspects <= set(KNOWN_SUSPECTS), sorted(suspects - set(KNOWN_SUSPECTS))
+    assert passed > 115, m.group(0)
 
 
 def test_verify_faithfulness_save_vnnlib_flag_round_trip(tmp_path: Path) -> None:
@@ -699,3 +716,17 @@ def test_constant_integer_output_shape_network(tmp_path: Path) -> None:
     )
     ans = solve_query(_q(tmp_path, head + "(assert (>= Y[1] 3))\n", "b.vnnlib"), {"N": str(p)}, 30, CFG)
     assert ans.status == "sat" and format_assignment(ans.query, ans.assignment)[-2:] == ["2", "3"]
+
+
+def test_unbounded_inputs_only_sat_or_unknown(tmp_path: Path, lin2: Path) -> None:
+    """X[1] unbounded: a witness in a bounded sub-box is a witness; no witness there proves nothing."""
+    head = (
+        HEAD + "(declare-network N (declare-input X float32 [2]) (declare-output Y float32 [2]))\n"
+        "(assert (and (>= X[0] 0.0) (<= X[0] 1.0)))\n"
+    )
+    ans = solve_query(_q(tmp_path, head + "(assert (>= (+ Y[0] Y[1]) 1.5))\n"), {"N": str(lin2)}, 30, CFG)
+    assert ans.status == "sat" and ans.assignment[0] >= 0.75  # Y0 + Y1 = 2 x0
+    ans = solve_query(
+        _q(tmp_path, head + "(assert (>= (+ Y[0] Y[1]) 2.5))\n", "b.vnnlib"), {"N": str(lin2)}, 30, CFG
+    )
+    assert ans.status == "unknown"  # truly unsat, but the inputs are unbounded: never claimed
