@@ -44,11 +44,19 @@ def _version() -> str:
 
 
 def _ops() -> list[str]:
-    """One line per op of the importer's table: the name, then the element types it is limited to
-    (none listed: every type of ``--onnx-element-types``), as the standard's format has it."""
+    """The ops of the importer's table (:data:`encoders.network.SUPPORTED_OPS`) that it accepts in *every*
+    use (``OpSupport.complete``), one per line, each followed by the element types it is limited to (none
+    listed: every type of ``--onnx-element-types``), as the standard's format has it.
+
+    Mul, Div, Cast and Where are accepted by ``distillcert info`` only in their linear uses (a constant
+    operand, a cast to float32/float64, a constant condition).  Claiming them would promise an answer on
+    conformant queries that use them otherwise (``x * x``, a data-dependent condition), which the importer
+    refuses; so they are not listed, and the table's ``limits`` say where ``info`` accepts them.
+    """
     from encoders.network import OP_ELEMENT_TYPES, SUPPORTED_OPS
 
-    return [" ".join((op, *OP_ELEMENT_TYPES.get(op, ()))) for op in SUPPORTED_OPS]
+    complete = [op for op, sup in SUPPORTED_OPS.items() if sup.complete]
+    return [" ".join((op, *OP_ELEMENT_TYPES.get(op, ()))) for op in complete]
 
 
 _CAPABILITIES.update(
