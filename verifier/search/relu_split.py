@@ -115,6 +115,9 @@ class BabConfig:
     candidates
         Filtered smart branching: how many neurons with the largest estimated gain are tried with
         one pass each; 1 = the neuron with the largest estimate.
+    refine
+        Recompute every child's intermediate bounds under its splits
+        (:meth:`~encoders.bounds.alpha.SplitContext.refine`) instead of keeping the root's.
     trace
         Print progress every 20 rounds (diagnostics).
     """
@@ -124,6 +127,7 @@ class BabConfig:
     alpha: AlphaConfig = AlphaConfig(iterations=6, lr=0.1, decay=0.9, patience=4)
     max_domains: int = 40_000
     candidates: int = 4
+    refine: bool = True
     trace: bool = False
 
     def __post_init__(self) -> None:
@@ -521,6 +525,7 @@ class BabSearch:
         bounds: LayerBounds,
         alt: Alternative,
         cfg: BabConfig = BabConfig(),
+        slopes: dict | None = None,
     ) -> None:
         A, b = alt
         if A.shape[0] != 1:
@@ -528,7 +533,7 @@ class BabSearch:
         self.prop, self.net, self.lo, self.hi, self.cfg = prop, net, lo, hi, cfg
         self.A, self.thr = A, float(b[0])
         self.L = len(net.affines) - 1
-        self.ctx = SplitContext(net, lo, hi, bounds.lower, bounds.upper, self.L, A[0])
+        self.ctx = SplitContext(net, lo, hi, bounds.lower, bounds.upper, self.L, A[0], slopes)
         self.offsets = np.cumsum([0] + [lv.size for lv in self.ctx.live])
         self.stats: dict[str, Any] = {"bab_domains": 0, "bab_rounds": 0}
         self.pool: dict[str, Any] | None = None
@@ -548,7 +553,7 @@ class BabSearch:
             out.append(Sj)
         return out
 
-    def _choose(self, S: list[np.ndarray], res: SplitBoundResult) -> np.ndarray:
+    def _choose(self, S: list[np.ndarray], res: SplitBoundResult, bounds: Any = None) -> np.ndarray:
         """Branching neuron (flat index) per row; −1 when nothing is left to split."""
         m = res.lb.shape[0]
         choice = np.full(m, -1)
@@ -568,7 +573,12 @@ class BabSearch:
         flat = np.repeat(cand.reshape(-1), 2)
         sign = np.tile(np.array([1, -1], dtype=np.int8), rows.size * K)
         kS = self._split_rows(S, rep, flat, sign)
-        val, *_ = self.ctx.run(kS, [a[rep] for a in res.alpha], [bb[rep] for bb in res.beta], grad=False)
+        kb = None if bounds is None else ([a[rep] for a in bounds[0]], [a[rep] for a in bounds[1]])
+        if kb is not None:
+            self.ctx.apply_splits(kS, kb[0], kb[1])
+        val, *_ = self.ctx.run(
+            kS, [a[rep] for a in res.alpha], [bb[rep] for bb in res.beta], grad=False, bounds=kb
+        )
         worse = np.where(valid, np.minimum(val[0::2], val[1::2]).reshape(rows.size, K), -np.inf)
         choice[rows] = cand[np.arange(rows.size), np.argmax(worse, axis=1)]
         return choice
@@ -599,7 +609,8 @@ class BabSearch:
         st.pop("bab_stop", None)
         if self.pool is None:
             S, al, be = ctx.initial(1)
-            res = ctx.optimise(S, al, be, cfg.root_alpha, deadline)
+            lw, uw = ctx.root_bounds(1)
+            res = ctx.optimise(S, al, be, cfg.root_alpha, deadline, bounds=(lw, uw))
             st["bab_domains"] += 1
             rep = self._attack(res)
             if rep is not None:
@@ -608,8 +619,10 @@ class BabSearch:
                 "S": S,
                 "a": list(res.alpha),
                 "b": list(res.beta),
+                "lw": lw,
+                "uw": uw,
                 "lb": res.lb,
-                "choice": self._choose(S, res),
+                "choice": self._choose(S, res, (lw, uw)),
             }
         rounds_here = 0
         while True:
@@ -645,20 +658,37 @@ class BabSearch:
             rest = np.setdiff1d(np.arange(n_open), take)
             rep2 = np.repeat(take, 2)
             signs = np.tile(np.array([1, -1], dtype=np.int8), take.size)
-            kS = self._split_rows(pool["S"], rep2, pool["choice"][rep2], signs)
+            flat = pool["choice"][rep2]
+            kS = self._split_rows(pool["S"], rep2, flat, signs)
+            lw = [a[rep2] for a in pool["lw"]]
+            uw = [a[rep2] for a in pool["uw"]]
+            if cfg.refine:
+                start = np.searchsorted(self.offsets, flat, side="right")  # layer of the split + 1
+                lw, uw, empty = ctx.refine(kS, lw, uw, start)
+            else:
+                ctx.apply_splits(kS, lw, uw)
+                empty = np.zeros(rep2.size, dtype=bool)
             res = ctx.optimise(
-                kS, [a[rep2] for a in pool["a"]], [bb[rep2] for bb in pool["b"]], cfg.alpha, deadline
+                kS,
+                [a[rep2] for a in pool["a"]],
+                [bb[rep2] for bb in pool["b"]],
+                cfg.alpha,
+                deadline,
+                bounds=(lw, uw),
             )
+            lb = np.where(empty, np.inf, res.lb)  # an empty sub-domain has no violation
             st["bab_domains"] += rep2.size
             rep = self._attack(res)
             if rep is not None:
                 return self._done(Verdict.FALSIFIED, rep)
-            choice = self._choose(kS, res)
+            choice = self._choose(kS, res, (lw, uw))
             self.pool = {
                 "S": [np.concatenate([pool["S"][j][rest], kS[j]]) for j in range(L)],
                 "a": [np.concatenate([pool["a"][j][rest], res.alpha[j]]) for j in range(L)],
                 "b": [np.concatenate([pool["b"][j][rest], res.beta[j]]) for j in range(L)],
-                "lb": np.concatenate([pool["lb"][rest], res.lb]),
+                "lw": [np.concatenate([pool["lw"][j][rest], lw[j]]) for j in range(L)],
+                "uw": [np.concatenate([pool["uw"][j][rest], uw[j]]) for j in range(L)],
+                "lb": np.concatenate([pool["lb"][rest], lb]),
                 "choice": np.concatenate([pool["choice"][rest], choice]),
             }
 
@@ -753,11 +783,12 @@ def solve_output_property(
         st["attack_s"] = time.perf_counter() - t
     # 3. α-CROWN: tighter intermediate bounds, then per-alternative bounds and attack corners
     bounds = base
+    slopes: dict = {}  # the optimised intermediate slopes (warm starts of BaB's refinement)
     ub_margin: dict[int, float] = {}
     corners: dict[int, np.ndarray] = {}
     if cfg.tighten and len(net.affines) > 1:
         t = time.perf_counter()
-        bounds = tighten_bounds(net, lo, hi, base, cfg.alpha, deadline)
+        bounds = tighten_bounds(net, lo, hi, base, cfg.alpha, deadline, slopes=slopes)
         keep = []
         for k in possible:
             A, b = alts[k]
@@ -811,7 +842,7 @@ def solve_output_property(
                 )
             t = time.perf_counter()
             if k not in searches:
-                searches[k] = BabSearch(prop, net, lo, hi, bounds, alts[k], cfg.bab)
+                searches[k] = BabSearch(prop, net, lo, hi, bounds, alts[k], cfg.bab, slopes)
             bo = searches[k].advance(min(deadline, t + slice_s))
             rec = per_alt.setdefault(k, {"alt": k, "backend": "bab", "time_s": 0.0})
             rec["time_s"] = round(rec["time_s"] + time.perf_counter() - t, 3)
