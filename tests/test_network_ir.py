@@ -35,7 +35,8 @@ def test_all_shared_networks_match_onnxruntime(vnncomp_root: Path) -> None:
         if "ACAS" in f.name:
             assert net.n_inputs == 5 and net.hidden_sizes == [50] * 6 and net.n_outputs == 5
         else:
-            assert net.n_inputs == 784 and net.hidden_sizes == [256, 256] and net.n_outputs == 10
+            depth = 4 if "256x4" in f.name else 2
+            assert net.n_inputs == 784 and net.hidden_sizes == [256] * depth and net.n_outputs == 10
 
 
 def _export(model, path: Path, n_in: int, shape=None) -> Path:
