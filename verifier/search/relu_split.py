@@ -126,7 +126,7 @@ class BabConfig:
     root_alpha: AlphaConfig = AlphaConfig(iterations=60, lr=0.25)
     alpha: AlphaConfig = AlphaConfig(iterations=6, lr=0.1, decay=0.9, patience=4)
     max_domains: int = 40_000
-    candidates: int = 4
+    candidates: int = 1
     refine: bool = True
     trace: bool = False
 
