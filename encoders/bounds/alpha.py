@@ -495,6 +495,7 @@ class SplitContext:
         uw: list[np.ndarray],
         start: np.ndarray | None = None,
         max_rows: int = 4096,
+        depth: int | None = None,
     ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
         r"""Intermediate bounds of every sub-domain recomputed under its splits (CROWN with splits).
 
@@ -504,7 +505,7 @@ class SplitContext:
         CROWN bounds of ``±z_{j,i}`` computed with the sub-domain's relaxations of layers ``< j``
         (lower slopes: the root's optimised ones given as ``slopes`` to the constructor, else adaptive;
         any slope in ``[0, 1]`` is sound; split neurons linear), widened for rounding and intersected with
-        ``(l, u)``.  Sound on the sub-domain: every point of it satisfies all relaxations used
+        ``(l, u)`` (with ``depth``: only layers ``start_q ≤ j < start_q + depth``).  Sound on the sub-domain: every point of it satisfies all relaxations used
         (``h = z`` for ``S = +1`` since ``z ≥ 0`` there, ``h = 0`` for ``S = −1``, the triangle on
         ``[l, u]`` by induction), so the minimum over the relaxation bounds it from below.  A
         sub-domain with some ``l > u`` is empty (returned in ``empty``).
@@ -519,7 +520,7 @@ class SplitContext:
         if start is None:
             start = np.ones(m, dtype=np.int64)
         for j in range(1, k):
-            todo = np.flatnonzero(start <= j)
+            todo = np.flatnonzero((start <= j) & (True if depth is None else j < start + depth))
             if todo.size == 0:
                 continue
             q_all, i_all = np.nonzero((lw[j][todo] < 0) & (uw[j][todo] > 0))

@@ -128,6 +128,7 @@ class BabConfig:
     max_domains: int = 40_000
     candidates: int = 1
     refine: bool = True
+    refine_depth: int | None = None
     trace: bool = False
 
     def __post_init__(self) -> None:
@@ -664,7 +665,7 @@ class BabSearch:
             uw = [a[rep2] for a in pool["uw"]]
             if cfg.refine:
                 start = np.searchsorted(self.offsets, flat, side="right")  # layer of the split + 1
-                lw, uw, empty = ctx.refine(kS, lw, uw, start)
+                lw, uw, empty = ctx.refine(kS, lw, uw, start, depth=cfg.refine_depth)
             else:
                 ctx.apply_splits(kS, lw, uw)
                 empty = np.zeros(rep2.size, dtype=bool)
