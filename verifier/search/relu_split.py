@@ -115,6 +115,11 @@ class BabConfig:
     candidates
         Filtered smart branching: how many neurons with the largest estimated gain are tried with
         one pass each; 1 = the neuron with the largest estimate.
+    memory_mb
+        Memory for the open sub-domains (split signs, α, β, intermediate bounds: ``33·n_live`` bytes
+        each); the domain limit is ``min(max_domains, memory_mb / size)``.  :func:`solve_output_property`
+        divides it among the alternatives it searches (the pool can briefly double while it is
+        rebuilt, so the peak stays below ``2·memory_mb``).
     refine
         Recompute every child's intermediate bounds under its splits
         (:meth:`~encoders.bounds.alpha.SplitContext.refine`) instead of keeping the root's.
@@ -129,10 +134,11 @@ class BabConfig:
     candidates: int = 1
     refine: bool = True
     refine_depth: int | None = None
+    memory_mb: int = 3000
     trace: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("batch", "max_domains", "candidates"):
+        for name in ("batch", "max_domains", "candidates", "memory_mb"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"branch and bound {name}: must be >= 1, got {getattr(self, name)}")
 
@@ -546,6 +552,8 @@ class BabSearch:
         self.L = len(net.affines) - 1
         self.ctx = SplitContext(net, lo, hi, bounds.lower, bounds.upper, self.L, A[0], slopes)
         self.offsets = np.cumsum([0] + [lv.size for lv in self.ctx.live])
+        per_domain = 33 * int(self.offsets[-1]) + 64  # S int8 + α, β, lw, uw float64 per live neuron
+        self.max_open = max(1, min(cfg.max_domains, int(cfg.memory_mb * 1e6 / per_domain)))
         self.stats: dict[str, Any] = {"bab_domains": 0, "bab_rounds": 0}
         self.pool: dict[str, Any] | None = None
         self.finished: BabOutcome | None = None
@@ -649,7 +657,7 @@ class BabSearch:
             self.pool = pool
             n_open = int(keep.sum())
             st["bab_open"] = n_open
-            if n_open > cfg.max_domains:
+            if n_open > self.max_open:
                 return self._done(None, why="domain limit")
             if rounds_here and time.perf_counter() > deadline:  # at least one round per call
                 st["bab_stop"] = "deadline"
@@ -863,6 +871,7 @@ def solve_output_property(
         pending = [k for k in pending if k not in small]
         milp_queue += small
 
+    n_searched = len(pending)
     while pending:
         for k in list(pending):
             if time.perf_counter() > deadline:
@@ -873,7 +882,8 @@ def solve_output_property(
                 )
             t = time.perf_counter()
             if k not in searches:
-                searches[k] = BabSearch(prop, net, lo, hi, bounds, alts[k], cfg.bab, slopes)
+                share = replace(cfg.bab, memory_mb=max(1, cfg.bab.memory_mb // max(1, n_searched)))
+                searches[k] = BabSearch(prop, net, lo, hi, bounds, alts[k], share, slopes)
             bo = searches[k].advance(min(deadline, t + slice_s))
             rec = per_alt.setdefault(k, {"alt": k, "backend": "bab", "time_s": 0.0})
             rec["time_s"] = round(rec["time_s"] + time.perf_counter() - t, 3)
@@ -881,6 +891,7 @@ def solve_output_property(
             if bo.verdict is Verdict.VERIFIED:
                 backends_used.add("bab")
                 pending.remove(k)
+                searches[k].pool = None  # free its sub-domains (memory)
             elif bo.verdict is Verdict.FALSIFIED and bo.replay is not None:
                 return run.result(
                     Verdict.FALSIFIED,
@@ -890,9 +901,11 @@ def solve_output_property(
                 )
             elif searches[k].finished is not None:  # undecidable by branch and bound: to the MILP
                 pending.remove(k)
+                searches[k].pool = None  # free its sub-domains (memory)
                 milp_queue.append(k)
             elif cfg.bab_budget is not None and rec["time_s"] >= cfg.bab_budget and gurobi_fits(k):
                 pending.remove(k)  # over its branch-and-bound budget: Gurobi's MILP takes over
+                searches[k].pool = None
                 milp_queue.append(k)
                 rec["handoff"] = "milp"
         slice_s *= 2.0
