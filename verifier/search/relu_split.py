@@ -25,9 +25,13 @@ Pipeline of :func:`solve_output_property`
 4. Falsification from those corners (and a few random starts), alternatives in decreasing ``t̄_k``.
 5. β-CROWN branch and bound (:class:`BabSearch`) on each single-row alternative, likeliest violation
    (largest ``t̄_k``) first, round robin with doubling time slices so that one hard alternative
-   cannot starve a violated one.
+   cannot starve a violated one.  Every child's intermediate bounds are recomputed under its splits
+   (:meth:`~encoders.bounds.alpha.SplitContext.refine`).  An alternative whose MILP fits Gurobi's
+   licence skips this step when it has at most ``milp_first`` binaries, and leaves it for the MILP
+   after ``bab_budget`` seconds.
 6. One MILP (:func:`encode_alternative`) for each alternative branch and bound cannot decide
-   (multi-row alternatives, a sub-domain with nothing left to split, the domain limit).
+   (multi-row alternatives, a sub-domain with nothing left to split, the domain limit, the hand-off
+   of step 5).
 7. Every alternative ruled out ⇒ VERIFIED; otherwise the first undecided outcome.
 
 Every FALSIFIED passes :func:`verifier.replay.replay` (onnxruntime on the ONNX file, exact check).
