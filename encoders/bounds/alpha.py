@@ -504,11 +504,15 @@ class SplitContext:
         ``j = 1 … k−1`` (only ``j ≥ start_q``) every neuron that is unstable on the sub-domain gets the
         CROWN bounds of ``±z_{j,i}`` computed with the sub-domain's relaxations of layers ``< j``
         (lower slopes: the root's optimised ones given as ``slopes`` to the constructor, else adaptive;
-        any slope in ``[0, 1]`` is sound; split neurons linear), widened for rounding and intersected with
-        ``(l, u)`` (with ``depth``: only layers ``start_q ≤ j < start_q + depth``).  Sound on the sub-domain: every point of it satisfies all relaxations used
-        (``h = z`` for ``S = +1`` since ``z ≥ 0`` there, ``h = 0`` for ``S = −1``, the triangle on
-        ``[l, u]`` by induction), so the minimum over the relaxation bounds it from below.  A
-        sub-domain with some ``l > u`` is empty (returned in ``empty``).
+        any slope in ``[0, 1]`` is sound; split neurons linear), widened for rounding
+        (``rtol·M_{j,i} + atol``, as every CROWN bound) and intersected with ``(l, u)`` (with
+        ``depth``: only layers ``start_q ≤ j < start_q + depth``).
+
+        Sound on the sub-domain: every point of it satisfies all relaxations used (``h = z`` for
+        ``S = +1`` since ``z ≥ 0`` there, ``h = 0`` for ``S = −1``, the triangle on ``[l, u]`` by
+        induction over the layers), so the minimum over the relaxation bounds it from below.  The
+        bounds stay inside the root's, so the magnitude bound ``M`` behind the rounding margin still
+        holds.  A sub-domain with some ``l > u`` is empty (returned in ``empty``).
 
         Returns ``(lw, uw, empty)`` (new arrays).
         """
