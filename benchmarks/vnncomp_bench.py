@@ -158,19 +158,43 @@ def default_root() -> Path:
     raise DataError("vnncomp benchmark: ../shared/benchmarks/vnncomp2021 not found (set DISTILLCERT_SHARED)")
 
 
+def deep_root() -> Path:
+    """Where the ``deepmlp`` family is built (:mod:`benchmarks.deep_mlps`) on first use:
+    ``$DISTILLCERT_DEEPMLP`` or ``~/.cache/distillcert/deep_mlps``."""
+    env = os.environ.get("DISTILLCERT_DEEPMLP", "")
+    return Path(env) if env else Path.home() / ".cache" / "distillcert" / "deep_mlps"
+
+
+def _family_files(root: Path, family: str) -> tuple[Path, str, str]:
+    """``(folder, instances file, expected file)`` of a family (:data:`FAMILIES`)."""
+    if family == "deepmlp":
+        from .deep_mlps import ensure
+
+        return ensure(deep_root()), "instances.csv", "expected.csv"
+    if family == "mnistfc256x4":
+        return root / "mnistfc", "instances_256x4.csv", "expected_256x4.csv"
+    return root / family, "instances.csv", "expected.csv"
+
+
+#: benchmark families: the two VNN-COMP 2021 sets, mnistfc's 256x4 network (its own CSVs), and our deep
+#: MLPs (:mod:`benchmarks.deep_mlps`, built on first use)
+FAMILIES = ("acasxu", "mnistfc", "mnistfc256x4", "deepmlp")
+
+
 def read_family(root: Path, family: str) -> list[Instance]:
-    """``root/family/instances.csv`` (``onnx,vnnlib,timeout``, no header) joined with ``expected.csv``."""
+    """The family's ``instances.csv`` (``onnx,vnnlib,timeout``, no header) joined with its
+    ``expected.csv`` (:func:`_family_files`)."""
     from verifier.vnncomp import read_expected, read_instances
 
-    folder = root / family
-    rows = read_instances(folder / "instances.csv")
-    exp = read_expected(folder / "expected.csv") if (folder / "expected.csv").exists() else {}
+    folder, inst_name, exp_name = _family_files(root, family)
+    rows = read_instances(folder / inst_name)
+    exp = read_expected(folder / exp_name) if (folder / exp_name).exists() else {}
     out = []
     for onnx, vnn, t in rows:
         op, vp = folder / onnx, folder / vnn
         for p in (op, vp):
             if not p.exists():
-                raise DataError(f"{folder / 'instances.csv'}: instance file {p} does not exist")
+                raise DataError(f"{folder / inst_name}: instance file {p} does not exist")
         out.append(Instance(family, op, vp, float(t), exp.get((op.name, vp.name), "")))
     return out
 
@@ -184,8 +208,24 @@ QUICK_ACAS: tuple[tuple[str, str], ...] = (
 )
 
 
-def quick_instances(root: Path, n: int = 3) -> list[Instance]:
-    """The first ``n`` of :data:`QUICK_ACAS` (ACAS Xu, one property each)."""
+#: quick-mode instances of the other families: the first ``n`` of each network, at most this many seconds
+QUICK_PER_NETWORK = 2
+QUICK_TIMEOUT_DEEP = 30.0
+
+
+def quick_instances(root: Path, n: int = 3, family: str = "acasxu") -> list[Instance]:
+    """ACAS Xu: the first ``n`` of :data:`QUICK_ACAS` (one property each).  Other families: the first
+    :data:`QUICK_PER_NETWORK` instances of each network, time limit capped at :data:`QUICK_TIMEOUT_DEEP`."""
+    if family != "acasxu":
+        seen: dict[str, int] = {}
+        out = []
+        for i in read_family(root, family):
+            seen[i.onnx.name] = seen.get(i.onnx.name, 0) + 1
+            if seen[i.onnx.name] <= QUICK_PER_NETWORK:
+                out.append(
+                    Instance(i.family, i.onnx, i.vnnlib, min(i.timeout, QUICK_TIMEOUT_DEEP), i.expected)
+                )
+        return out
     insts = {(i.onnx.name, i.vnnlib.name): i for i in read_family(root, "acasxu")}
     return [insts[k] for k in QUICK_ACAS[:n] if k in insts]
 
@@ -234,10 +274,69 @@ def _witness_replays(inst: Instance, x: Any) -> bool:
     return False
 
 
+def vibecheck_command() -> str | None:
+    """The ``vibecheck`` CLI (``vibecheck-nn`` 1.1.0): ``$DISTILLCERT_VIBECHECK`` or on ``PATH``.
+
+    It pins onnx/onnxruntime versions and depends on torch, so it is not a dependency of this project:
+    install it into a venv that sees the system packages, without its dependencies (keeps torch)::
+
+        python -m venv --system-site-packages /opt/vcenv
+        /opt/vcenv/bin/pip install --no-deps vibecheck-nn==1.1.0 onnx2torch onnxsim
+        export DISTILLCERT_VIBECHECK=/opt/vcenv/bin/vibecheck
+    """
+    import shutil
+
+    env = os.environ.get("DISTILLCERT_VIBECHECK", "")
+    return env if env and Path(env).exists() else shutil.which("vibecheck")
+
+
+def _vibecheck(inst: Instance, timeout: float) -> dict[str, Any]:
+    """``vibecheck --net ONNX --spec VNNLIB --timeout T --device cpu --results-file F`` (one thread).
+
+    Its start-up (python + torch + onnx2torch conversion) is part of its time, as for a user.  The
+    verdict is the results file's first word; a ``sat`` witness is not re-checked here."""
+    import subprocess
+    import tempfile
+
+    cmd = vibecheck_command()
+    if cmd is None:
+        raise RuntimeError("vibecheck not found (set DISTILLCERT_VIBECHECK; see vibecheck_command)")
+    with tempfile.TemporaryDirectory() as tmp:
+        res = Path(tmp) / "result.txt"
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        proc = subprocess.run(
+            [
+                cmd,
+                "--net",
+                str(inst.onnx),
+                "--spec",
+                str(inst.vnnlib),
+                "--timeout",
+                f"{timeout:g}",
+                "--device",
+                "cpu",
+                "--results-file",
+                str(res),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout + GRACE_S,
+            check=False,
+        )
+        word = res.read_text().split()[0].strip().lower() if res.exists() and res.read_text().strip() else ""
+    result = {"sat": "sat", "unsat": "unsat", "timeout": "timeout", "timed-out": "timeout"}.get(
+        word, "unknown" if word else "error"
+    )
+    tail = (proc.stdout or proc.stderr or "").strip().splitlines()[-1:] or [""]
+    return {"result": result, "detail": f"vibecheck {word!r}: {tail[0][:200]}", "witness_ok": ""}
+
+
 #: tool name -> function(instance, timeout) -> {"result", "detail", "witness_ok"}; run in a child
 SOLVERS: dict[str, Callable[[Instance, float], dict[str, Any]]] = {
     "ours": _ours,
     "maraboupy": _marabou,
+    "vibecheck": _vibecheck,
 }
 
 
@@ -599,36 +698,44 @@ def run(
     quick: bool,
     out: Path,
     seed: int = 0,
-    families: Sequence[str] = ("acasxu", "mnistfc"),
+    families: Sequence[str] | None = None,
     solvers: Sequence[str] = ("ours", "maraboupy"),
     timeout: float | None = None,
     root: Path | None = None,
     progress: bool = True,
     stride: int = 1,
 ) -> dict[str, Any]:
-    """Quick: 3 ACAS Xu instances (:data:`QUICK_ACAS`) at 10 s.  Full: every instance of ``families``
-    at its own time limit (with ``stride`` k > 1: every k-th instance of each family's
-    ``instances.csv``, a deterministic subset).  ``seed`` is unused (both tools are deterministic)."""
+    """Quick: 3 ACAS Xu instances (:data:`QUICK_ACAS`) at 10 s, or with ``families`` given, each
+    family's quick subset (:func:`quick_instances`).  Full: every instance of ``families`` (default
+    ``acasxu``, ``mnistfc``) at its own time limit (with ``stride`` k > 1: every k-th instance of each
+    family's ``instances.csv``, a deterministic subset).  ``seed`` is unused (the tools are
+    deterministic)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     root = root or default_root()
     machine = machine_info()
-    if quick:
+    if quick and not families:
         insts = quick_instances(root, 3)
         timeout = timeout or 10.0
+    elif quick:
+        insts = [i for f in families for i in quick_instances(root, 3, f)]
     else:
-        insts = [i for f in families for i in read_family(root, f)[:: max(1, int(stride))]]
+        fams = families or ("acasxu", "mnistfc")
+        insts = [i for f in fams for i in read_family(root, f)[:: max(1, int(stride))]]
     records = side_by_side(insts, solvers, out, timeout, progress)
     machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    title = "vnncomp: ours vs maraboupy" + (" (quick)" if quick else "")
-    summary = report(records, out, machine, title)
+    title = "vnncomp: " + " vs ".join(solvers) + (" (quick)" if quick else "")
+    peer = next((t for t in solvers if t != "ours"), "maraboupy")
+    summary = report(records, out, machine, title, peer=peer)
     fams = sorted({r.key.split("/")[0] for r in records})
     if len(fams) > 1:  # per-family tables too
         per = {}
         for f in fams:
             sub = out / f
             sub.mkdir(exist_ok=True)
-            per[f] = report([r for r in records if r.key.startswith(f + "/")], sub, machine, f"{title}: {f}")
+            per[f] = report(
+                [r for r in records if r.key.startswith(f + "/")], sub, machine, f"{title}: {f}", peer=peer
+            )
             per[f].pop("text", None)
         summary["families"] = per
         write_json(out / "summary.json", {k: v for k, v in summary.items() if k != "text"})
@@ -643,8 +750,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m benchmarks.vnncomp_bench", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--out", required=True, help="output folder (records.jsonl there is resumed)")
-    ap.add_argument("--families", nargs="+", default=["acasxu", "mnistfc"], choices=["acasxu", "mnistfc"])
-    ap.add_argument("--solvers", nargs="+", default=["ours", "maraboupy"], choices=["ours", "maraboupy"])
+    ap.add_argument(
+        "--families", nargs="+", default=None, choices=list(FAMILIES), help="default: acasxu mnistfc"
+    )
+    ap.add_argument("--solvers", nargs="+", default=["ours", "maraboupy"], choices=list(SOLVERS))
     ap.add_argument(
         "--stride", type=int, default=1, help="every k-th instance of each family (default 1: all)"
     )

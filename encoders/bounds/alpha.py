@@ -409,7 +409,15 @@ class SplitContext:
     """
 
     def __init__(
-        self, net: Network, lo: np.ndarray, hi: np.ndarray, lower, upper, k: int, lam: np.ndarray
+        self,
+        net: Network,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        lower,
+        upper,
+        k: int,
+        lam: np.ndarray,
+        slopes: dict[int, tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]] | None = None,
     ) -> None:
         lo = np.asarray(lo, dtype=np.float64).reshape(-1)
         hi = np.asarray(hi, dtype=np.float64).reshape(-1)
@@ -435,12 +443,134 @@ class SplitContext:
         self.mag_obj = float(np.abs(lam) @ mags[k])
         self.mag_live = [mags[j][lv] for j, lv in enumerate(self.live)]
         self.rtol = rounding_tolerance(net)
+        self.lw0 = [np.asarray(lower[j], dtype=np.float64)[lv] for j, lv in enumerate(self.live)]
+        self.uw0 = [np.asarray(upper[j], dtype=np.float64)[lv] for j, lv in enumerate(self.live)]
+        # slopes for the intermediate rows of refine(): slope_lo[j][jj][i] = slopes of layer jj for the
+        # lower-bound row of live neuron i of layer j (NaN: none known, use the adaptive slope)
+        self.slope_lo: list[list[np.ndarray]] = []
+        self.slope_up: list[list[np.ndarray]] = []
+        for j in range(k):
+            nl = self.live[j].size
+            lo_j = [np.full((nl, lv.size), np.nan) for lv in self.live[:j]]
+            up_j = [np.full((nl, lv.size), np.nan) for lv in self.live[:j]]
+            if slopes is not None and j in slopes:
+                idx, al, au = slopes[j]
+                pos = np.searchsorted(self.live[j], idx)
+                ok = (pos < nl) & (self.live[j][np.minimum(pos, nl - 1)] == idx)
+                for jj in range(j):
+                    lo_j[jj][pos[ok]] = al[jj][ok][:, self.live[jj]]
+                    up_j[jj][pos[ok]] = au[jj][ok][:, self.live[jj]]
+            self.slope_lo.append(lo_j)
+            self.slope_up.append(up_j)
+
+    # ---- per-domain relaxations ------------------------------------------------------------------
+    def root_bounds(self, m: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The root pre-activation bounds of the live neurons, copied for ``m`` sub-domains."""
+        lw = [np.broadcast_to(a, (m, a.size)).copy() for a in self.lw0]
+        uw = [np.broadcast_to(a, (m, a.size)).copy() for a in self.uw0]
+        return lw, uw
+
+    def _relax(self, j: int, Sj: np.ndarray, dom: tuple[np.ndarray, np.ndarray] | None):
+        """``(unstable, active, s, t)`` of relaxed layer ``j``: from the root bounds and the splits
+        (``dom`` None), or from per-domain bounds ``dom = (l_j, u_j)`` (rows; splits already applied)."""
+        if dom is None:
+            unst = self.unstable[j] & (Sj == 0)
+            act = np.where(Sj == 0, self.active[j], Sj > 0)
+            return unst, act, self.s[j], self.t[j]
+        lw, uw = dom
+        unst = (lw < 0) & (uw > 0)
+        act = lw >= 0
+        s = np.divide(uw, uw - lw, out=np.zeros_like(uw), where=unst)
+        return unst, act, s, np.where(unst, -s * lw, 0.0)
+
+    def apply_splits(self, S: list[np.ndarray], lw: list[np.ndarray], uw: list[np.ndarray]) -> None:
+        """In place: ``l ← max(l, 0)`` where ``S = +1``, ``u ← min(u, 0)`` where ``S = −1``."""
+        for j in range(self.k):
+            np.maximum(lw[j], 0.0, out=lw[j], where=S[j] > 0)
+            np.minimum(uw[j], 0.0, out=uw[j], where=S[j] < 0)
+
+    def refine(
+        self,
+        S: list[np.ndarray],
+        lw: list[np.ndarray],
+        uw: list[np.ndarray],
+        start: np.ndarray | None = None,
+        max_rows: int = 4096,
+        depth: int | None = None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        r"""Intermediate bounds of every sub-domain recomputed under its splits (CROWN with splits).
+
+        Sub-domain ``q`` has splits ``S_q`` and bounds ``(l, u)`` valid on it (a parent's); the splits
+        are applied (``l ← max(l, 0)`` on ``S = +1``, ``u ← min(u, 0)`` on ``S = −1``), then for
+        ``j = 1 … k−1`` (only ``j ≥ start_q``) every neuron that is unstable on the sub-domain gets the
+        CROWN bounds of ``±z_{j,i}`` computed with the sub-domain's relaxations of layers ``< j``
+        (lower slopes: the root's optimised ones given as ``slopes`` to the constructor, else adaptive;
+        any slope in ``[0, 1]`` is sound; split neurons linear), widened for rounding
+        (``rtol·M_{j,i} + atol``, as every CROWN bound) and intersected with ``(l, u)`` (with
+        ``depth``: only layers ``start_q ≤ j < start_q + depth``).
+
+        Sound on the sub-domain: every point of it satisfies all relaxations used (``h = z`` for
+        ``S = +1`` since ``z ≥ 0`` there, ``h = 0`` for ``S = −1``, the triangle on ``[l, u]`` by
+        induction over the layers), so the minimum over the relaxation bounds it from below.  The
+        bounds stay inside the root's, so the magnitude bound ``M`` behind the rounding margin still
+        holds.  A sub-domain with some ``l > u`` is empty (returned in ``empty``).
+
+        Returns ``(lw, uw, empty)`` (new arrays).
+        """
+        k = self.k
+        lw = [a.copy() for a in lw]
+        uw = [a.copy() for a in uw]
+        self.apply_splits(S, lw, uw)
+        m = S[0].shape[0] if k else 0
+        if start is None:
+            start = np.ones(m, dtype=np.int64)
+        for j in range(1, k):
+            todo = np.flatnonzero((start <= j) & (True if depth is None else j < start + depth))
+            if todo.size == 0:
+                continue
+            q_all, i_all = np.nonzero((lw[j][todo] < 0) & (uw[j][todo] > 0))
+            q_all = todo[q_all]
+            step = max(1, max_rows // 2)
+            for p0 in range(0, q_all.size, step):
+                q, i = q_all[p0 : p0 + step], i_all[p0 : p0 + step]
+                n = q.size
+                A = np.concatenate([self.W[j][i], -self.W[j][i]])
+                kappa = np.concatenate([self.b[j][i], -self.b[j][i]])
+                dq = np.concatenate([q, q])
+                for jj in range(j - 1, -1, -1):
+                    unst, act, s, t = self._relax(jj, S[jj][dq], (lw[jj][dq], uw[jj][dq]))
+                    neg = A < 0
+                    alpha0 = np.concatenate([self.slope_lo[j][jj][i], self.slope_up[j][jj][i]])
+                    alpha0 = np.where(np.isnan(alpha0), uw[jj][dq] >= -lw[jj][dq], alpha0)
+                    D = np.where(unst, np.where(neg, s, alpha0), act.astype(np.float64))
+                    kappa = kappa + np.sum(np.where(neg & unst, A * t, 0.0), axis=1)
+                    A = A * D
+                    kappa = kappa + A @ self.b[jj]
+                    A = A @ self.W[jj]
+                val = kappa + A @ self.c - np.abs(A) @ self.r
+                margin = self.rtol * self.mag_live[j][i] + _ATOL
+                lw[j][q, i] = np.maximum(lw[j][q, i], val[:n] - margin)
+                uw[j][q, i] = np.minimum(uw[j][q, i], -val[n:] + margin)
+        empty = np.zeros(m, dtype=bool)
+        for j in range(k):
+            empty |= np.any(lw[j] > uw[j], axis=1)
+        return lw, uw, empty
 
     # ---- the pass ----------------------------------------------------------------------------
-    def run(self, S: list[np.ndarray], alpha: list[np.ndarray], beta: list[np.ndarray], grad: bool):
+    def run(
+        self,
+        S: list[np.ndarray],
+        alpha: list[np.ndarray],
+        beta: list[np.ndarray],
+        grad: bool,
+        bounds: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+    ):
         """``B(α, β)`` per row; with ``grad``, the gradients and ``∂B/∂G`` per layer as well.
 
-        Returns ``(val, grad_alpha, grad_beta, A_x, store, gG)``; ``store`` holds ``(j, A, neg, D)``.
+        ``bounds``: per-domain ``(lw, uw)`` (lists of ``(m, n_live_j)``, splits applied, e.g. from
+        :meth:`refine`) for the relaxations; default the root bounds.
+        Returns ``(val, grad_alpha, grad_beta, A_x, store, gG)``; ``store`` holds
+        ``(j, A, neg, D, unstable, t)``.
         """
         k = self.k
         m = S[0].shape[0] if k else 1
@@ -449,14 +579,13 @@ class SplitContext:
         store = []
         for j in range(k - 1, -1, -1):
             Sj = S[j]
-            unst = self.unstable[j] & (Sj == 0)
-            act = np.where(Sj == 0, self.active[j], Sj > 0)
+            unst, act, s, t = self._relax(j, Sj, None if bounds is None else (bounds[0][j], bounds[1][j]))
             neg = A < 0
-            D = np.where(unst, np.where(neg, self.s[j], alpha[j]), act.astype(np.float64))
-            kappa = kappa + np.sum(np.where(neg & unst, A * self.t[j], 0.0), axis=1)
+            D = np.where(unst, np.where(neg, s, alpha[j]), act.astype(np.float64))
+            kappa = kappa + np.sum(np.where(neg & unst, A * t, 0.0), axis=1)
             G = A * D - beta[j] * Sj
             kappa = kappa + G @ self.b[j]
-            store.append((j, A, neg, D, unst))
+            store.append((j, A, neg, D, unst, t))
             A = G @ self.W[j]
         val = kappa + A @ self.c - np.abs(A) @ self.r
         if not grad:
@@ -465,12 +594,12 @@ class SplitContext:
         gb = [np.zeros_like(b) for b in beta]
         gGs: list[np.ndarray] = [np.zeros(0)] * k
         gA = self.c - np.sign(A) * self.r
-        for j, Aj, negj, Dj, unst in reversed(store):
+        for j, Aj, negj, Dj, unst, tj in reversed(store):
             gG = gA @ self.W[j].T + self.b[j]
             gGs[j] = gG
             ga[j] = np.where(unst & ~negj, gG * Aj, 0.0)
             gb[j] = -S[j] * gG
-            gA = gG * Dj + np.where(negj & unst, self.t[j], 0.0)
+            gA = gG * Dj + np.where(negj & unst, tj, 0.0)
         return val, ga, gb, A, store, gGs
 
     def sound(self, val: np.ndarray, beta: list[np.ndarray]) -> np.ndarray:
@@ -493,15 +622,20 @@ class SplitContext:
         beta: list[np.ndarray],
         config: AlphaConfig = AlphaConfig(),
         deadline: float | None = None,
+        bounds: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
     ) -> SplitBoundResult:
-        """Projected Adam ascent on ``(α, β)`` per row; the best (sound, widened) bound per row."""
+        """Projected Adam ascent on ``(α, β)`` per row; the best (sound, widened) bound per row.
+
+        ``bounds``: per-domain intermediate bounds (:meth:`run`); they must be valid on each
+        sub-domain (e.g. from :meth:`refine`).
+        """
         k = self.k
         for j in range(k):
             if np.any((S[j] != 0) & ~self.unstable[j]):
                 raise SpecError("splits: only neurons unstable under the root bounds may be split")
         params = [np.clip(np.asarray(a, dtype=np.float64), 0.0, 1.0) for a in alpha]
         params += [np.maximum(np.asarray(b, dtype=np.float64), 0.0) * (S[j] != 0) for j, b in enumerate(beta)]
-        best, ga, gb, _, _, _ = self.run(S, params[:k], params[k:], grad=config.iterations > 0)
+        best, ga, gb, _, _, _ = self.run(S, params[:k], params[k:], grad=config.iterations > 0, bounds=bounds)
         best_params = [p.copy() for p in params]
         mom = [np.zeros_like(p) for p in params]
         vel = [np.zeros_like(p) for p in params]
@@ -518,7 +652,7 @@ class SplitContext:
                 vel[q] = b2 * vel[q] + (1 - b2) * g * g
                 params[q] = params[q] + lr * (mom[q] / (1 - b1**it)) / (np.sqrt(vel[q] / (1 - b2**it)) + eps)
                 params[q] = np.clip(params[q], 0.0, 1.0) if q < k else np.maximum(params[q], 0.0)
-            val, ga, gb, _, _, _ = self.run(S, params[:k], params[k:], grad=True)
+            val, ga, gb, _, _, _ = self.run(S, params[:k], params[k:], grad=True, bounds=bounds)
             better = val > best
             if better.any():
                 best = np.where(better, val, best)
@@ -528,10 +662,10 @@ class SplitContext:
             if _stalled(history, best, config):
                 break
         al, be = best_params[:k], best_params[k:]
-        val, _, _, coef, store, gGs = self.run(S, al, be, grad=True)
+        val, _, _, coef, store, gGs = self.run(S, al, be, grad=True, bounds=bounds)
         gain = []
-        for j, Aj, negj, Dj, unst in sorted(store, key=lambda e: e[0]):
-            lost = np.where(negj & unst, -Aj * self.t[j], 0.0)  # the chord's intercept, gone in both children
+        for j, Aj, negj, Dj, unst, tj in sorted(store, key=lambda e: e[0]):
+            lost = np.where(negj & unst, -Aj * tj, 0.0)  # the chord's intercept, gone in both children
             plus = lost + Aj * (1.0 - Dj) * gGs[j]
             minus = lost - Aj * Dj * gGs[j]
             gain.append(np.where(unst, np.minimum(plus, minus), -np.inf))
@@ -577,6 +711,7 @@ def tighten_bounds(
     config: AlphaConfig = AlphaConfig(),
     deadline: float | None = None,
     chunk: int = 256,
+    slopes: dict[int, tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]] | None = None,
 ) -> LayerBounds:
     """Intermediate bounds tightened layer by layer with α-CROWN; outputs by CROWN on top of them.
 
@@ -584,6 +719,11 @@ def tighten_bounds(
     unstable get ``max(base lower, α-CROWN lower)`` and ``min(base upper, −α-CROWN lower of −z)``,
     using the already tightened layers ``< k`` for the relaxation.  Never looser than ``base``
     (default: :func:`encoders.bounds.crown_bounds`).  ``method`` of the result: ``"alpha-crown"``.
+
+    ``slopes``: if a dict is given, it receives for every layer ``k ≥ 1`` the optimised slopes as
+    ``slopes[k] = (idx, lower, upper)``: the neurons bounded (``idx``) and per relaxed layer ``j < k``
+    the slopes of their lower-bound rows (``lower[j]``, ``(idx.size, n_j)``) and of their upper-bound
+    rows (``upper[j]``) — warm starts / fixed slopes for :meth:`SplitContext.refine`.
     """
     lo = np.asarray(lo, dtype=np.float64).reshape(-1)
     hi = np.asarray(hi, dtype=np.float64).reshape(-1)
@@ -605,6 +745,20 @@ def tighten_bounds(
             res = alpha_crown_lower(net, lo, hi, lows, ups, k, Lam, config, deadline)
             lows[k][part] = np.maximum(lows[k][part], res.lb[:n])
             ups[k][part] = np.minimum(ups[k][part], -res.lb[n:])
+            if slopes is not None:
+                got = slopes.get(
+                    k,
+                    (
+                        np.zeros(0, dtype=np.int64),
+                        [np.zeros((0, lows[j].size)) for j in range(k)],
+                        [np.zeros((0, lows[j].size)) for j in range(k)],
+                    ),
+                )
+                slopes[k] = (
+                    np.concatenate([got[0], part]),
+                    [np.concatenate([got[1][j], res.alpha[j][:n]]) for j in range(k)],
+                    [np.concatenate([got[2][j], res.alpha[j][n:]]) for j in range(k)],
+                )
     eye = np.eye(net.n_outputs)
     mid = LayerBounds(tuple(lows), tuple(ups), "alpha-crown")
     olb, oub = crown_linear(net, lo, hi, eye, bounds=mid)

@@ -25,7 +25,7 @@ def _shared_networks(root: Path) -> list[Path]:
 @pytest.mark.shared
 def test_all_shared_networks_match_onnxruntime(vnncomp_root: Path) -> None:
     nets = _shared_networks(vnncomp_root)
-    assert len(nets) >= 46  # 45 ACAS Xu + mnist-net_256x2 (+ mnist-net_256x4 when present)
+    assert len(nets) == 47  # 45 ACAS Xu + mnist-net_256x2 + mnist-net_256x4
     rng = np.random.default_rng(0)
     for f in nets:
         net = load_onnx(f)

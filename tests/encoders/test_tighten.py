@@ -285,3 +285,81 @@ def test_splitting_every_neuron_gives_the_exact_minimum_on_a_tiny_net() -> None:
     opt = ctx.optimise(S, al, be, AlphaConfig(iterations=200, lr=0.1, patience=200)).lb[0]
     assert plain == pytest.approx(-1.0, abs=1e-8)  # β = 0: the split constraint is ignored
     assert -1e-3 <= opt <= 1e-8
+
+
+# --------------------------------------------------------------------------------------------------
+# per-sub-domain intermediate bounds (SplitContext.refine)
+# --------------------------------------------------------------------------------------------------
+@SETTINGS
+@given(case=nets_and_boxes(min_hidden=2, max_hidden=4), seed=st.integers(0, 10_000), use_slopes=st.booleans())
+def test_refined_bounds_contain_every_point_of_the_sub_domain(case, seed, use_slopes) -> None:
+    """Random splits around a sample: the refined pre-activation bounds contain the pre-activations of
+    every sampled point of the sub-domain, are never looser than the root's, and the β-CROWN bound
+    computed on them stays below the objective there (with random or α-CROWN-optimised slopes)."""
+    net, lo, hi = case
+    rng = np.random.default_rng(seed)
+    base = crown_bounds(net, lo, hi)
+    slopes: dict = {}
+    if use_slopes:
+        base = tighten_bounds(net, lo, hi, base, AlphaConfig(iterations=5), slopes=slopes)
+    L = len(net.affines) - 1
+    lam = rng.normal(size=net.n_outputs)
+    ctx = SplitContext(net, lo, hi, base.lower, base.upper, L, lam, slopes)
+    m = 5
+    S, alpha, beta = ctx.initial(m)
+    xs = _samples(lo, hi, rng, 3000)
+    pre = net.pre_activations(xs)
+    anchors = rng.integers(0, xs.shape[0], m)
+    for j in range(L):
+        cand = np.flatnonzero(ctx.unstable[j])
+        for q in range(m):
+            pick = cand[rng.random(cand.size) < 0.4]
+            S[j][q, pick] = np.where(pre[j][anchors[q], ctx.live[j][pick]] >= 0, 1, -1)
+    lw, uw = ctx.root_bounds(m)
+    lw2, uw2, empty = ctx.refine(S, lw, uw)
+    assert not empty.any()  # every sub-domain holds its anchor
+    beta = [rng.exponential(1.0, (m, lv.size)) * (S[j] != 0) for j, lv in enumerate(ctx.live)]
+    lb = ctx.optimise(S, alpha, beta, AlphaConfig(iterations=5), bounds=(lw2, uw2)).lb
+    obj = pre[-1] @ lam
+    for q in range(m):
+        inside = np.ones(xs.shape[0], dtype=bool)
+        for j in range(L):
+            zq = pre[j][:, ctx.live[j]]
+            inside &= np.all((S[j][q] == 0) | (S[j][q] * zq >= 0), axis=1)
+        assert inside[anchors[q]]
+        for j in range(L):
+            zq = pre[j][inside][:, ctx.live[j]]
+            assert np.all(lw2[j][q] <= zq.min(axis=0) + 1e-9)
+            assert np.all(uw2[j][q] >= zq.max(axis=0) - 1e-9)
+            assert np.all(lw2[j][q] >= lw[j][q]) and np.all(uw2[j][q] <= uw[j][q])
+        assert lb[q] <= obj[inside].min() + 1e-9
+
+
+def test_refine_makes_a_neuron_stable_by_hand() -> None:
+    """x ∈ [−1, 1]; z0 = x; z1 = relu(z0) − 0.5 ∈ [−0.5, 0.5] (unstable at the root).
+
+    Sub-domain z0 ≤ 0: h0 = 0, so z1 = −0.5 exactly and the refined bounds are [−0.5, −0.5] up to the
+    rounding margin (the neuron becomes stably inactive).  Sub-domain z0 ≥ 0: h0 = x, z1 = x − 0.5 ∈
+    [−1.5, 0.5] by CROWN, intersected with the root's [−0.5, 0.5]: unchanged, and z0's own bounds
+    become [0, 1]."""
+    net = network_from_layers(
+        [
+            (np.array([[1.0]]), np.zeros(1)),
+            (np.array([[1.0]]), np.array([-0.5])),
+            (np.array([[1.0]]), np.zeros(1)),
+        ]
+    )
+    lo, hi = np.array([-1.0]), np.array([1.0])
+    base = crown_bounds(net, lo, hi)
+    assert base.lower[1][0] < 0 < base.upper[1][0]
+    ctx = SplitContext(net, lo, hi, base.lower, base.upper, 2, np.array([1.0]))
+    S, _, _ = ctx.initial(2)
+    S[0][0, 0] = -1
+    S[0][1, 0] = 1
+    lw, uw = ctx.root_bounds(2)
+    lw2, uw2, empty = ctx.refine(S, lw, uw)
+    assert not empty.any()
+    assert uw2[0][0, 0] == 0.0 and lw2[0][1, 0] == 0.0
+    assert lw2[1][0, 0] == pytest.approx(-0.5, abs=1e-9) and uw2[1][0, 0] == pytest.approx(-0.5, abs=1e-9)
+    assert lw2[1][0, 0] <= -0.5 <= uw2[1][0, 0]  # the widening keeps the exact value inside
+    assert lw2[1][1, 0] == pytest.approx(-0.5, abs=1e-9) and uw2[1][1, 0] == pytest.approx(0.5, abs=1e-9)

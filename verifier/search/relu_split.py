@@ -25,9 +25,13 @@ Pipeline of :func:`solve_output_property`
 4. Falsification from those corners (and a few random starts), alternatives in decreasing ``t̄_k``.
 5. β-CROWN branch and bound (:class:`BabSearch`) on each single-row alternative, likeliest violation
    (largest ``t̄_k``) first, round robin with doubling time slices so that one hard alternative
-   cannot starve a violated one.
+   cannot starve a violated one.  Every child's intermediate bounds are recomputed under its splits
+   (:meth:`~encoders.bounds.alpha.SplitContext.refine`).  An alternative whose MILP fits Gurobi's
+   licence skips this step when it has at most ``milp_first`` binaries, and leaves it for the MILP
+   after ``bab_budget`` seconds.
 6. One MILP (:func:`encode_alternative`) for each alternative branch and bound cannot decide
-   (multi-row alternatives, a sub-domain with nothing left to split, the domain limit).
+   (multi-row alternatives, a sub-domain with nothing left to split, the domain limit, the hand-off
+   of step 5).
 7. Every alternative ruled out ⇒ VERIFIED; otherwise the first undecided outcome.
 
 Every FALSIFIED passes :func:`verifier.replay.replay` (onnxruntime on the ONNX file, exact check).
@@ -116,6 +120,14 @@ class BabConfig:
     candidates
         Filtered smart branching: how many neurons with the largest estimated gain are tried with
         one pass each; 1 = the neuron with the largest estimate.
+    memory_mb
+        Memory for the open sub-domains (split signs, α, β, intermediate bounds: ``33·n_live`` bytes
+        each); the domain limit is ``min(max_domains, memory_mb / size)``.  :func:`solve_output_property`
+        divides it among the alternatives it searches (the pool can briefly double while it is
+        rebuilt, so the peak stays below ``2·memory_mb``).
+    refine
+        Recompute every child's intermediate bounds under its splits
+        (:meth:`~encoders.bounds.alpha.SplitContext.refine`) instead of keeping the root's.
     trace
         Print progress every 20 rounds (diagnostics).
     """
@@ -124,11 +136,14 @@ class BabConfig:
     root_alpha: AlphaConfig = AlphaConfig(iterations=60, lr=0.25)
     alpha: AlphaConfig = AlphaConfig(iterations=6, lr=0.1, decay=0.9, patience=4)
     max_domains: int = 40_000
-    candidates: int = 4
+    candidates: int = 1
+    refine: bool = True
+    refine_depth: int | None = None
+    memory_mb: int = 3000
     trace: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("batch", "max_domains", "candidates"):
+        for name in ("batch", "max_domains", "candidates", "memory_mb"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"branch and bound {name}: must be >= 1, got {getattr(self, name)}")
 
@@ -143,6 +158,18 @@ class MarginConfig:
     ----------
     tighten
         α-CROWN intermediate bounds and alternative bounds (step 3).
+    bab_budget
+        Branch-and-bound CPU time (seconds of this process, so that a loaded machine does not
+        shorten it) per alternative after which an undecided alternative
+        whose MILP fits Gurobi's licence is handed to the MILP (step 6) instead (``None``: never).
+        On mnistfc 256x4 Gurobi decides in seconds alternatives that branch and bound has not
+        closed after a minute.
+    milp_first, milp_first_depth
+        On networks with at least ``milp_first_depth`` hidden layers, alternatives whose MILP fits
+        Gurobi's licence with at most ``milp_first`` binaries skip branch and bound (0: never).
+        9×200 MNIST MLP: 36–40 binaries, Gurobi answers in 0.3 s with no branching where branch and
+        bound still had 384 open sub-domains after 6 s; mnistfc 256x2 (2 hidden layers): 41–48
+        binaries but up to 170 Gurobi nodes, and branch and bound is faster.
     bab, use_bab, bab_slice
         β-CROWN branch and bound (step 5): its settings, whether to use it (else every possible
         alternative goes to the MILP), and the first time slice per alternative (doubled per round).
@@ -175,6 +202,9 @@ class MarginConfig:
     objective_stop: float = 1e-3
     use_bab: bool = True
     bab_slice: float = 2.0
+    bab_budget: float | None = 6.0
+    milp_first: int = 48
+    milp_first_depth: int = 3
 
     def __post_init__(self) -> None:
         if not self.bab_slice > 0:
@@ -469,6 +499,7 @@ class BabSearch:
         bounds: LayerBounds,
         alt: Alternative,
         cfg: BabConfig = BabConfig(),
+        slopes: dict | None = None,
     ) -> None:
         A, b = alt
         if A.shape[0] != 1:
@@ -476,8 +507,10 @@ class BabSearch:
         self.prop, self.net, self.lo, self.hi, self.cfg = prop, net, lo, hi, cfg
         self.A, self.thr = A, float(b[0])
         self.L = len(net.affines) - 1
-        self.ctx = SplitContext(net, lo, hi, bounds.lower, bounds.upper, self.L, A[0])
+        self.ctx = SplitContext(net, lo, hi, bounds.lower, bounds.upper, self.L, A[0], slopes)
         self.offsets = np.cumsum([0] + [lv.size for lv in self.ctx.live])
+        per_domain = 33 * int(self.offsets[-1]) + 64  # S int8 + α, β, lw, uw float64 per live neuron
+        self.max_open = max(1, min(cfg.max_domains, int(cfg.memory_mb * 1e6 / per_domain)))
         self.stats: dict[str, Any] = {"bab_domains": 0, "bab_rounds": 0}
         self.pool: dict[str, Any] | None = None
         self.finished: BabOutcome | None = None
@@ -496,7 +529,7 @@ class BabSearch:
             out.append(Sj)
         return out
 
-    def _choose(self, S: list[np.ndarray], res: SplitBoundResult) -> np.ndarray:
+    def _choose(self, S: list[np.ndarray], res: SplitBoundResult, bounds: Any = None) -> np.ndarray:
         """Branching neuron (flat index) per row; −1 when nothing is left to split."""
         m = res.lb.shape[0]
         choice = np.full(m, -1)
@@ -516,7 +549,12 @@ class BabSearch:
         flat = np.repeat(cand.reshape(-1), 2)
         sign = np.tile(np.array([1, -1], dtype=np.int8), rows.size * K)
         kS = self._split_rows(S, rep, flat, sign)
-        val, *_ = self.ctx.run(kS, [a[rep] for a in res.alpha], [bb[rep] for bb in res.beta], grad=False)
+        kb = None if bounds is None else ([a[rep] for a in bounds[0]], [a[rep] for a in bounds[1]])
+        if kb is not None:
+            self.ctx.apply_splits(kS, kb[0], kb[1])
+        val, *_ = self.ctx.run(
+            kS, [a[rep] for a in res.alpha], [bb[rep] for bb in res.beta], grad=False, bounds=kb
+        )
         worse = np.where(valid, np.minimum(val[0::2], val[1::2]).reshape(rows.size, K), -np.inf)
         choice[rows] = cand[np.arange(rows.size), np.argmax(worse, axis=1)]
         return choice
@@ -547,7 +585,8 @@ class BabSearch:
         st.pop("bab_stop", None)
         if self.pool is None:
             S, al, be = ctx.initial(1)
-            res = ctx.optimise(S, al, be, cfg.root_alpha, deadline)
+            lw, uw = ctx.root_bounds(1)
+            res = ctx.optimise(S, al, be, cfg.root_alpha, deadline, bounds=(lw, uw))
             st["bab_domains"] += 1
             rep = self._attack(res)
             if rep is not None:
@@ -556,8 +595,10 @@ class BabSearch:
                 "S": S,
                 "a": list(res.alpha),
                 "b": list(res.beta),
+                "lw": lw,
+                "uw": uw,
                 "lb": res.lb,
-                "choice": self._choose(S, res),
+                "choice": self._choose(S, res, (lw, uw)),
             }
         rounds_here = 0
         while True:
@@ -573,7 +614,7 @@ class BabSearch:
             self.pool = pool
             n_open = int(keep.sum())
             st["bab_open"] = n_open
-            if n_open > cfg.max_domains:
+            if n_open > self.max_open:
                 return self._done(None, why="domain limit")
             if rounds_here and time.perf_counter() > deadline:  # at least one round per call
                 st["bab_stop"] = "deadline"
@@ -593,20 +634,37 @@ class BabSearch:
             rest = np.setdiff1d(np.arange(n_open), take)
             rep2 = np.repeat(take, 2)
             signs = np.tile(np.array([1, -1], dtype=np.int8), take.size)
-            kS = self._split_rows(pool["S"], rep2, pool["choice"][rep2], signs)
+            flat = pool["choice"][rep2]
+            kS = self._split_rows(pool["S"], rep2, flat, signs)
+            lw = [a[rep2] for a in pool["lw"]]
+            uw = [a[rep2] for a in pool["uw"]]
+            if cfg.refine:
+                start = np.searchsorted(self.offsets, flat, side="right")  # layer of the split + 1
+                lw, uw, empty = ctx.refine(kS, lw, uw, start, depth=cfg.refine_depth)
+            else:
+                ctx.apply_splits(kS, lw, uw)
+                empty = np.zeros(rep2.size, dtype=bool)
             res = ctx.optimise(
-                kS, [a[rep2] for a in pool["a"]], [bb[rep2] for bb in pool["b"]], cfg.alpha, deadline
+                kS,
+                [a[rep2] for a in pool["a"]],
+                [bb[rep2] for bb in pool["b"]],
+                cfg.alpha,
+                deadline,
+                bounds=(lw, uw),
             )
+            lb = np.where(empty, np.inf, res.lb)  # an empty sub-domain has no violation
             st["bab_domains"] += rep2.size
             rep = self._attack(res)
             if rep is not None:
                 return self._done(Verdict.FALSIFIED, rep)
-            choice = self._choose(kS, res)
+            choice = self._choose(kS, res, (lw, uw))
             self.pool = {
                 "S": [np.concatenate([pool["S"][j][rest], kS[j]]) for j in range(L)],
                 "a": [np.concatenate([pool["a"][j][rest], res.alpha[j]]) for j in range(L)],
                 "b": [np.concatenate([pool["b"][j][rest], res.beta[j]]) for j in range(L)],
-                "lb": np.concatenate([pool["lb"][rest], res.lb]),
+                "lw": [np.concatenate([pool["lw"][j][rest], lw[j]]) for j in range(L)],
+                "uw": [np.concatenate([pool["uw"][j][rest], uw[j]]) for j in range(L)],
+                "lb": np.concatenate([pool["lb"][rest], lb]),
                 "choice": np.concatenate([pool["choice"][rest], choice]),
             }
 
@@ -702,11 +760,12 @@ def solve_output_property(
         st["attack_s"] = time.perf_counter() - t
     # 3. α-CROWN: tighter intermediate bounds, then per-alternative bounds and attack corners
     bounds = base
+    slopes: dict = {}  # the optimised intermediate slopes (warm starts of BaB's refinement)
     ub_margin: dict[int, float] = {}
     corners: dict[int, np.ndarray] = {}
     if cfg.tighten and len(net.affines) > 1:
         t = time.perf_counter()
-        bounds = tighten_bounds(net, lo, hi, base, cfg.alpha, deadline)
+        bounds = tighten_bounds(net, lo, hi, base, cfg.alpha, deadline, slopes=slopes)
         keep = []
         for k in possible:
             A, b = alts[k]
@@ -750,6 +809,27 @@ def solve_output_property(
     pending = [k for k in possible if k not in milp_queue]
     searches: dict[int, BabSearch] = {}
     slice_s = cfg.bab_slice
+    fits: dict[int, tuple[bool, int]] = {}
+
+    def milp_size(k: int) -> tuple[bool, int]:
+        """Would alternative ``k``'s MILP go to Gurobi (fits its licence, backend allows it), and its
+        number of binaries."""
+        if k not in fits:
+            prog, info = encode_alternative(
+                net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone, cfg.objective, "net"
+            )
+            fits[k] = (_choose(config, prog) == "gurobi", info.binaries_hidden + info.exact_last)
+        return fits[k]
+
+    def gurobi_fits(k: int) -> bool:
+        return milp_size(k)[0]
+
+    if cfg.milp_first and len(net.affines) - 1 >= cfg.milp_first_depth:  # small MILPs straight to Gurobi
+        small = [k for k in pending if milp_size(k)[0] and milp_size(k)[1] <= cfg.milp_first]
+        pending = [k for k in pending if k not in small]
+        milp_queue += small
+
+    n_searched = len(pending)
     while pending:
         for k in list(pending):
             if time.perf_counter() > deadline:
@@ -758,16 +838,19 @@ def solve_output_property(
                     "bab",
                     f"time limit reached in branch and bound with {len(pending)} alternatives open",
                 )
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             if k not in searches:
-                searches[k] = BabSearch(prop, net, lo, hi, bounds, alts[k], cfg.bab)
+                share = replace(cfg.bab, memory_mb=max(1, cfg.bab.memory_mb // max(1, n_searched)))
+                searches[k] = BabSearch(prop, net, lo, hi, bounds, alts[k], share, slopes)
             bo = searches[k].advance(min(deadline, t + slice_s))
-            rec = per_alt.setdefault(k, {"alt": k, "backend": "bab", "time_s": 0.0})
+            rec = per_alt.setdefault(k, {"alt": k, "backend": "bab", "time_s": 0.0, "cpu_s": 0.0})
             rec["time_s"] = round(rec["time_s"] + time.perf_counter() - t, 3)
+            rec["cpu_s"] = round(rec["cpu_s"] + time.process_time() - c, 3)
             rec.update(bo.stats)
             if bo.verdict is Verdict.VERIFIED:
                 backends_used.add("bab")
                 pending.remove(k)
+                searches[k].pool = None  # free its sub-domains (memory)
             elif bo.verdict is Verdict.FALSIFIED and bo.replay is not None:
                 return run.result(
                     Verdict.FALSIFIED,
@@ -777,7 +860,13 @@ def solve_output_property(
                 )
             elif searches[k].finished is not None:  # undecidable by branch and bound: to the MILP
                 pending.remove(k)
+                searches[k].pool = None  # free its sub-domains (memory)
                 milp_queue.append(k)
+            elif cfg.bab_budget is not None and rec["cpu_s"] >= cfg.bab_budget and gurobi_fits(k):
+                pending.remove(k)  # over its branch-and-bound budget: Gurobi's MILP takes over
+                searches[k].pool = None
+                milp_queue.append(k)
+                rec["handoff"] = "milp"
         slice_s *= 2.0
     # 6. one MILP per remaining alternative
     undecided: Result | None = None
