@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from encoders.errors import DataError
+from encoders.progress import Progress
 
 from . import common
 from .common import md_table, write_csv, write_json
@@ -483,18 +484,12 @@ def side_by_side(
 
     Finished pairs are appended to ``out/records.jsonl`` (fsync'ed) and skipped on a rerun.
     """
-    from tqdm import tqdm
-
     _preimport(solvers)
     jpath = out / "records.jsonl"
     done = load_records(jpath)
     records: list[RunRecord] = []
-    bar = tqdm(
-        total=len(instances) * len(solvers),
-        desc="vnncomp side by side",
-        unit="run",
-        file=sys.stderr,
-        disable=not progress,
+    bar = Progress(
+        total=len(instances) * len(solvers), desc="vnncomp side by side", unit="run", enabled=progress
     )
     with open(jpath, "a") as jf:
         for inst in instances:
@@ -508,7 +503,7 @@ def side_by_side(
                     os.fsync(jf.fileno())
                 records.append(rec)
                 bar.update(1)
-                bar.set_postfix_str(f"{inst.onnx.stem[6:16]} {inst.vnnlib.stem} {s}={rec.result}")
+                bar.set_postfix(last=f"{inst.onnx.stem[6:16]} {inst.vnnlib.stem} {s}={rec.result}")
     bar.close()
     return records
 
