@@ -818,7 +818,8 @@ def solve_output_property(
             prog, info = encode_alternative(
                 net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone, cfg.objective, "net"
             )
-            fits[k] = (_choose(config, prog) == "gurobi", info.binaries_hidden + info.exact_last)
+            to_gurobi = choose_backend(want, prog, milp_only=True) == "gurobi"
+            fits[k] = (to_gurobi, info.binaries_hidden + info.exact_last)
         return fits[k]
 
     def gurobi_fits(k: int) -> bool:
