@@ -696,13 +696,19 @@ def load_teacher_model(path: str | Path) -> nn.Module:
 
     :func:`distill.export.load_model` first (checkpoints; ONNX graphs the network IR collapses to an
     MLP, rebuilt as ``nn.Sequential``); an ONNX graph the IR refuses is imported with
-    :func:`load_teacher` (its parity-checked logits module, ``module.meta`` = sidecar).
+    :func:`load_teacher` (its parity-checked logits module, ``module.meta`` = sidecar), and so is a torch
+    file that is not a distillcert checkpoint (a TorchScript archive).
     """
     from .export import load_model
 
+    path = Path(path)
     try:
         return load_model(path)
     except UnsupportedModelError:
-        if Path(path).suffix.lower() != ".onnx":
+        if path.suffix.lower() != ".onnx":
             raise
         return load_teacher(path).module
+    except ModelFormatError:
+        if not path.is_file() or path.suffix.lower() == ".onnx":
+            raise
+        return load_teacher(path).module  # not a distillcert checkpoint: a TorchScript archive, say
