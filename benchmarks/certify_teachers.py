@@ -178,6 +178,7 @@ def _cell(
         "audit_confirmed_fraction": audit.get("fraction_confirmed"),
         "audit_refuted": int(audit.get("refuted", 0) or 0),
         "pgd_hits": cert["steps"]["crosscheck"]["adversarial"],
+        "pgd_hits_on_claims": cert["steps"]["crosscheck"].get("at_established_claims", 0),
         "eq13": cert["steps"]["eq13"]["holds"],
         "eq13_violations": cert["steps"]["eq13"]["violations"],
         "epsilon_achieved": cert["guarantee"].get("epsilon_achieved"),
@@ -246,7 +247,7 @@ def run(
                 _fmt(r["r_T"]),
                 _fmt(r["student_radius_median"]),
                 r["audit"],
-                r["pgd_hits"],
+                f"{r['pgd_hits']} ({r['pgd_hits_on_claims']} on claims)",
                 "holds" if r["eq13"] else f"fails at {r['eq13_violations']}",
                 r["check"],
                 r["wall_s"],
@@ -260,6 +261,7 @@ def run(
         "certified": sum(r["verdict"] == "certified" for r in rows),
         "refuted_by_direct_verification": sum(r["audit_refuted"] for r in rows),
         "pgd_hits": sum(int(r["pgd_hits"]) for r in rows),
+        "pgd_hits_on_claims": sum(int(r["pgd_hits_on_claims"]) for r in rows),
         "checks_ok": sum(r["check"] == "ok" for r in rows),
         "total_s": round(time.perf_counter() - t0, 1),
     }
@@ -277,7 +279,8 @@ def run(
     )
     text = (
         f"{headline['certified']} of {headline['cells']} cells certified; lifted claims refuted by direct "
-        f"verification: {headline['refuted_by_direct_verification']}; PGD hits: {headline['pgd_hits']}; "
+        f"verification: {headline['refuted_by_direct_verification']}; PGD hits: {headline['pgd_hits']} "
+        f"({headline['pgd_hits_on_claims']} at samples with an established claim); "
         f"checks passed: {headline['checks_ok']} of {headline['cells']} ({headline['total_s']} s)"
     )
     files["summary"] = str(

@@ -343,6 +343,11 @@ def _assemble(config: CertifyConfig, ctx: RunContext, st: _Stages) -> dict[str, 
                 "radius": "per-sample lifted radius",
                 "n_points": int(len(K)),
                 "adversarial": len(witnesses),
+                # witnesses at samples whose lifted claim was established (student verified there): a
+                # refuted claim; the others show the teacher is not robust where nothing was claimed
+                "at_established_claims": int(
+                    sum(1 for w in witnesses if st.sv.status[int(np.searchsorted(K, w["i"]))] == "verified")
+                ),
             },
         },
         "local_queries": local_queries,
