@@ -50,7 +50,7 @@ the next layer's LP uses the tightened triangles.  Each step keeps every bound v
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,6 +286,7 @@ class PairLP:
         hs.setOptionValue("output_flag", False)
         hs.setOptionValue("presolve", "off")
         hs.setOptionValue("solver", "simplex")
+        hs.setOptionValue("simplex_strategy", 4)  # primal: after a cost change the basis stays feasible
         hinf = highspy.kHighsInf
         hs.addVars(ncol, np.maximum(self.col_lo, -hinf), np.minimum(self.col_hi, hinf))
         hs.addRows(
@@ -344,16 +345,22 @@ def tighten_pair(
     layers: Sequence[int] | None = None,
     per_copy: bool = True,
     confidence: bool = True,
+    goal: Callable[[PairBounds], bool] | None = None,
+    chunk: int = 8,
 ) -> PairBounds:
     """OBBT over the LP relaxation ``P`` of the violating pairs (module docstring), layer by layer.
 
-    For every hidden layer ``k`` (in order): the sound min/max over ``P`` of ``z_a,i``, ``z_b,i``
-    (neurons unstable in that copy) and ``Δz_i`` (neurons whose difference relaxation is not exact),
-    intersected with the current bounds; the twin bounds of the deeper layers are then recomputed
-    from the tightened bounds (:func:`encoders.bounds.twin.twin_bounds` with ``diff``).  Stops early
-    (returning the bounds it has, all valid) at ``deadline`` (``time.perf_counter()``).
+    For every hidden layer ``k`` (in order): the sound min/max over ``P`` of ``Δz_i`` (neurons whose
+    difference relaxation is not exact) and, with ``per_copy``, of ``z_a,i`` and ``z_b,i`` (unstable
+    neurons), intersected with the current bounds; the twin bounds of the deeper layers are then
+    recomputed from the tightened bounds (:func:`encoders.bounds.twin.twin_bounds` with ``diff``).
+    Neurons go in order of their weight in the pair's margin ``z_c − z_j`` times their difference
+    width; every ``chunk`` neurons the bounds are rebuilt and ``goal(bounds)`` asked — ``True`` stops
+    (e.g. "the twin bound now proves the pair").  Stops early (returning the bounds it has, all valid)
+    at ``deadline`` (``time.perf_counter()``).
     """
     L = len(net.affines) - 1
+    aff = net.affines
     la, ua = [a.copy() for a in pb.lower_a], [a.copy() for a in pb.upper_a]
     lb, ub = [a.copy() for a in pb.lower_b], [a.copy() for a in pb.upper_b]
     dl, du = [a.copy() for a in pb.twin.dlower], [a.copy() for a in pb.twin.dupper]
@@ -361,12 +368,29 @@ def tighten_pair(
     stats.setdefault("lp_solves", 0)
     cur = pb
     box = (np.asarray(lo, float), np.asarray(hi, float))
+    # influence of each hidden neuron on the margin (crude magnitude back-propagation)
+    if target is not None:
+        w = np.abs(aff[L].W[c] - aff[L].W[target])
+    else:
+        w = np.abs(aff[L].W).sum(axis=0)
+    influence = [np.zeros(0)] * L
+    for k in range(L - 1, -1, -1):
+        influence[k] = w
+        w = np.abs(aff[k].W).T @ w
+
+    def rebuild(k: int) -> PairBounds:
+        for arr_l, arr_u in ((la, ua), (lb, ub), (dl, du)):
+            arr_l[k] = np.minimum(arr_l[k], arr_u[k])  # (a crossing only means "no pair"; not claimed)
+        return _with_twin(net, lo, hi, delta, la, ua, lb, ub, (dl, du), stats)
+
     for k in layers if layers is not None else range(L):
         if time.perf_counter() > deadline:
             break
         lp = PairLP(net, cur, box, box, delta, c, kappa, target, confidence=confidence)
         za, zb = lp.z["a"][k], lp.z["b"][k]
-        for i in range(za.size):
+        order = np.argsort(-(influence[k] * (du[k] - dl[k])), kind="stable")
+        done = False
+        for n_done, i in enumerate(order, start=1):
             if time.perf_counter() > deadline:
                 break
             if per_copy and la[k][i] < 0 < ua[k][i]:
@@ -382,14 +406,20 @@ def tighten_pair(
                 dl[k][i], du[k][i] = max(dl[k][i], lo_), min(du[k][i], hi_)
             if lp.infeasible:
                 break
-        stats["lp_solves"] += lp.n_solves
+            if goal is not None and n_done % chunk == 0 and n_done < order.size:
+                trial = rebuild(k)
+                if goal(trial):
+                    cur, done = trial, True
+                    break
+        stats["lp_solves"] = stats.get("lp_solves", 0) + lp.n_solves
         if lp.infeasible:
             stats["lp_infeasible"] = True
-        # keep intervals non-empty (an empty one would only mean no violating pair, but we do not
-        # claim that from an LP status): cap crossings
-        for arr_l, arr_u in ((la, ua), (lb, ub), (dl, du)):
-            arr_l[k] = np.minimum(arr_l[k], arr_u[k])
-        cur = _with_twin(net, lo, hi, delta, la, ua, lb, ub, (dl, du), stats)
+        if done:
+            break
+        cur = rebuild(k)
         dl = [a.copy() for a in cur.twin.dlower]
         du = [a.copy() for a in cur.twin.dupper]
+        if goal is not None and goal(cur):
+            break
+    cur.stats["lp_solves"] = stats["lp_solves"]
     return cur

@@ -84,7 +84,7 @@ class GlobalSplitConfig:
         Stage 4.
     """
 
-    search_fraction: float = 0.25
+    search_fraction: float = 0.15
     lp: bool = True
     obbt_plan: tuple[tuple[int, ...], ...] = ((-1,), ())
     lp_search: bool = True
@@ -211,7 +211,21 @@ def decide_global(
             if time.perf_counter() > deadline:
                 break
             layers = [k % L for k in plan] if plan else None
-            pb = tighten_pair(net, pb, lo, hi, delta, c, kappa, j, deadline, layers=layers, per_copy=False)
+            m_c = props[c].margin
+            pb = tighten_pair(
+                net,
+                pb,
+                lo,
+                hi,
+                delta,
+                c,
+                kappa,
+                j,
+                deadline,
+                layers=layers,
+                per_copy=False,
+                goal=lambda b, c=c, j=j, m_c=m_c: bool(pair_margin_upper(net, b.twin, c)[j] < m_c),
+            )
             excess[(c, j)] = float(pair_margin_upper(net, pb.twin, c)[j] - props[c].margin)
             if excess[(c, j)] < 0.0:
                 statuses.append(PairStatus(c, j, "lp", excess[(c, j)], elapsed()))
