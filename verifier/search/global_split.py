@@ -76,8 +76,10 @@ class GlobalSplitConfig:
     lp
         Stage 3 (L∞ only).
     obbt_plan
-        Layer lists tightened in turn per pair (``-1`` = the last hidden layer); the default tightens
-        the last hidden layer, then every layer.
+        ``(layers, per_copy)`` steps tightened in turn per pair (``-1`` = the last hidden layer, ``()``
+        = every layer; ``per_copy`` also tightens each copy's own bounds): by default the differences
+        of the last hidden layer, then of every layer, then every bound.  Each step stops as soon as
+        the pair is proved.
     lp_search
         Seed a local pair search from the LP optimum of each pair still open after stage 3.
     milp
@@ -86,7 +88,7 @@ class GlobalSplitConfig:
 
     search_fraction: float = 0.15
     lp: bool = True
-    obbt_plan: tuple[tuple[int, ...], ...] = ((-1,), ())
+    obbt_plan: tuple[tuple[tuple[int, ...], bool], ...] = (((-1,), False), ((), False), ((), True))
     lp_search: bool = True
     milp: bool = True
 
@@ -207,7 +209,7 @@ def decide_global(
             continue
         pb = _initial(net, lo, hi, delta)
         closed = False
-        for plan in split.obbt_plan:
+        for plan, per_copy in split.obbt_plan:
             if time.perf_counter() > deadline:
                 break
             layers = [k % L for k in plan] if plan else None
@@ -223,7 +225,7 @@ def decide_global(
                 j,
                 deadline,
                 layers=layers,
-                per_copy=False,
+                per_copy=per_copy,
                 goal=lambda b, c=c, j=j, m_c=m_c: bool(pair_margin_upper(net, b.twin, c)[j] < m_c),
             )
             excess[(c, j)] = float(pair_margin_upper(net, pb.twin, c)[j] - props[c].margin)
