@@ -190,3 +190,32 @@ def test_certified_radius_brackets_the_threshold(tmp_path: Path) -> None:
         assert cr.lower <= star <= cr.upper, (c, cr)
     js = r.to_json()
     assert js["overall"]["lower"] == ov.lower and js["complete"]
+
+
+def test_cli_max_delta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from verifier.cli.main import main
+
+    net = _step_net(tmp_path)
+    star = math.log(9) / (2 * K)
+    rc = main(
+        [
+            "verify",
+            "global",
+            "--onnx",
+            str(net.path),
+            "--kappa",
+            "0.9",
+            "--max-delta",
+            "--budget",
+            "60",
+            "--json",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    import json
+
+    js = json.loads(out)
+    assert js["overall"]["lower"] <= star <= js["overall"]["upper"]
+    rc = main(["verify", "global", "--onnx", str(net.path), "--kappa", "0.9"])  # no --delta, no --max-delta
+    assert rc == 2
