@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mnist-limit", type=float, default=300.0)
     ap.add_argument("--mnist-budget", type=float, default=600.0)
     ap.add_argument(
-        "--mnist-settings", default="0.002,0.9;0.01,0.9;0.05,0.9", help="δ,κ pairs separated by ';'"
+        "--mnist-settings", default="0.002,0.9;0.004,0.9;0.05,0.9", help="δ,κ pairs separated by ';'"
     )
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")

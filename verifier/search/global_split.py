@@ -30,10 +30,15 @@ Verdicts are monotone in δ: the pairs allowed at ``δ₁ < δ₂`` are a subset
 at ``δ₂`` holds at every smaller δ and a violating pair at ``δ₁`` violates at every larger δ.  For one κ
 the radius search keeps the largest δ proved, ``lower``, and the smallest δ falsified, ``upper`` (with
 its replayed pair), per class (class ``c``'s query alone) and overall (``min`` over classes of both:
-the property is the conjunction of the class queries).  It starts from the largest δ the twin bounds
-prove (a bisection on the cheap bound check) and the smallest δ the pair search refutes (δ grown by
-half until a pair replays), then bisects with :func:`decide_global` until ``(upper − lower) ≤ gap ·
-upper`` or the budget is spent (anytime: the interval so far is returned).
+the property is the conjunction of the class queries).  Proofs are expensive and refutations cheap,
+so the search is asymmetric:
+
+1. start from the largest δ the twin bounds prove (a bisection on the cheap bound check);
+2. grow δ by half with the pair search alone until a pair replays, then bisect with the search alone
+   between the last δ where it found nothing and the smallest refuted δ (a third of the budget);
+3. full :func:`decide_global` probes upward from the proved radius, each at most ``2·gap`` above it
+   (and below any δ where a full probe ended undecided), until ``upper − lower ≤ gap · upper`` or
+   the budget is spent — anytime: the interval so far is returned.
 """
 
 from __future__ import annotations
@@ -395,8 +400,9 @@ def _class_radius(
         probes.append((d, r.verdict.value, round(r.time_s, 3)))
         return r
 
-    # falsification: grow δ by half from the proved radius until a pair replays (search only)
+    # 1. falsification: grow δ by half from the proved radius until a pair replays (search only) …
     search_only = replace(split, lp=False, milp=False, lp_search=False)
+    att_lo = lower  # largest δ at which the search found nothing
     d = max(lower, 1e-3) * 1.5
     width = float(np.max(hi - lo))
     while time.perf_counter() < deadline and d <= width:
@@ -405,16 +411,34 @@ def _class_radius(
         if r.verdict is Verdict.FALSIFIED:
             upper, pair = d, r.counterexample
             break
+        att_lo = d
         if r.verdict is Verdict.VERIFIED:  # the bounds proved a larger δ on the way
             lower = d
         d *= 1.5
-    undecided = math.inf  # smallest δ where a full probe ended undecided
+    # … then bisect between the last failed search and the smallest refuted δ (search only; cheap), within
+    # a third of the remaining budget
+    att_deadline = time.perf_counter() + (deadline - time.perf_counter()) / 3
+    while math.isfinite(upper) and time.perf_counter() < att_deadline and upper - att_lo > 0.25 * gap * upper:
+        mid = 0.5 * (att_lo + upper)
+        left = deadline - time.perf_counter()
+        r = probe(mid, replace(config, timeout=max(min(left, config.timeout), 0.5)), search_only)
+        if r.verdict is Verdict.FALSIFIED:
+            upper, pair = mid, r.counterexample
+        else:
+            att_lo = mid
+            if r.verdict is Verdict.VERIFIED:
+                lower = mid
+    # 2. proofs: full probes upward from the proved radius, at most 2·gap above it each time; an
+    #    undecided probe lowers the ceiling for the next ones
+    ceiling = upper
     while time.perf_counter() < deadline:
-        hi_ = min(upper, undecided)
-        if not math.isfinite(hi_) or (upper - lower) <= gap * upper:
+        if math.isfinite(upper) and (upper - lower) <= gap * upper:
             break
-        mid = 0.5 * (lower + hi_)
-        if hi_ - lower <= 1e-6 * max(hi_, 1e-12):
+        top = min(upper, ceiling)
+        if not math.isfinite(top):
+            top = att_lo if att_lo > lower else 2 * max(lower, 1e-3)
+        mid = min(0.5 * (lower + top), max(lower, 1e-4) * (1 + 2 * gap))
+        if mid - lower <= 1e-3 * max(mid, 1e-12):
             break
         left = deadline - time.perf_counter()
         r = probe(mid, replace(config, timeout=max(min(left, config.timeout), 0.5)), split)
@@ -423,7 +447,7 @@ def _class_radius(
         elif r.verdict is Verdict.FALSIFIED:
             upper, pair = mid, r.counterexample
         else:
-            undecided = mid
+            ceiling = mid
     if lower >= upper:  # monotonicity: a proof above a replayed violation would be a soundness bug
         raise RuntimeError(f"global radius: proved δ={lower} but falsified δ={upper} (soundness bug)")
     done = math.isfinite(upper) and (upper - lower) <= gap * upper
