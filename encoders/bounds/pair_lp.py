@@ -37,8 +37,13 @@ The solver's optimum is not itself a bound (tolerances).  For an LP ``min cᵀv`
 
 for every ``v`` in the LP (a positive ``y_r`` needs a finite ``L_r``, a negative one a finite
 ``U_r``; multipliers that break this are set to 0, which keeps the bound valid).  We evaluate this
-with the solver's row duals, in float64, and lower the result by ``1e-9·(1 + Σ|terms|)`` (a bound on
-the rounding of the sums, far above ``n·ε``).  The value is therefore a rigorous lower bound of
+with the solver's row duals, in float64, and lower the result by ``1e-9·(1 + Σ|terms|)``: a bound on
+the rounding of the sums (far above ``n·ε``) and on the few-ulp rounding of the row constants (e.g.
+the triangle slope ``u/(u − l)``), whose effect on the bound is at most ``|y_r|`` times a few ulps of
+the row's magnitude, i.e. a tiny fraction of the terms already summed.  As everywhere in
+:mod:`encoders.bounds`, the network is the float64 IR evaluated in exact arithmetic; the twin bounds
+recomputed from these bounds add their own rounding margins (:func:`~encoders.bounds.twin.twin_bounds`).
+The value is therefore a rigorous lower bound of
 ``min_P φ`` whatever the solver did; a poor dual only makes it weaker.  When the LP is reported
 infeasible we do not use it (no bound is claimed).
 
