@@ -14,8 +14,9 @@ part files present, so parts may run separately):
     κ = 0.99 (``--radius-budget`` seconds each, gap target 10 %, per-probe limit ``--limit``).
 ``mnist``
     A 784-100-10 student distilled (standard distillation, 10 epochs, seed 0) from a 784-256-256-10
-    teacher on mnist5k (both trained here, cached in ``--out``); three settings decided with a 300 s limit
-    each and the radius at κ = 0.9 with a 600 s budget and a 25 % gap target.
+    teacher on mnist5k (both trained here, cached in ``--out``); three settings (δ ∈ {0.002, 0.004, 0.05}
+    at κ = 0.9 by default, ``--mnist-settings``) decided with a 300 s limit each and the radius at
+    κ = 0.9 with a 600 s budget and a 25 % gap target.
 """
 
 from __future__ import annotations
