@@ -34,8 +34,9 @@ the property is the conjunction of the class queries).  Proofs are expensive and
 so the search is asymmetric:
 
 1. start from the largest δ the twin bounds prove (a bisection on the cheap bound check);
-2. grow δ by half with the pair search alone until a pair replays, then bisect with the search alone
-   between the last δ where it found nothing and the smallest refuted δ (a third of the budget);
+2. grow δ by half with the pair search alone (plus searches seeded by each open pair's LP optimum)
+   until a pair replays, then bisect with the same searches between the last δ where they found
+   nothing and the smallest refuted δ (a third of the budget);
 3. full :func:`decide_global` probes upward from the proved radius, each at most ``2·gap`` above it
    (and below any δ where a full probe ended undecided), until ``upper − lower ≤ gap · upper`` or
    the budget is spent — anytime: the interval so far is returned.
@@ -204,7 +205,8 @@ def decide_global(
                         rep.counterexample,
                     )
     # 3. per-pair LP tightening (L∞), easiest pairs first
-    open_pairs.sort(key=lambda cj: excess[cj])
+    # proving: easiest pairs first; refuting only (no tightening steps): likeliest violations first
+    open_pairs.sort(key=lambda cj: excess[cj] if split.obbt_plan else -excess[cj])
     tightened: dict[tuple[int, int], Any] = {}
     still: list[tuple[int, int]] = []
     L = len(net.affines) - 1
@@ -401,7 +403,8 @@ def _class_radius(
         return r
 
     # 1. falsification: grow δ by half from the proved radius until a pair replays (search only) …
-    search_only = replace(split, lp=False, milp=False, lp_search=False)
+    # refuting probes: the pair search, and one LP per open pair to seed it (no tightening, no MILP)
+    search_only = replace(split, obbt_plan=(), milp=False)
     att_lo = lower  # largest δ at which the search found nothing
     d = max(lower, 1e-3) * 1.5
     width = float(np.max(hi - lo))
