@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -540,6 +540,14 @@ class GlobalRobustness:
         ``y − y' ∈ [dl_L, du_L]`` and ``Δ_j ≤ max Δ_j`` — every real pair satisfies them, so they cut
         off only points that are not two executions of the network (tag ``property``, names
         ``twin.*``).
+
+    ``pair_bounds`` (optional, a :class:`encoders.bounds.pair_lp.PairBounds`)
+        Per-copy and difference bounds valid over every *violating* pair of the encoded targets
+        (e.g. tightened by :func:`encoders.bounds.pair_lp.tighten_pair` under the flip row of one
+        competitor ``j``; the caller then encodes with ``EncodeOptions(target=j)``).  :meth:`encode`
+        uses them for the big-M constants of each copy and for the ``twin.*`` rows instead of the
+        bounds over all of ``D``.  Sound: a bound that every violating pair satisfies removes no
+        violating pair, so the program is still feasible whenever a violation exists.
     """
 
     delta: float
@@ -550,6 +558,7 @@ class GlobalRobustness:
     label: int = 0
     symmetric: bool = False
     twin_cuts: bool = True
+    pair_bounds: Any = None
 
     def __post_init__(self) -> None:
         if not (self.delta > 0 and math.isfinite(self.delta)):
@@ -615,12 +624,21 @@ class GlobalRobustness:
             )
         prog = Program()
         lo, hi = self.domain_lo, self.domain_hi
-        lower, upper = _layer_bounds(net, lo, hi, options.bounds)
+        pb = self.pair_bounds
+        if pb is not None:
+            lower, upper = list(pb.lower_a), list(pb.upper_a)
+            lower_b, upper_b = list(pb.lower_b), list(pb.upper_b)
+        else:
+            lower, upper = _layer_bounds(net, lo, hi, options.bounds)
+            lower_b, upper_b = lower, upper
         xa = prog.add_vars("a.x", lo, hi)
         za = encode_network(prog, net, xa, lower, upper, "a").outputs
         xb = prog.add_vars("b.x", lo, hi)
-        zb = encode_network(prog, net, xb, lower, upper, "b").outputs
-        tb = twin_bounds(net, lo, hi, self.delta, self.norm, (lower, upper), (lower, upper))
+        zb = encode_network(prog, net, xb, lower_b, upper_b, "b").outputs
+        if pb is not None:
+            tb = pb.twin
+        else:
+            tb = twin_bounds(net, lo, hi, self.delta, self.norm, (lower, upper), (lower, upper))
         targets = self.open_targets(net, tb) if options.target is None else [options.target]
         if self.norm == "inf":
             for i in range(xa.size):
@@ -649,7 +667,7 @@ class GlobalRobustness:
             alts = [[Program.row([], [], Sense.GE, 1.0, Tag.PROPERTY, "false")]]
         prog.add_disjunction(alts)
         if self.twin_cuts:
-            _add_twin_cuts(prog, net, tb, lower, upper, c, targets)
+            _add_twin_cuts(prog, net, tb, (lower, upper), (lower_b, upper_b), c, targets)
         prog.meta.update(
             property="global", delta=self.delta, kappa=self.kappa, label=c, norm=self.norm, targets=targets
         )
@@ -743,17 +761,17 @@ def _add_twin_cuts(
     prog: Program,
     net: Network,
     tb: TwinBounds,
-    lower: Sequence[np.ndarray],
-    upper: Sequence[np.ndarray],
+    bounds_a: tuple[Sequence[np.ndarray], Sequence[np.ndarray]],
+    bounds_b: tuple[Sequence[np.ndarray], Sequence[np.ndarray]],
     c: int,
     targets: Sequence[int],
 ) -> None:
     """Add the difference rows of :class:`GlobalRobustness` (``twin.*``) to a two-copy encoding.
 
     Neuron ``i`` of ReLU layer ``k`` has variables ``{ns}.z{k+1}[m]`` / ``{ns}.h{k+1}[m]`` exactly when
-    it is unstable under the widened bounds the encoder used (:func:`encoders.encode.widen_bounds`),
-    ``m`` being its rank among those neurons; both copies were encoded with the same bounds, so the same
-    neurons have variables in both.
+    it is unstable under the widened bounds the encoder used for that copy
+    (:func:`encoders.encode.widen_bounds`), ``m`` being its rank among those neurons.  Rows are added
+    for the neurons that have variables in both copies (fewer rows is always sound).
     """
     where = {name: i for i, name in enumerate(prog.names)}
     ulp = 16.0 * EPS64
@@ -769,12 +787,16 @@ def _add_twin_cuts(
                 idx, coef, sense, float(rhs + slack if sense is Sense.LE else rhs - slack), Tag.PROPERTY, name
             )
 
+    def rank(bounds: tuple[Sequence[np.ndarray], Sequence[np.ndarray]], k: int) -> dict[int, int]:
+        lo_k, hi_k = widen_bounds(np.asarray(bounds[0][k], float), np.asarray(bounds[1][k], float))
+        return {int(i): m for m, i in enumerate(np.flatnonzero((lo_k < 0.0) & (hi_k > 0.0)))}
+
     for k, rx_k in enumerate(tb.relax):
-        lo_k, hi_k = widen_bounds(np.asarray(lower[k], float), np.asarray(upper[k], float))
-        uidx = np.flatnonzero((lo_k < 0.0) & (hi_k > 0.0))
-        for m, i in enumerate(uidx):
-            za, zb = where[f"a.z{k + 1}[{m}]"], where[f"b.z{k + 1}[{m}]"]
-            ha, hb = where[f"a.h{k + 1}[{m}]"], where[f"b.h{k + 1}[{m}]"]
+        ra, rb = rank(bounds_a, k), rank(bounds_b, k)
+        for i in sorted(set(ra) & set(rb)):
+            ma, mb = ra[i], rb[i]
+            za, zb = where[f"a.z{k + 1}[{ma}]"], where[f"b.z{k + 1}[{mb}]"]
+            ha, hb = where[f"a.h{k + 1}[{ma}]"], where[f"b.h{k + 1}[{mb}]"]
             tag = f"twin.{k + 1}[{i}]"
             mag = float(max(abs(tb.dlower[k][i]), abs(tb.dupper[k][i])))
             add([za, zb], [1.0, -1.0], Sense.LE, tb.dupper[k][i], tag + ".dz<=")

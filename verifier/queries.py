@@ -180,81 +180,44 @@ def verify_global(
     norm: str = "inf",
     classes: Sequence[int] | None = None,
 ) -> Result:
-    """Global two-copy κ-confidence δ-robustness over the domain box, one query per class.
+    """Global two-copy κ-confidence δ-robustness over the domain box.
 
-    Stages (each cheap one first, over all classes, since one counterexample decides the property):
+    Decided by ``(class, competitor)`` pairs in :func:`verifier.search.global_split.decide_global`:
 
-    1. bounds (``config.quick_check``): a class is VERIFIED without a solver when it can never be
-       κ-confident on the domain, or when the twin-network difference bounds exclude every competitor
-       (:meth:`~encoders.properties.GlobalRobustness.quick_check`);
-    2. search (``config.samples > 0``): projected-gradient search for violating pairs
-       (:func:`encoders.bounds.twin.pair_attack`), one cheap round over every class, then a larger round
-       (closest class first) within a quarter of the time limit; a pair that replays on onnxruntime
-       (:func:`verifier.replay.replay`) makes the property FALSIFIED;
-    3. solver: the remaining classes, likeliest violation first, through
-       :func:`verifier.dispatch.verify` (encoding with the difference cuts; counterexamples replayed).
+    1. bounds (``config.quick_check``): CROWN over the domain and the twin-network difference bounds
+       close most pairs without a solver;
+    2. search (``config.samples > 0``): projected-gradient search for violating pairs, replayed on
+       onnxruntime (FALSIFIED);
+    3. per open pair (L∞): LP bound tightening of the difference bounds under the pair's own
+       constraints (sound through LP duality), then the twin bound again; the LP optimum seeds a
+       local pair search;
+    4. per pair still open: the two-copy MILP restricted to that competitor, with the tightened bounds,
+       through :func:`verifier.dispatch.verify` (child process, hard timeout, replay).
+
+    ``config.quick_check=False`` skips nothing that is needed for soundness: it only turns the bound
+    stage into "every pair open".
     """
-    from .replay import search_pairs
+    from .search.global_split import decide_global
 
-    t0 = time.perf_counter()
-    lo, hi = (np.asarray(d, dtype=np.float64).reshape(-1) for d in domain)
-    if lo.size == 1 and net.n_inputs > 1:
-        lo, hi = np.full(net.n_inputs, lo[0]), np.full(net.n_inputs, hi[0])
-    nets = {"a": net, "b": net}
-    todo = list(classes) if classes is not None else list(range(net.n_outputs))
-    props = {c: GlobalRobustness(delta, kappa, lo, hi, norm, c) for c in todo}
-    results: list[Result] = []
-    # 1. bounds
-    if config.quick_check and todo:
-        tb = props[todo[0]].twin(net)  # the difference bounds do not depend on the class
-        still = []
+    if not config.quick_check:  # historical switch: no bound stage (every pair goes to the solver stages)
+        t0 = time.perf_counter()
+        lo, hi = (np.asarray(d, dtype=np.float64).reshape(-1) for d in domain)
+        if lo.size == 1 and net.n_inputs > 1:
+            lo, hi = np.full(net.n_inputs, lo[0]), np.full(net.n_inputs, hi[0])
+        todo = list(classes) if classes is not None else list(range(net.n_outputs))
+        results = []
         for c in todo:
-            if not props[c].open_targets(net, tb):  # = GlobalRobustness.quick_check, sharing tb
-                results.append(
-                    Result(
-                        Verdict.VERIFIED,
-                        "twin",
-                        time.perf_counter() - t0,
-                        message=f"class {c}: proved by CROWN / twin-network difference bounds; no solver",
-                    )
-                )
-            else:
-                still.append(c)
-        todo = still
-    # 2. search for a violating pair: a cheap round over every class, then (if nothing replayed) a
-    #    larger one, closest class first, within a quarter of the time limit
-    closeness: dict[int, float] = {}
-    if config.samples > 0:
-        search_deadline = t0 + 0.25 * config.timeout
-        for batch, steps, order in ((72, 150, list(todo)), (256, 400, None)):
-            for c in order if order is not None else sorted(todo, key=lambda c: -closeness.get(c, 0.0)):
-                if order is None and time.perf_counter() > search_deadline:
-                    break
-                rep, best = search_pairs(
-                    props[c], nets, "no pair", batch=batch, steps=steps, seed=config.seed
-                )
-                closeness[c] = max(best, closeness.get(c, -np.inf))
-                if rep.ok:
-                    hit = Result(
-                        Verdict.FALSIFIED,
-                        "attack",
-                        time.perf_counter() - t0,
-                        counterexample=rep.counterexample,
-                        message=f"class {c}: violating pair found by gradient search; replayed",
-                    )
-                    return combine([*results, hit], config.backend, t0)
-        todo.sort(key=lambda c: -closeness.get(c, 0.0))
-    # 3. solver
-    for c in todo:
-        left = config.timeout - (time.perf_counter() - t0)
-        if left <= 0:
-            results.append(Result(Verdict.TIMEOUT, config.backend, 0.0, message="time limit"))
-            break
-        r = verify(props[c], nets, replace(config, timeout=left, quick_check=False, samples=0))
-        results.append(r)
-        if r.verdict is Verdict.FALSIFIED:
-            break
-    return combine(results, config.backend, t0)
+            left = config.timeout - (time.perf_counter() - t0)
+            if left <= 0:
+                results.append(Result(Verdict.TIMEOUT, config.backend, 0.0, message="time limit"))
+                break
+            prop = GlobalRobustness(delta, kappa, lo, hi, norm, c)
+            r = verify(prop, {"a": net, "b": net}, replace(config, timeout=left))
+            results.append(r)
+            if r.verdict is Verdict.FALSIFIED:
+                break
+        return combine(results, config.backend, t0)
+    return decide_global(net, delta, kappa, domain, config, norm, classes)
 
 
 def faithfulness(

@@ -245,6 +245,7 @@ def twin_bounds(
     copy_a: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
     copy_b: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
     backsub: bool = True,
+    diff: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
 ) -> TwinBounds:
     """Difference bounds of every layer for pairs ``x, x' ∈ [lo, hi]``, ``‖x − x'‖_norm ≤ delta``.
 
@@ -256,6 +257,11 @@ def twin_bounds(
     backsub
         Back-substitute through the difference relaxations (default); ``False`` gives the interval
         (IBP-style) difference bounds only.
+    diff
+        ``(dlower, dupper)``: known difference bounds of every affine layer (e.g. from the LP of
+        :mod:`encoders.bounds.pair_lp`), intersected with the computed ones layer by layer.  Like
+        ``copy_a``/``copy_b`` they need only hold over the pairs of interest (e.g. the violating
+        pairs of one query); the result is then valid over those pairs.
     """
     lo = np.asarray(lo, dtype=np.float64).reshape(-1)
     hi = np.asarray(hi, dtype=np.float64).reshape(-1)
@@ -302,6 +308,10 @@ def twin_bounds(
         # per-copy bounds: z − z' ∈ [la − ub, ua − lb]
         dl = np.maximum(dl, la_all[k] - ub_all[k])
         du = np.minimum(du, ua_all[k] - lb_all[k])
+        if diff is not None:
+            dl = np.maximum(dl, np.asarray(diff[0][k], dtype=np.float64))
+            du = np.minimum(du, np.asarray(diff[1][k], dtype=np.float64))
+            dl = np.minimum(dl, du)  # (a crossing would only mean an empty pair set; keep it non-empty)
         dls.append(dl)
         dus.append(du)
         if k < len(affines) - 1:

@@ -173,6 +173,10 @@ def _check_kappa(kappa: float, n_classes: int) -> None:
 def cmd_verify_global(args: argparse.Namespace) -> dict[str, Any]:
     from ..queries import verify_global
 
+    if args.max_delta:
+        return _global_radius(args)
+    if args.delta is None:
+        raise SpecError("--delta: required (or give --max-delta to search for the largest proved delta)")
     if not args.delta > 0:
         raise SpecError(f"--delta: must be positive, got {args.delta}")
     net = load_onnx(args.onnx)
@@ -200,6 +204,45 @@ def _save_vnnlib_global(args: argparse.Namespace, net: Any, dom: tuple) -> dict[
     text = global_robustness_text(net.input_shape, net.output_shape, net.n_inputs, net.n_outputs,
                                   args.delta, args.kappa, dom[0], dom[1], args.norm)
     return save_query_bundle(args.save_vnnlib, text, {"N": args.onnx})
+
+
+def _global_radius(args: argparse.Namespace) -> dict[str, Any]:
+    """``verify global --max-delta``: the certified global radius for one κ (anytime; per class)."""
+    from ..search.global_split import certified_global_radius
+
+    if not args.budget > 0:
+        raise SpecError(f"--budget: must be positive, got {args.budget}")
+    if not 0.0 < args.gap < 1.0:
+        raise SpecError(f"--gap: must lie in (0, 1), got {args.gap}")
+    net = load_onnx(args.onnx)
+    _check_kappa(args.kappa, net.n_outputs)
+    dom = _domain(args, net.n_inputs) or (np.zeros(net.n_inputs), np.ones(net.n_inputs))
+    cfg = _config(args, 60.0)
+    if args.timeout is None or args.timeout == 300.0:  # the single-query default; per probe 60 s
+        cfg = DispatchConfig(cfg.backend, 60.0, cfg.threads, seed=cfg.seed)
+    r = certified_global_radius(net, args.kappa, dom, cfg, args.norm, args.budget, args.gap, args.per_class)
+    out = r.to_json()
+
+    def line(name: str, lower: float, upper: float) -> str:
+        up = f"{upper:.5g}" if np.isfinite(upper) else "none found"
+        return f"  {name:8s} proved delta <= {lower:.5g}   falsified at delta = {up}"
+
+    lines = [
+        f"certified global radius, kappa {args.kappa:g}, norm {args.norm} ({r.time_s:.1f} s"
+        + (", gap target reached)" if r.complete else ", budget spent: interval so far)")
+    ]
+    lines.append(line("overall", r.overall.lower, r.overall.upper))
+    for c, cr in r.per_class.items():
+        lines.append(line(f"class {c}", cr.lower, cr.upper))
+    if r.overall.pair is not None:
+        cx = r.overall.pair
+        dist = float(np.max(np.abs(cx.x - cx.x2)))
+        lines.append(
+            f"  pair at delta {r.overall.upper:.5g}: |x - x'|_max = {dist:.5g}, class "
+            f"{int(np.argmax(cx.y))} at x, class {int(np.argmax(cx.y2))} at x' (replayed on onnxruntime)"
+        )
+    out["text"] = "\n".join(lines)
+    return out
 
 
 def cmd_verify_faithfulness(args: argparse.Namespace) -> dict[str, Any]:
@@ -283,8 +326,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     pg = vsub.add_parser("global", help="global two-copy kappa-confidence robustness")
     pg.add_argument("--onnx", required=True)
-    pg.add_argument("--delta", type=float, required=True)
+    pg.add_argument("--delta", type=float, help="radius of the query (required unless --max-delta)")
     pg.add_argument("--kappa", type=float, required=True)
+    pg.add_argument(
+        "--max-delta",
+        action="store_true",
+        help="search the certified radius: largest delta proved, smallest delta falsified (with its pair)",
+    )
+    pg.add_argument("--budget", type=float, default=600.0, help="seconds for --max-delta (anytime)")
+    pg.add_argument("--gap", type=float, default=0.1, help="--max-delta stops at (upper-lower) <= gap*upper")
+    pg.add_argument("--per-class", action="store_true", help="--max-delta: also each class's interval")
     g = pg.add_mutually_exclusive_group()
     g.add_argument("--domain", nargs=2, type=float, metavar=("LO", "HI"))
     g.add_argument("--domain-from", help="per-feature min/max of a data set")

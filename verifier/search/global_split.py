@@ -1,0 +1,509 @@
+r"""Deciding global two-copy κ-confidence robustness pair by pair, and the certified global radius.
+
+The property (:class:`encoders.properties.GlobalRobustness`) is violated for class ``c`` exactly when
+some competitor ``j`` has a *violating pair through j*: ``x, x' ∈ D``, ``‖x − x'‖_∞ ≤ δ``, ``x``
+κ-confident for ``c`` and ``z_j(x') ≥ z_c(x')``.  So the property holds iff every ``(c, j)`` has no
+such pair, and one replayed pair refutes it.  :func:`decide_global` works on the ``(c, j)`` queries:
+
+1. **bounds** — CROWN over ``D`` (class ``c`` never κ-confident, or ``j`` never ahead of ``c``) and the
+   twin-network difference bound ``max Δ_j < m`` (:meth:`GlobalRobustness.open_targets`) close most
+   pairs at once;
+2. **search** — the projected-gradient pair search (:func:`verifier.replay.search_pairs`), one round
+   over every class, then a larger one; every pair is replayed on onnxruntime;
+3. **LP tightening per pair** (L∞) — optimisation-based bound tightening of the difference bounds
+   ``z(x) − z(x')`` on the LP relaxation of the violating pairs *through j*
+   (:func:`encoders.bounds.pair_lp.tighten_pair`: copy a confident, copy b's ``z_j ≥ z_c``, twin rows;
+   every bound certified by weak duality), last hidden layer first, then all layers; the twin bound
+   ``max Δ_j`` recomputed from the tightened bounds proves the pair when it drops below ``m``.  The LP
+   optimum of ``max z_j(x') − z_c(x')`` also seeds a local pair search (starts from the relaxation);
+4. **MILP per pair** — the two-copy encoding restricted to ``j``, with the tightened per-copy and
+   difference bounds (big-M constants and ``twin.*`` rows), through :func:`verifier.dispatch.verify`
+   (child process, hard timeout, candidates replayed).
+
+Soundness: every bound used in 3–4 holds for every violating pair through ``j``, so a pair is closed
+only when no violating pair through ``j`` exists (modulo the MILP solver's tolerances, as for every
+MILP verdict); FALSIFIED only with a replayed pair.
+
+The certified global radius (:func:`certified_global_radius`)
+-------------------------------------------------------------
+Verdicts are monotone in δ: the pairs allowed at ``δ₁ < δ₂`` are a subset of those at ``δ₂``, so a proof
+at ``δ₂`` holds at every smaller δ and a violating pair at ``δ₁`` violates at every larger δ.  For one κ
+the radius search keeps the largest δ proved, ``lower``, and the smallest δ falsified, ``upper`` (with
+its replayed pair), per class (class ``c``'s query alone) and overall (``min`` over classes of both:
+the property is the conjunction of the class queries).  Proofs are expensive and refutations cheap,
+so the search is asymmetric:
+
+1. start from the largest δ the twin bounds prove (a bisection on the cheap bound check);
+2. grow δ by half with the pair search alone (plus searches seeded by each open pair's LP optimum)
+   until a pair replays, then bisect with the same searches between the last δ where they found
+   nothing and the smallest refuted δ (a third of the budget);
+3. full :func:`decide_global` probes upward from the proved radius, each at most ``2·gap`` above it
+   (and below any δ where a full probe ended undecided), until ``upper − lower ≤ gap · upper`` or
+   the budget is spent — anytime: the interval so far is returned.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from encoders.bounds.pair_lp import PairLP, initial_pair_bounds, tighten_pair
+from encoders.bounds.twin import pair_margin_upper
+from encoders.network import Network
+from encoders.properties import EncodeOptions, GlobalRobustness
+
+from ..dispatch import DispatchConfig, verify
+from ..replay import search_pairs
+from ..results import Counterexample, Result, Verdict
+
+__all__ = [
+    "GlobalSplitConfig",
+    "PairStatus",
+    "decide_global",
+    "GlobalRadius",
+    "ClassRadius",
+    "certified_global_radius",
+]
+
+
+@dataclass(frozen=True)
+class GlobalSplitConfig:
+    """Stages of :func:`decide_global` (module docstring).
+
+    Attributes
+    ----------
+    search_fraction
+        Share of the time limit the pair search (stage 2) may use.
+    lp
+        Stage 3 (L∞ only).
+    obbt_plan
+        ``(layers, per_copy)`` steps tightened in turn per pair (``-1`` = the last hidden layer, ``()``
+        = every layer; ``per_copy`` also tightens each copy's own bounds): by default the differences
+        of the last hidden layer, then of every layer, then every bound.  Each step stops as soon as
+        the pair is proved.
+    lp_search
+        Seed a local pair search from the LP optimum of each pair still open after stage 3.
+    milp
+        Stage 4.
+    """
+
+    search_fraction: float = 0.15
+    lp: bool = True
+    obbt_plan: tuple[tuple[tuple[int, ...], bool], ...] = (((-1,), False), ((), False), ((), True))
+    lp_search: bool = True
+    milp: bool = True
+
+
+@dataclass(frozen=True)
+class PairStatus:
+    """How one ``(c, j)`` query ended: ``how`` ∈ {bounds, lp, milp, open, falsified}; ``excess`` is the
+    last twin bound ``max Δ_j − m`` (≤ 0 ⇒ proved by bounds)."""
+
+    c: int
+    j: int
+    how: str
+    excess: float
+    time_s: float
+
+
+def _lp_start(
+    net: Network, pb: Any, lo: np.ndarray, hi: np.ndarray, delta: float, c: int, j: int, kappa: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The LP optimum of ``max z_j(x') − z_c(x')`` over the pairs with copy a confident: a search start."""
+    lp = PairLP(net, pb, (lo, hi), (lo, hi), delta, c, kappa, None)
+    lp.lower({int(lp.y["b"][c]): 1.0, int(lp.y["b"][j]): -1.0})
+    v = lp.last_primal
+    if v is None:
+        return None
+    return v[lp.xa].copy(), v[lp.xb].copy()
+
+
+def decide_global(
+    net: Network,
+    delta: float,
+    kappa: float,
+    domain: tuple[np.ndarray, np.ndarray],
+    config: DispatchConfig,
+    norm: str = "inf",
+    classes: Sequence[int] | None = None,
+    split: GlobalSplitConfig = GlobalSplitConfig(),
+) -> Result:
+    """Global two-copy κ-confidence δ-robustness by ``(class, competitor)`` pairs (module docstring).
+
+    Returns a :class:`Result`: VERIFIED when every pair is closed, FALSIFIED with a replayed pair,
+    else TIMEOUT (time limit) or UNKNOWN.  ``stats`` has ``pairs`` (per-pair :class:`PairStatus` as
+    dicts), counts per stage and ``open`` (pairs left).
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + config.timeout
+    lo, hi = (np.asarray(d, dtype=np.float64).reshape(-1) for d in domain)
+    if lo.size == 1 and net.n_inputs > 1:
+        lo, hi = np.full(net.n_inputs, lo[0]), np.full(net.n_inputs, hi[0])
+    nets = {"a": net, "b": net}
+    todo = list(classes) if classes is not None else list(range(net.n_outputs))
+    props = {c: GlobalRobustness(delta, kappa, lo, hi, norm, c) for c in todo}
+    statuses: list[PairStatus] = []
+
+    def elapsed() -> float:
+        return time.perf_counter() - t0
+
+    def finish(verdict: Verdict, backend: str, msg: str, cex: Counterexample | None = None) -> Result:
+        counts: dict[str, int] = {}
+        for s in statuses:
+            counts[s.how] = counts.get(s.how, 0) + 1
+        stats = {
+            "pairs": [s.__dict__ for s in statuses],
+            "closed_by": counts,
+            "open": [(s.c, s.j) for s in statuses if s.how == "open"],
+        }
+        return Result(verdict, backend, elapsed(), message=msg, counterexample=cex, stats=stats)
+
+    # 1. bounds: one set of twin bounds over D for every class
+    tb = props[todo[0]].twin(net) if todo else None
+    open_pairs: list[tuple[int, int]] = []
+    excess: dict[tuple[int, int], float] = {}
+    for c in todo:
+        p = props[c]
+        targets = p.open_targets(net, tb)
+        pm = p.pair_margins(net, tb)
+        for j in range(net.n_outputs):
+            if j == c:
+                continue
+            excess[(c, j)] = float(pm[j] - p.margin)
+            if j in targets:
+                open_pairs.append((c, j))
+            else:
+                statuses.append(PairStatus(c, j, "bounds", excess[(c, j)], elapsed()))
+    if not open_pairs:
+        return finish(
+            Verdict.VERIFIED, "twin", "every (class, competitor) pair closed by CROWN / twin bounds"
+        )
+    # 2. search: a cheap round over every class with open pairs, then a larger one, closest first
+    closeness: dict[int, float] = {}
+    if config.samples > 0:
+        cls = sorted({c for c, _ in open_pairs})
+        search_deadline = t0 + split.search_fraction * config.timeout
+        for batch, steps, first in ((72, 150, True), (256, 400, False)):
+            order = cls if first else sorted(cls, key=lambda c: -closeness.get(c, -np.inf))
+            for c in order:
+                if not first and time.perf_counter() > search_deadline:
+                    break
+                rep, best = search_pairs(
+                    props[c], nets, "no pair", batch=batch, steps=steps, seed=config.seed
+                )
+                closeness[c] = max(best, closeness.get(c, -np.inf))
+                if rep.ok:
+                    return finish(
+                        Verdict.FALSIFIED,
+                        "attack",
+                        f"class {c}: violating pair found by gradient search; replayed",
+                        rep.counterexample,
+                    )
+    # 3. per-pair LP tightening (L∞), easiest pairs first
+    # proving: easiest pairs first; refuting only (no tightening steps): likeliest violations first
+    open_pairs.sort(key=lambda cj: excess[cj] if split.obbt_plan else -excess[cj])
+    tightened: dict[tuple[int, int], Any] = {}
+    still: list[tuple[int, int]] = []
+    L = len(net.affines) - 1
+    for c, j in open_pairs:
+        if norm != "inf" or not split.lp or time.perf_counter() > deadline:
+            still.append((c, j))
+            continue
+        pb = _initial(net, lo, hi, delta)
+        closed = False
+        for plan, per_copy in split.obbt_plan:
+            if time.perf_counter() > deadline:
+                break
+            layers = [k % L for k in plan] if plan else None
+            m_c = props[c].margin
+            pb = tighten_pair(
+                net,
+                pb,
+                lo,
+                hi,
+                delta,
+                c,
+                kappa,
+                j,
+                deadline,
+                layers=layers,
+                per_copy=per_copy,
+                goal=lambda b, c=c, j=j, m_c=m_c: bool(pair_margin_upper(net, b.twin, c)[j] < m_c),
+            )
+            excess[(c, j)] = float(pair_margin_upper(net, pb.twin, c)[j] - props[c].margin)
+            if excess[(c, j)] < 0.0:
+                statuses.append(PairStatus(c, j, "lp", excess[(c, j)], elapsed()))
+                closed = True
+                break
+        if closed:
+            continue
+        tightened[(c, j)] = pb
+        if split.lp_search and config.samples > 0 and time.perf_counter() < deadline:
+            start = _lp_start(net, pb, lo, hi, delta, c, j, kappa)
+            if start is not None:
+                rep, _ = search_pairs(
+                    props[c], nets, "no pair", batch=32, steps=150, step=0.005, seed=config.seed, start=start
+                )
+                if rep.ok:
+                    statuses.append(PairStatus(c, j, "falsified", excess[(c, j)], elapsed()))
+                    return finish(
+                        Verdict.FALSIFIED,
+                        "attack",
+                        f"class {c}, competitor {j}: violating pair found from the LP relaxation's "
+                        "optimum; replayed",
+                        rep.counterexample,
+                    )
+        still.append((c, j))
+    # 4. MILP per pair with the tightened bounds
+    for n_left, (c, j) in zip(range(len(still), 0, -1), still):
+        left = deadline - time.perf_counter()
+        if not split.milp or left <= 0.5:
+            statuses.append(PairStatus(c, j, "open", excess[(c, j)], elapsed()))
+            continue
+        prop = props[c]
+        if (c, j) in tightened:
+            prop = replace(prop, pair_bounds=tightened[(c, j)])
+        r = verify(
+            prop,
+            nets,
+            replace(config, timeout=max(left / n_left, 0.5), quick_check=False, samples=0),
+            EncodeOptions(config.bounds, target=j),
+        )
+        if r.verdict is Verdict.FALSIFIED:
+            statuses.append(PairStatus(c, j, "falsified", excess[(c, j)], elapsed()))
+            return finish(
+                Verdict.FALSIFIED, r.backend, f"class {c}, competitor {j}: {r.message}", r.counterexample
+            )
+        statuses.append(
+            PairStatus(c, j, "milp" if r.verdict is Verdict.VERIFIED else "open", excess[(c, j)], elapsed())
+        )
+    n_open = sum(s.how == "open" for s in statuses)
+    if n_open == 0:
+        return finish(
+            Verdict.VERIFIED, "twin+lp+milp", f"all {len(statuses)} (class, competitor) pairs closed"
+        )
+    verdict = Verdict.TIMEOUT if time.perf_counter() >= deadline - 0.5 else Verdict.UNKNOWN
+    return finish(
+        verdict, config.backend, f"{n_open} of {len(statuses)} (class, competitor) pairs still open"
+    )
+
+
+_INITIAL_CACHE: dict[tuple[int, float, bytes, bytes], Any] = {}
+
+
+def _initial(net: Network, lo: np.ndarray, hi: np.ndarray, delta: float) -> Any:
+    """:func:`initial_pair_bounds`, memoised per (network, δ, domain) within one process (a pure function)."""
+    key = (id(net), float(delta), lo.tobytes(), hi.tobytes())
+    if key not in _INITIAL_CACHE:
+        if len(_INITIAL_CACHE) > 16:
+            _INITIAL_CACHE.clear()
+        _INITIAL_CACHE[key] = initial_pair_bounds(net, lo, hi, delta)
+    return _INITIAL_CACHE[key]
+
+
+# ==================================================================================================
+# the certified global radius
+# ==================================================================================================
+@dataclass(frozen=True)
+class ClassRadius:
+    """For one class (or overall): ``lower`` = largest δ proved (0: none), ``upper`` = smallest δ
+    falsified (``inf``: none) with its replayed ``pair``; ``probes`` lists ``(δ, verdict, seconds)``."""
+
+    lower: float
+    upper: float
+    pair: Counterexample | None = None
+    probes: tuple[tuple[float, str, float], ...] = ()
+
+    @property
+    def gap(self) -> float:
+        """``(upper − lower)/upper`` (``inf`` when nothing was falsified)."""
+        return (self.upper - self.lower) / self.upper if math.isfinite(self.upper) else math.inf
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lower": self.lower,
+            "upper": self.upper if math.isfinite(self.upper) else None,
+            "gap": self.gap if math.isfinite(self.gap) else None,
+            "pair": self.pair.to_json() if self.pair is not None else None,
+            "probes": [list(p) for p in self.probes],
+        }
+
+
+@dataclass(frozen=True)
+class GlobalRadius:
+    """The certified global radius for one κ: overall and (when asked) per class."""
+
+    kappa: float
+    norm: str
+    overall: ClassRadius
+    per_class: dict[int, ClassRadius] = field(default_factory=dict)
+    time_s: float = 0.0
+    complete: bool = False  # the gap target was reached before the budget ran out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kappa": self.kappa,
+            "norm": self.norm,
+            "overall": self.overall.to_json(),
+            "per_class": {str(c): r.to_json() for c, r in self.per_class.items()},
+            "time_s": self.time_s,
+            "complete": self.complete,
+        }
+
+
+def _twin_radius(net: Network, kappa: float, lo: np.ndarray, hi: np.ndarray, norm: str, c: int) -> float:
+    """The largest δ (bisection, 30 steps) at which the bound stage alone proves class ``c``."""
+
+    def proved(d: float) -> bool:
+        return not GlobalRobustness(d, kappa, lo, hi, norm, c).open_targets(net)
+
+    a, b = 0.0, 1e-3
+    while proved(b) and b < float(np.max(hi - lo)):
+        a, b = b, 2 * b
+    if a == 0.0 and not proved(b):
+        b0 = b
+        for _ in range(30):
+            b0 /= 2
+            if proved(b0):
+                a, b = b0, 2 * b0
+                break
+        else:
+            return 0.0
+    for _ in range(20):
+        mid = 0.5 * (a + b)
+        a, b = (mid, b) if proved(mid) else (a, mid)
+    return a
+
+
+def _class_radius(
+    net: Network,
+    kappa: float,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    config: DispatchConfig,
+    norm: str,
+    classes: Sequence[int] | None,
+    deadline: float,
+    gap: float,
+    split: GlobalSplitConfig,
+    start: float,
+) -> tuple[ClassRadius, bool]:
+    """Radius search over the classes in ``classes`` (all when None) as one query (module docstring)."""
+    probes: list[tuple[float, str, float]] = []
+    lower, upper, pair = start, math.inf, None
+
+    def probe(d: float, cfg: DispatchConfig, sp: GlobalSplitConfig) -> Result:
+        r = decide_global(net, d, kappa, (lo, hi), cfg, norm, classes, sp)
+        probes.append((d, r.verdict.value, round(r.time_s, 3)))
+        return r
+
+    # 1. falsification: grow δ by half from the proved radius until a pair replays (search only) …
+    # refuting probes: the pair search, and one LP per open pair to seed it (no tightening, no MILP)
+    search_only = replace(split, obbt_plan=(), milp=False)
+    att_lo = lower  # largest δ at which the search found nothing
+    d = max(lower, 1e-3) * 1.5
+    width = float(np.max(hi - lo))
+    while time.perf_counter() < deadline and d <= width:
+        left = deadline - time.perf_counter()
+        r = probe(d, replace(config, timeout=max(min(left, config.timeout), 0.5)), search_only)
+        if r.verdict is Verdict.FALSIFIED:
+            upper, pair = d, r.counterexample
+            break
+        att_lo = d
+        if r.verdict is Verdict.VERIFIED:  # the bounds proved a larger δ on the way
+            lower = d
+        d *= 1.5
+    # … then bisect between the last failed search and the smallest refuted δ (search only; cheap), within
+    # a third of the remaining budget
+    att_deadline = time.perf_counter() + (deadline - time.perf_counter()) / 3
+    while math.isfinite(upper) and time.perf_counter() < att_deadline and upper - att_lo > 0.25 * gap * upper:
+        mid = 0.5 * (att_lo + upper)
+        left = deadline - time.perf_counter()
+        r = probe(mid, replace(config, timeout=max(min(left, config.timeout), 0.5)), search_only)
+        if r.verdict is Verdict.FALSIFIED:
+            upper, pair = mid, r.counterexample
+        else:
+            att_lo = mid
+            if r.verdict is Verdict.VERIFIED:
+                lower = mid
+    # 2. proofs: full probes upward from the proved radius, at most 2·gap above it each time; an
+    #    undecided probe lowers the ceiling for the next ones
+    ceiling = upper
+    while time.perf_counter() < deadline:
+        if math.isfinite(upper) and (upper - lower) <= gap * upper:
+            break
+        top = min(upper, ceiling)
+        if not math.isfinite(top):
+            top = att_lo if att_lo > lower else 2 * max(lower, 1e-3)
+        mid = min(0.5 * (lower + top), max(lower, 1e-4) * (1 + 2 * gap))
+        if mid - lower <= 1e-3 * max(mid, 1e-12):
+            break
+        left = deadline - time.perf_counter()
+        r = probe(mid, replace(config, timeout=max(min(left, config.timeout), 0.5)), split)
+        if r.verdict is Verdict.VERIFIED:
+            lower = mid
+        elif r.verdict is Verdict.FALSIFIED:
+            upper, pair = mid, r.counterexample
+        else:
+            ceiling = mid
+    if lower >= upper:  # monotonicity: a proof above a replayed violation would be a soundness bug
+        raise RuntimeError(f"global radius: proved δ={lower} but falsified δ={upper} (soundness bug)")
+    done = math.isfinite(upper) and (upper - lower) <= gap * upper
+    return ClassRadius(lower, upper, pair, tuple(probes)), done
+
+
+def certified_global_radius(
+    net: Network,
+    kappa: float,
+    domain: tuple[np.ndarray, np.ndarray],
+    config: DispatchConfig | None = None,
+    norm: str = "inf",
+    budget: float = 600.0,
+    gap: float = 0.1,
+    per_class: bool = False,
+    split: GlobalSplitConfig = GlobalSplitConfig(),
+) -> GlobalRadius:
+    """For one κ: the largest δ proved and the smallest δ falsified (module docstring).
+
+    Parameters
+    ----------
+    config
+        Dispatcher settings; ``config.timeout`` caps each δ probe.
+    budget
+        Seconds for the whole search (anytime: the interval reached when it runs out is returned).
+    gap
+        Stop when ``upper − lower ≤ gap · upper``.
+    per_class
+        Also search each class's radius separately (the budget is shared; the overall interval is then
+        ``[min lower_c, min upper_c]``, which may be tighter than the joint search).
+
+    The certifier can call this with its global budget and use ``result.overall.lower`` as the radius
+    of the global query: every sample whose required radius is at most it is covered.
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + budget
+    config = config if config is not None else DispatchConfig(timeout=60.0)
+    lo, hi = (np.asarray(d, dtype=np.float64).reshape(-1) for d in domain)
+    if lo.size == 1 and net.n_inputs > 1:
+        lo, hi = np.full(net.n_inputs, lo[0]), np.full(net.n_inputs, hi[0])
+    classes = list(range(net.n_outputs))
+    twin = {c: _twin_radius(net, kappa, lo, hi, norm, c) for c in classes}
+    results: dict[int, ClassRadius] = {}
+    if per_class:
+        for n_left, c in zip(range(len(classes), 0, -1), classes):
+            dl = time.perf_counter() + (deadline - time.perf_counter()) / n_left
+            results[c], _ = _class_radius(net, kappa, lo, hi, config, norm, [c], dl, gap, split, twin[c])
+        lower = min(r.lower for r in results.values())
+        worst = min(results, key=lambda c: results[c].upper)
+        overall = ClassRadius(lower, results[worst].upper, results[worst].pair, ())
+        done = math.isfinite(overall.upper) and overall.upper - overall.lower <= gap * overall.upper
+    else:
+        overall, done = _class_radius(
+            net, kappa, lo, hi, config, norm, None, deadline, gap, split, min(twin.values())
+        )
+    return GlobalRadius(kappa, norm, overall, results, time.perf_counter() - t0, done)
