@@ -166,7 +166,8 @@ def summary_text(cert: dict[str, Any], out_dir: str | Path) -> str:
     cov = sum(1 for q in cert["local_queries"] if q.get("by") == "global")
     lines.append(
         f"student: {st['local']['counts']} at {n_conf} confident samples (global query "
-        f"{glob.get('verdict') or 'not run'}, covering {cov}; by prover {st['local']['by']})"
+        f"{glob.get('verdict') or 'not run'}, covering {cov} of {n_conf} = {cov / max(n_conf, 1):.0%}; "
+        f"by prover {st['local']['by']})"
     )
     if audit.get("checkable", True) and audit.get("claims"):
         lines.append(
