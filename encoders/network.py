@@ -166,6 +166,22 @@ class Network:
             h = h @ lay.W.T + lay.b if isinstance(lay, Affine) else np.maximum(h, 0.0)
         return h[0] if single else h
 
+    def input_gradient(self, x: np.ndarray, g_out: np.ndarray) -> np.ndarray:
+        """``g_out · J(x)``: the input gradient of ``g_out · f`` in ``x``'s linear region (one backward pass;
+        at a ReLU input of exactly 0 the inactive side is taken)."""
+        masks = []
+        h = np.asarray(x, dtype=np.float64)
+        for lay in self.layers:
+            if isinstance(lay, Affine):
+                h = lay.W @ h + lay.b
+            else:
+                masks.append(h > 0)
+                h = np.maximum(h, 0.0)
+        g = np.asarray(g_out, dtype=np.float64)
+        for lay in reversed(self.layers):
+            g = g @ lay.W if isinstance(lay, Affine) else g * masks.pop()
+        return g
+
     def pre_activations(self, x: np.ndarray) -> list[np.ndarray]:
         """Inputs of every ReLU layer (and the final output last) for a batch of flat inputs."""
         h = np.atleast_2d(np.asarray(x, dtype=np.float64))

@@ -803,6 +803,12 @@ def parse_vnnlib(path: str | os.PathLike, max_disjuncts: int = MAX_DISJUNCTS) ->
         For a missing/unreadable file or any syntax or semantic problem; the message is
         ``"<path>:<line>: <problem>"``.
     """
+    return parse_vnnlib_text(read_vnnlib_text(path), str(path), max_disjuncts)
+
+
+def read_vnnlib_text(path: str | os.PathLike) -> str:
+    """The text of a VNN-LIB file (either dialect); :class:`SpecError` naming the file when it is missing,
+    a directory, unreadable or not UTF-8."""
     name = str(path)
     try:
         data = Path(path).read_bytes()
@@ -813,12 +819,12 @@ def parse_vnnlib(path: str | os.PathLike, max_disjuncts: int = MAX_DISJUNCTS) ->
     except OSError as ex:
         raise SpecError(f"{name}: cannot read VNN-LIB file ({ex.strerror or ex})") from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as ex:
         line = data.count(b"\n", 0, ex.start) + 1
-        raise SpecError(f"{name}:{line}: not UTF-8 text "
-                        f"(byte {data[ex.start]:#04x} at offset {ex.start})") from None
-    return parse_vnnlib_text(text, name, max_disjuncts)
+        raise SpecError(
+            f"{name}:{line}: not UTF-8 text (byte {data[ex.start]:#04x} at offset {ex.start})"
+        ) from None
 
 
 # ==================================================================================================

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from .errors import SpecError
+from .vnnlib import read_vnnlib_text
 
 __all__ = [
     "TensorVar",
@@ -544,21 +545,7 @@ def _parser_message(msg: str) -> str:
 
 def parse_vnnlib2(path: str | Path, max_terms: int = MAX_TERMS) -> Query:
     """Read and parse a VNN-LIB 2.0 file; :class:`SpecError` (one line naming the file) on any problem."""
-    name = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise SpecError(f"{name}: no such VNN-LIB file") from None
-    except IsADirectoryError:
-        raise SpecError(f"{name}: is a directory, not a VNN-LIB file") from None
-    except OSError as ex:
-        raise SpecError(f"{name}: cannot read VNN-LIB file ({ex.strerror or ex})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as ex:
-        line = data.count(b"\n", 0, ex.start) + 1
-        raise SpecError(f"{name}:{line}: not UTF-8 text") from None
-    return parse_vnnlib2_text(text, name, max_terms)
+    return parse_vnnlib2_text(read_vnnlib_text(path), str(path), max_terms)
 
 
 # ==================================================================================================

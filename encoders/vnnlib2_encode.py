@@ -624,11 +624,11 @@ class QueryProperty:
         for inst in self.insts:
             go = g_flat[inst.output.indices]
             if np.any(go):
-                out[inst.ns] += _vjp(inst.net, xs[inst.ns], go)
+                out[inst.ns] += inst.net.input_gradient(xs[inst.ns], go)
             for t, hn in inst.hidden:
                 gh = g_flat[t.indices]
                 if np.any(gh):
-                    out[inst.ns] += _vjp(hn, xs[inst.ns], gh)
+                    out[inst.ns] += hn.input_gradient(xs[inst.ns], gh)
         alias = self.alias
         if alias:
             pos = {int(v): (inst.ns, k) for inst in self.insts for k, v in enumerate(_flat_of(inst))}
@@ -650,24 +650,6 @@ class QueryProperty:
             return []
         u, rhs = rx.l2_tangent_cut(np.zeros(d.size), cp.delta, dv)
         return [Program.row(d, u, Sense.LE, rhs, Tag.PROPERTY, "l2cut")]
-
-
-def _vjp(net: Network, x: np.ndarray, g_out: np.ndarray) -> np.ndarray:
-    """``g_out · J(x)``: the input gradient of ``g_out · f`` in ``x``'s linear region (backward pass)."""
-    from .network import Affine
-
-    masks = []
-    h = np.asarray(x, dtype=np.float64)
-    for lay in net.layers:
-        if isinstance(lay, Affine):
-            h = lay.W @ h + lay.b
-        else:
-            masks.append(h > 0)
-            h = np.maximum(h, 0.0)
-    g = np.asarray(g_out, dtype=np.float64)
-    for lay in reversed(net.layers):
-        g = g @ lay.W if isinstance(lay, Affine) else g * masks.pop()
-    return g
 
 
 def ir_source(path: str | Path, workdir: str | Path) -> Path:

@@ -119,24 +119,6 @@ def replay(prop: Property, nets: Mapping[str, Network], xs: Mapping[str, np.ndar
     return ReplayResult(True, cex, "replayed on onnxruntime (float32 input, checked exactly)")
 
 
-def _input_gradient(net: Network, x: np.ndarray, g_out: np.ndarray) -> np.ndarray:
-    """``g_out · J(x)``: the input gradient of ``g_out · f`` in ``x``'s linear region (backward pass)."""
-    from encoders.network import Affine
-
-    masks = []
-    h = np.asarray(x, dtype=np.float64)
-    for lay in net.layers:
-        if isinstance(lay, Affine):
-            h = lay.W @ h + lay.b
-        else:
-            masks.append(h > 0)
-            h = np.maximum(h, 0.0)
-    g = np.asarray(g_out, dtype=np.float64)
-    for lay in reversed(net.layers):
-        g = g @ lay.W if isinstance(lay, Affine) else g * masks.pop()
-    return g
-
-
 def ascend(
     prop: OutputProperty, net: Network, x: np.ndarray, steps: int, step: float
 ) -> tuple[np.ndarray, float]:
@@ -148,7 +130,7 @@ def ascend(
     for _ in range(steps):
         if best >= 0:
             break
-        g = _input_gradient(net, x, prop.score_grad(net.evaluate(x)))
+        g = net.input_gradient(x, prop.score_grad(net.evaluate(x)))
         cand = prop.project({"net": x + step * width * np.sign(g)})["net"]
         sc = prop.score(net.evaluate(cand))
         if sc > best:
