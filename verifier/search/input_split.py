@@ -35,9 +35,11 @@ open node left) implies that no x in X violates.  UNDECIDED returns the open nod
 their still-possible alternatives; a violation exists iff one exists in some leaf for one of that
 leaf's possible alternatives, so the caller may settle each leaf with an exact solver.
 
-Search order.  Each batch takes half of its ``batch_size`` nodes by lowest score (the loosest lower
-bounds) and half by lowest ``vmin`` (the best point value seen in the box), which steers the search
-towards narrow violation regions without changing the work needed to verify.
+Search order.  The open nodes live in a :class:`~verifier.search.frontier.Frontier` (nodes with no
+splittable dimension left in a second one).  Each batch takes half of its ``batch_size`` nodes by
+lowest score (the loosest lower bounds) and half by lowest ``vmin`` (the best point value seen in the
+box), which steers the search towards narrow violation regions without changing the work needed to
+verify; children are appended after the nodes left open.
 
 Split rules (``BabConfig.split``), with ``w_i = u_i − l_i``:
 

@@ -526,9 +526,10 @@ class BabSearch:
     Sub-domain = the box with some root-unstable neurons fixed active (``z ≥ 0``) or inactive
     (``z ≤ 0``).  Bound: :class:`encoders.bounds.alpha.SplitContext` (β-CROWN) gives a sound
     ``lb ≤ min a·f(x)`` over the sub-domain; ``lb > b`` closes it (no violation there: the margin
-    ``b − a·f(x) < 0``).  Branch: the open sub-domains with the smallest ``lb`` first, ``batch`` per
-    round; each is split on a neuron chosen by filtered smart branching — the ``candidates``
-    neurons with the largest estimated gain (:class:`~encoders.bounds.alpha.SplitContext`), each tried
+    ``b − a·f(x) < 0``).  Branch: the open sub-domains (a :class:`~verifier.search.frontier.Frontier`
+    of :class:`_Domains`) with the smallest ``lb`` first, ``batch`` per round; each is split on a
+    neuron chosen by filtered smart branching — the ``candidates`` neurons with the largest estimated
+    gain (:class:`~encoders.bounds.alpha.SplitContext`), each tried
     with one pass at the inherited multipliers, keeping the split whose worse child bounds best.
     The two children cover the parent (a point with ``z = 0`` lies in both), so VERIFIED when no open
     sub-domain is left is sound.  Children inherit the parent's ``α``, ``β`` (the new split's
