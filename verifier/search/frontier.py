@@ -74,7 +74,7 @@ class Batch:
 
     @property
     def fields(self) -> Mapping[str, np.ndarray]:
-        """The arrays by name (read-only view of the mapping; the arrays themselves are shared)."""
+        """The arrays by name (a new dict; the arrays themselves are shared)."""
         return dict(self._fields)
 
     @property
@@ -175,7 +175,8 @@ class Frontier(Generic[B]):
         )
 
     def push(self, batch: B) -> None:
-        """Append the rows of ``batch`` after the open ones."""
+        """Append the rows of ``batch`` after the open ones (into an empty frontier the batch's arrays are
+        kept as they are, not copied: do not modify them afterwards)."""
         if len(batch):
             self._rows = self._rows.cat([self._rows, batch]) if len(self._rows) else batch
         self.peak = max(self.peak, len(self))
