@@ -8,10 +8,13 @@ passes it on (``None``):
 1. :func:`stage_quick_check` — ``prop.quick_check`` (CROWN): proven ⇒ VERIFIED, no solver called.
 2. :func:`stage_attack` — random points of the region through the float64 IR, then PGD (or the pair
    search): a violating point that replays on onnxruntime ⇒ FALSIFIED without a solver.
-3. :func:`stage_input_split` — input-splitting branch and bound (few inputs; automatic strategy
-   only); the few leaf boxes it may leave open are solved by :data:`LEAF_STAGES`.
-4. :func:`stage_relu_split` — α/β-CROWN branch and bound and per-alternative margin MILPs for
-   single-network output properties (automatic strategy only).
+3. :func:`stage_input_split` — the ``"input_split"`` search (:data:`verifier.search.SEARCHES`):
+   input-splitting branch and bound (few inputs; automatic strategy only, settings
+   ``DispatchConfig.input_split``); the few leaf boxes it may leave open are solved by
+   :data:`LEAF_STAGES`.
+4. :func:`stage_relu_split` — the ``"relu_split"`` search: α/β-CROWN branch and bound and
+   per-alternative margin MILPs for single-network output properties (automatic strategy only,
+   settings ``DispatchConfig.relu_split``).
 5. :func:`stage_solve` — the property is encoded (quadratic constraints only for backends that
    take them) and solved through :func:`verifier.backends.solve.solve`, in a *child process* with a
    hard wall-clock limit: a solver crash or hang becomes ERROR or TIMEOUT for this query and the run
@@ -34,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +50,10 @@ from .backends.base import BACKENDS, get_backend, is_available
 from .backends.solve import choose_backend, fits_gurobi_licence, solve, solve_isolated, solve_portfolio
 from .replay import attack, polish, replay
 from .results import Result, SolveStatus, Verdict
+from .search import get_search
+from .search.input_split import BabConfig as InputSplitConfig
+from .search.input_split import BabLeafQueries, BabStatus, bab_supported, bab_verify, search_config
+from .search.relu_split import MarginConfig
 
 __all__ = [
     "BACKEND_CHOICES",
@@ -61,9 +68,6 @@ __all__ = [
     "verify",
     "verify_many",
 ]
-
-if TYPE_CHECKING:
-    from .search.input_split import BabLeafQueries
 
 BACKEND_CHOICES = (*sorted(BACKENDS), "auto", "portfolio")
 
@@ -84,6 +88,14 @@ class DispatchConfig:
         Random points tried for cheap falsification before any solver call (0 disables).
     max_refinements
         Re-solves allowed after spurious candidates (lazy cuts).
+    bab, bab_max_inputs, bab_fraction, bab_max_leaves
+        When the dispatcher runs the input-split search (see the comments below).
+    input_split
+        Settings of the input-split search (:class:`verifier.search.input_split.BabConfig`: split rule,
+        batch size, attack, node cap, …); its ``seed`` is replaced by ``seed`` (one seed per query).
+    relu_split
+        Settings of the ReLU-split search (:class:`verifier.search.relu_split.MarginConfig`, with its
+        β-CROWN :class:`~verifier.search.relu_split.BabConfig`).
     """
 
     backend: str = "auto"
@@ -103,7 +115,9 @@ class DispatchConfig:
     bab_max_inputs: int = 10  # ... at most this many
     bab_fraction: float = 0.85  # share of the time left that BaB may use
     bab_max_leaves: int = 64  # undecided BaB with at most this many open boxes: solve each box exactly
+    input_split: InputSplitConfig = InputSplitConfig()
     # --- end branch and bound ---
+    relu_split: MarginConfig = MarginConfig()
 
     def __post_init__(self) -> None:
         if not 0.0 < self.bab_fraction <= 1.0:
@@ -201,25 +215,20 @@ def stage_attack(q: Query) -> Result | None:
 def stage_input_split(q: Query) -> Result | None:
     """Input-splitting branch and bound (:mod:`verifier.search.input_split`) for few inputs; the few
     leaf boxes it may leave open are solved exactly by :data:`LEAF_STAGES`."""
-    if not q.use_bab:
-        return None
-    from .search.input_split import BabLeafQueries, bab_stage
-
-    staged = bab_stage(q.prop, q.nets, q.config, q.t0)
-    if isinstance(staged, BabLeafQueries):
-        return _solve_leaves(q, staged)
-    return staged
+    return _run_search(q, "input_split") if q.use_bab else None
 
 
 def stage_relu_split(q: Query) -> Result | None:
     """α/β-CROWN branch and bound and per-alternative margin MILPs for single-network output
     properties (:mod:`verifier.search.relu_split`); passes on what it does not handle."""
-    if not q.use_bab or set(q.nets) != {"net"}:
-        return None
-    from .search.relu_split import solve_output_property
+    return _run_search(q, "relu_split") if q.use_bab else None
 
-    res = solve_output_property(q.prop, q.nets["net"], q.config, q.t0 + q.config.timeout)
-    return None if res is None else replace(res, time_s=time.perf_counter() - q.t0)
+
+def _run_search(q: Query, name: str) -> Result | None:
+    """The search registered as ``name`` (:data:`verifier.search.SEARCHES`) on ``q``; leaf queries it
+    hands back are solved by :func:`_solve_leaves`."""
+    staged = get_search(name)(q.prop, q.nets, q.config, q.t0)
+    return _solve_leaves(q, staged) if isinstance(staged, BabLeafQueries) else staged
 
 
 def _solve_leaves(q: Query, leaves: BabLeafQueries) -> Result:
@@ -460,8 +469,6 @@ def _close_by_bounds(
     rounding) can still prove such a query.  Used only for small input dimensions
     (``config.bab_max_inputs``) and unless ``config.bab`` is ``False``; ``None`` when not applicable.
     """
-    from .search.input_split import BabConfig, BabStatus, bab_supported, bab_verify
-
     ns = prop.namespaces[0]
     net = nets.get(ns)
     if config.bab is False or net is None or set(nets) != {ns} or not bab_supported(prop):
@@ -471,7 +478,7 @@ def _close_by_bounds(
     left = config.timeout - (time.perf_counter() - t0)
     if left <= 0:
         return None
-    out = bab_verify(prop, net, config.bab_fraction * left, BabConfig(seed=config.seed))
+    out = bab_verify(prop, net, config.bab_fraction * left, search_config(config))
     stats = {f"bab_{k}": v for k, v in out.stats.items()}
     if out.status is BabStatus.VERIFIED:
         return Result(

@@ -35,9 +35,11 @@ open node left) implies that no x in X violates.  UNDECIDED returns the open nod
 their still-possible alternatives; a violation exists iff one exists in some leaf for one of that
 leaf's possible alternatives, so the caller may settle each leaf with an exact solver.
 
-Search order.  Each batch takes half of its ``batch_size`` nodes by lowest score (the loosest lower
-bounds) and half by lowest ``vmin`` (the best point value seen in the box), which steers the search
-towards narrow violation regions without changing the work needed to verify.
+Search order.  The open nodes live in a :class:`~verifier.search.frontier.Frontier` (nodes with no
+splittable dimension left in a second one).  Each batch takes half of its ``batch_size`` nodes by
+lowest score (the loosest lower bounds) and half by lowest ``vmin`` (the best point value seen in the
+box), which steers the search towards narrow violation regions without changing the work needed to
+verify; children are appended after the nodes left open.
 
 Split rules (``BabConfig.split``), with ``w_i = u_i − l_i``:
 
@@ -61,8 +63,8 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -70,10 +72,11 @@ from encoders.bounds import LayerBounds, crown_bounds, crown_linear
 from encoders.bounds.rounding import U as _U  # unit roundoff of float64
 from encoders.errors import ConfigError, UnsupportedQueryError
 from encoders.network import Affine, Network
-from encoders.properties import LocalRobustness, OutputDNFProperty, OutputProperty
+from encoders.properties import LocalRobustness, OutputDNFProperty, OutputProperty, Property
 
 from ..replay import replay
-from ..results import Counterexample
+from ..results import Counterexample, Result, Verdict
+from .frontier import Batch, Frontier, lowest
 
 __all__ = [
     "BabStatus",
@@ -83,6 +86,10 @@ __all__ = [
     "bab_verify",
     "bab_supported",
     "SPLIT_RULES",
+    "BabLeafQueries",
+    "InputSplitSettings",
+    "bab_stage",
+    "search_config",
 ]
 
 
@@ -273,13 +280,13 @@ def _spec_output(prop: OutputProperty, net: Network) -> _Spec:
     return _Spec(lo, hi, C, d, starts, prop.ns, prop.ball())
 
 
-_SPEC_BUILDERS: dict[type, Callable[[Any, Network], _Spec]] = {
+_SPEC_BUILDERS: dict[type, Callable[[OutputProperty, Network], _Spec]] = {
     OutputDNFProperty: _spec_output,
     LocalRobustness: _spec_output,
 }
 
 
-def bab_supported(prop: Any) -> bool:
+def bab_supported(prop: Property) -> bool:
     """Whether :func:`bab_verify` takes this property type."""
     return type(prop) in _SPEC_BUILDERS
 
@@ -368,9 +375,15 @@ def _relu_jacobians(net: Network, x: np.ndarray) -> list[np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 # the search state
 # --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class _Nodes:
-    """A set of nodes as parallel arrays.
+_NODE_FIELDS = ("lo", "hi", "possible", "score", "pref", "vmin", "bl", "bu", "lbc")
+
+
+def _field(name: str, doc: str) -> Any:
+    return property(lambda self: self[name], doc=doc)
+
+
+class _Nodes(Batch):
+    """A set of nodes as a :class:`~verifier.search.frontier.Batch` (parallel arrays).
 
     ``score`` is ``min_{k possible} max_{r∈k}(lb_r − d_r)`` (``+inf`` when closed); ``pref`` is the
     per-dimension split preference computed while bounding (see :func:`_instability_preference`);
@@ -382,25 +395,31 @@ class _Nodes:
     beyond round-to-nearest, so ``bl ≤`` the float64 bound ``≤ bu``), halving the memory per node.
     """
 
-    lo: np.ndarray  # (N, n)
-    hi: np.ndarray  # (N, n)
-    possible: np.ndarray  # (N, K) bool
-    score: np.ndarray  # (N,)
-    pref: np.ndarray  # (N, n)
-    vmin: np.ndarray  # (N,) best point value found in the box so far (+inf: none evaluated)
-    bl: np.ndarray  # (N, H) float32, hidden-layer lower bounds rounded down
-    bu: np.ndarray  # (N, H) float32, hidden-layer upper bounds rounded up
-    lbc: np.ndarray  # (N, R) float32, lower bounds of C f(x) rounded down
+    __slots__ = ()
 
-    def __len__(self) -> int:
-        return int(self.score.size)
+    def __init__(
+        self,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        possible: np.ndarray,
+        score: np.ndarray,
+        pref: np.ndarray,
+        vmin: np.ndarray,
+        bl: np.ndarray,
+        bu: np.ndarray,
+        lbc: np.ndarray,
+    ) -> None:
+        super().__init__(dict(zip(_NODE_FIELDS, (lo, hi, possible, score, pref, vmin, bl, bu, lbc))))
 
-    def take(self, idx: np.ndarray) -> _Nodes:
-        return _Nodes(*(getattr(self, f)[idx] for f in _NODE_FIELDS))
-
-    @staticmethod
-    def cat(parts: list[_Nodes]) -> _Nodes:
-        return _Nodes(*(np.concatenate([getattr(p, f) for p in parts]) for f in _NODE_FIELDS))
+    lo = _field("lo", "(N, n) lower corners")
+    hi = _field("hi", "(N, n) upper corners")
+    possible = _field("possible", "(N, K) bool, alternatives still possible")
+    score = _field("score", "(N,) best lower-bound slack (+inf: closed)")
+    pref = _field("pref", "(N, n) split preference")
+    vmin = _field("vmin", "(N,) best point value found in the box so far (+inf: none evaluated)")
+    bl = _field("bl", "(N, H) float32, hidden-layer lower bounds rounded down")
+    bu = _field("bu", "(N, H) float32, hidden-layer upper bounds rounded up")
+    lbc = _field("lbc", "(N, R) float32, lower bounds of C f(x) rounded down")
 
     @staticmethod
     def empty(n: int, K: int, H: int, R: int) -> _Nodes:
@@ -416,9 +435,6 @@ class _Nodes:
             np.zeros((0, H), f32),
             np.zeros((0, R), f32),
         )
-
-
-_NODE_FIELDS = ("lo", "hi", "possible", "score", "pref", "vmin", "bl", "bu", "lbc")
 
 
 def _down32(a: np.ndarray) -> np.ndarray:
@@ -475,12 +491,13 @@ def _instability_preference(net: Network, lo: np.ndarray, hi: np.ndarray, layers
 class _Search:
     """Open nodes, bounding, the attack, and the replay of candidates."""
 
-    def __init__(self, prop: Any, net: Network, spec: _Spec, config: BabConfig, deadline: float):
+    def __init__(self, prop: OutputProperty, net: Network, spec: _Spec, config: BabConfig, deadline: float):
         self.prop, self.net, self.spec, self.cfg, self.deadline = prop, net, spec, config, deadline
         self.rng = np.random.default_rng(config.seed)
         self.root_w = np.maximum(spec.hi - spec.lo, 0.0)
-        self.open = _Nodes.empty(spec.lo.size, spec.n_alts, int(sum(net.hidden_sizes)), spec.d.size)
-        self.stuck: list[_Nodes] = []
+        empty = _Nodes.empty(spec.lo.size, spec.n_alts, int(sum(net.hidden_sizes)), spec.d.size)
+        self.open: Frontier[_Nodes] = Frontier(empty)  # the nodes still to split
+        self.stuck: Frontier[_Nodes] = Frontier(empty)  # open nodes with no splittable dimension left
         self.cex: Counterexample | None = None
         self.stats: dict[str, Any] = {
             "nodes_bounded": 0,
@@ -690,42 +707,37 @@ class _Search:
 
     # ---- frontier ----------------------------------------------------------------------------
     def push(self, kids: _Nodes) -> None:
+        """Open children to the frontier (closed ones counted, unsplittable ones kept apart)."""
         keep = np.isfinite(kids.score)
         self.stats["closed"] += int((~keep).sum())
         kids = kids.take(np.flatnonzero(keep))
         splittable = ((kids.hi - kids.lo) > self.cfg.min_width).any(axis=1)
         if not splittable.all():
-            self.stuck.append(kids.take(np.flatnonzero(~splittable)))
+            self.stuck.push(kids.take(np.flatnonzero(~splittable)))
             kids = kids.take(np.flatnonzero(splittable))
-        self.open = _Nodes.cat([self.open, kids])
+        self.open.push(kids)
         self.stats["max_open"] = max(self.stats["max_open"], self.n_open)
 
     @property
     def n_open(self) -> int:
-        return len(self.open) + sum(len(s) for s in self.stuck)
+        return len(self.open) + len(self.stuck)
 
     def pop(self, m: int) -> _Nodes:
         """Up to ``m`` open nodes: half with the lowest score, half with the lowest ``vmin``."""
-        N = len(self.open)
+        nodes = self.open.rows
+        N = len(nodes)
         if m >= N:
-            idx = np.arange(N)
-        else:
-            half = m // 2
-            by_score = np.argpartition(self.open.score, half)[:half]
-            rest = np.ones(N, dtype=bool)
-            rest[by_score] = False
-            cand = np.flatnonzero(rest)
-            k = m - half
-            by_v = cand[np.argpartition(self.open.vmin[cand], k)[:k]] if k < cand.size else cand
-            idx = np.concatenate([by_score, by_v])
-        keep = np.ones(N, dtype=bool)
-        keep[idx] = False
-        out = self.open.take(idx)
-        self.open = self.open.take(np.flatnonzero(keep))
-        return out
+            return self.open.pop_at(np.arange(N))
+        half = m // 2
+        by_score = lowest(nodes.score, half, ordered=False)
+        rest = np.ones(N, dtype=bool)
+        rest[by_score] = False
+        cand = np.flatnonzero(rest)
+        by_v = cand[lowest(nodes.vmin[cand], m - half, ordered=False)]
+        return self.open.pop_at(np.concatenate([by_score, by_v]))
 
     def leaves(self) -> BabLeaves:
-        allp = _Nodes.cat([self.open, *self.stuck])
+        allp = _Nodes.cat([self.open.rows, self.stuck.rows])
         return BabLeaves(allp.lo, allp.hi, allp.possible, allp.score)
 
     def splittable(self, nodes: _Nodes, s: np.ndarray) -> np.ndarray:
@@ -810,7 +822,7 @@ def _pick_best(search: _Search, nodes: _Nodes, candidates: list[np.ndarray]) -> 
         pos = np.concatenate([w, B + w])
         src = np.concatenate([win, nt + win])
         for f in _NODE_FIELDS:
-            getattr(kids, f)[pos] = getattr(trial, f)[src]
+            kids[f][pos] = trial[f][src]
     return dims, kids
 
 
@@ -842,7 +854,9 @@ SPLIT_RULES: dict[str, Callable[[_Search, _Nodes], tuple[np.ndarray, _Nodes | No
 # --------------------------------------------------------------------------------------------------
 # driver
 # --------------------------------------------------------------------------------------------------
-def bab_verify(prop: Any, net: Network, budget_s: float, config: BabConfig = BabConfig()) -> BabOutcome:
+def bab_verify(
+    prop: Property, net: Network, budget_s: float, config: BabConfig = BabConfig()
+) -> BabOutcome:
     """Decide ``prop`` on ``net`` by input-splitting branch and bound within ``budget_s`` seconds.
 
     Parameters
@@ -866,7 +880,7 @@ def bab_verify(prop: Any, net: Network, budget_s: float, config: BabConfig = Bab
     """
     t0 = time.perf_counter()
     builder = _SPEC_BUILDERS.get(type(prop))
-    if builder is None:
+    if builder is None or not isinstance(prop, OutputProperty):
         raise UnsupportedQueryError(f"branch and bound does not take {type(prop).__name__} queries")
     spec = builder(prop, net)
     if spec.lo.size != net.n_inputs:
@@ -897,13 +911,15 @@ def bab_verify(prop: Any, net: Network, budget_s: float, config: BabConfig = Bab
         if search.attack_children(kids):
             return out(BabStatus.FALSIFIED)
         search.push(kids)
-    return out(BabStatus.UNDECIDED if search.stuck else BabStatus.VERIFIED)
+    return out(BabStatus.UNDECIDED if len(search.stuck) else BabStatus.VERIFIED)
 
 
 # --------------------------------------------------------------------------------------------------
 # the dispatcher's stage
 # --------------------------------------------------------------------------------------------------
-def _leaf_property(prop: Any, spec: _Spec, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray) -> Any:
+def _leaf_property(
+    prop: OutputProperty, spec: _Spec, lo: np.ndarray, hi: np.ndarray, possible: np.ndarray
+) -> OutputDNFProperty | None:
     """The query restricted to one leaf box and its still-possible alternatives, or ``None`` if the
     restriction cannot be stated exactly as a box query (an L2 ball is not a box)."""
     if spec.ball is not None:
@@ -927,28 +943,60 @@ class BabLeafQueries:
     stats: dict[str, Any]
 
 
-def bab_stage(prop: Any, nets: Mapping[str, Network], config: Any, t0: float) -> Any:
-    """Branch and bound as a stage of :func:`verifier.dispatch.verify`.
+class InputSplitSettings(Protocol):
+    """What :func:`bab_stage` reads from the dispatcher's configuration
+    (:class:`verifier.dispatch.DispatchConfig` has these attributes; the search does not import the
+    dispatcher, which imports it)."""
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def bab_max_inputs(self) -> int: ...
+
+    @property
+    def bab_fraction(self) -> float: ...
+
+    @property
+    def bab_max_leaves(self) -> int: ...
+
+    @property
+    def input_split(self) -> BabConfig: ...
+
+
+def search_config(config: InputSplitSettings) -> BabConfig:
+    """The search settings of a dispatched query: ``config.input_split`` with the query's seed
+    (``config.seed`` seeds every randomised stage of one query)."""
+    return replace(config.input_split, seed=config.seed)
+
+
+def bab_stage(
+    prop: Property, nets: Mapping[str, Network], config: InputSplitSettings, t0: float
+) -> Result | BabLeafQueries | None:
+    """Branch and bound as a stage of :func:`verifier.dispatch.verify` (the ``"input_split"`` search).
 
     The caller decides whether BaB is wanted (``config.bab``); this stage applies when the property
     type is supported and the network has at most ``config.bab_max_inputs`` inputs, and runs
-    :func:`bab_verify` with ``config.bab_fraction`` of the time left.  VERIFIED / FALSIFIED become the
-    query's :class:`~verifier.results.Result`.  UNDECIDED with at most ``config.bab_max_leaves``
-    leaves: a :class:`BabLeafQueries` with the query on each leaf box and its possible alternatives
-    (the dispatcher solves each exactly; all infeasible ⇒ VERIFIED, since the leaves cover every
-    undecided point).  Returns ``None`` (the caller goes on with the whole box) when BaB does not
-    apply or left too many leaves.
+    :func:`bab_verify` with ``config.bab_fraction`` of the time left and the settings
+    :func:`search_config` (``config.input_split``, seeded by ``config.seed``).  VERIFIED / FALSIFIED
+    become the query's :class:`~verifier.results.Result`.  UNDECIDED with at most
+    ``config.bab_max_leaves`` leaves: a :class:`BabLeafQueries` with the query on each leaf box and its
+    possible alternatives (the dispatcher solves each exactly; all infeasible ⇒ VERIFIED, since the
+    leaves cover every undecided point).  Returns ``None`` (the caller goes on with the whole box) when
+    BaB does not apply or left too many leaves.
     """
-    from ..results import Result, Verdict
-
-    ns = getattr(prop, "ns", "net")
-    net = nets.get(ns)
-    if net is None or not bab_supported(prop) or net.n_inputs > config.bab_max_inputs:
+    if not bab_supported(prop) or not isinstance(prop, OutputProperty):
+        return None
+    net = nets.get(prop.ns)
+    if net is None or net.n_inputs > config.bab_max_inputs:
         return None
     left = config.timeout - (time.perf_counter() - t0)
     if left <= 0:
         return None
-    outcome = bab_verify(prop, net, config.bab_fraction * left, BabConfig(seed=config.seed))
+    outcome = bab_verify(prop, net, config.bab_fraction * left, search_config(config))
     stats = {f"bab_{k}": v for k, v in outcome.stats.items()}
 
     def result(verdict: Verdict, backend: str, msg: str, **kw: Any) -> Result:
@@ -975,4 +1023,4 @@ def bab_stage(prop: Any, nets: Mapping[str, Network], config: Any, t0: float) ->
     if any(p is None for p in sub_props):
         return None
     stats["bab_leaves_to_solver"] = len(sub_props)
-    return BabLeafQueries(sub_props, stats)
+    return BabLeafQueries([p for p in sub_props if p is not None], stats)

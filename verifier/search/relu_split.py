@@ -65,9 +65,9 @@ violated points, i.e. err towards "feasible"), and replay for FALSIFIED.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -89,6 +89,7 @@ from ..backends.base import solves_milp
 from ..backends.solve import choose_backend, solve
 from ..replay import ReplayResult, ascend, polish, replay
 from ..results import Outcome, Result, SolveStatus, Verdict
+from .frontier import Batch, Frontier, lowest
 
 __all__ = [
     "MarginConfig",
@@ -101,6 +102,8 @@ __all__ = [
     "bab_alternative",
     "encode_alternative",
     "solve_output_property",
+    "relu_split_stage",
+    "ReluSplitSettings",
 ]
 
 
@@ -121,10 +124,12 @@ class BabConfig:
         Filtered smart branching: how many neurons with the largest estimated gain are tried with
         one pass each; 1 = the neuron with the largest estimate.
     memory_mb
-        Memory for the open sub-domains (split signs, α, β, intermediate bounds: ``33·n_live`` bytes
-        each); the domain limit is ``min(max_domains, memory_mb / size)``.  :func:`solve_output_property`
-        divides it among the alternatives it searches (the pool can briefly double while it is
-        rebuilt, so the peak stays below ``2·memory_mb``).
+        Memory for the open sub-domains (the bytes of the frontier's arrays: split signs, α, β,
+        intermediate bounds, ``33·n_live`` bytes, plus 16 for the bound and the branching choice); the
+        search gives up when the frontier holds more than ``max_domains`` sub-domains or more than
+        ``memory_mb`` megabytes (:attr:`~verifier.search.frontier.Frontier.over_cap`).
+        :func:`solve_output_property` divides it among the alternatives it searches (the frontier can
+        briefly double while it is rebuilt, so the peak stays below ``2·memory_mb``).
     refine
         Recompute every child's intermediate bounds under its splits
         (:meth:`~encoders.bounds.alpha.SplitContext.refine`) instead of keeping the root's.
@@ -436,7 +441,7 @@ def _alternative_bounds(
 
 
 def _pgd(
-    prop: Any,
+    prop: OutputProperty,
     net: Network,
     alt: Alternative,
     starts: Sequence[np.ndarray],
@@ -469,15 +474,62 @@ class BabOutcome:
     stats: dict[str, Any]
 
 
+_LAYER_FIELDS = ("S", "a", "b", "lw", "uw")
+
+
+class _Domains(Batch):
+    """Sub-domains of :class:`BabSearch` as a :class:`~verifier.search.frontier.Batch`.
+
+    Per hidden layer ``j`` (fields ``S{j}``, ``a{j}``, ``b{j}``, ``lw{j}``, ``uw{j}``, each ``(N,
+    n_live_j)``): the split signs (int8: +1 active, −1 inactive, 0 free), the multipliers α and β, and
+    the intermediate bounds under the splits; ``lb`` (N,) the sub-domain's lower bound of ``a·f(x)``
+    and ``choice`` (N,) its branching neuron (flat index, −1: nothing left to split).
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def build(
+        S: Sequence[np.ndarray],
+        a: Sequence[np.ndarray],
+        b: Sequence[np.ndarray],
+        lw: Sequence[np.ndarray],
+        uw: Sequence[np.ndarray],
+        lb: np.ndarray,
+        choice: np.ndarray,
+    ) -> _Domains:
+        fields: dict[str, np.ndarray] = {}
+        for name, arrays in zip(_LAYER_FIELDS, (S, a, b, lw, uw)):
+            fields.update({f"{name}{j}": arr for j, arr in enumerate(arrays)})
+        fields.update(lb=np.asarray(lb), choice=np.asarray(choice))
+        return _Domains(fields)
+
+    def layers(self, name: str) -> list[np.ndarray]:
+        """The per-layer arrays of ``name`` (one of ``S``, ``a``, ``b``, ``lw``, ``uw``)."""
+        out = []
+        while f"{name}{len(out)}" in self.names:
+            out.append(self[f"{name}{len(out)}"])
+        return out
+
+    @property
+    def lb(self) -> np.ndarray:
+        return self["lb"]
+
+    @property
+    def choice(self) -> np.ndarray:
+        return self["choice"]
+
+
 class BabSearch:
     r"""Branch and bound over ReLU phases for one single-row alternative ``a·y ≤ b``; resumable.
 
     Sub-domain = the box with some root-unstable neurons fixed active (``z ≥ 0``) or inactive
     (``z ≤ 0``).  Bound: :class:`encoders.bounds.alpha.SplitContext` (β-CROWN) gives a sound
     ``lb ≤ min a·f(x)`` over the sub-domain; ``lb > b`` closes it (no violation there: the margin
-    ``b − a·f(x) < 0``).  Branch: the open sub-domains with the smallest ``lb`` first, ``batch`` per
-    round; each is split on a neuron chosen by filtered smart branching — the ``candidates``
-    neurons with the largest estimated gain (:class:`~encoders.bounds.alpha.SplitContext`), each tried
+    ``b − a·f(x) < 0``).  Branch: the open sub-domains (a :class:`~verifier.search.frontier.Frontier`
+    of :class:`_Domains`) with the smallest ``lb`` first, ``batch`` per round; each is split on a
+    neuron chosen by filtered smart branching — the ``candidates`` neurons with the largest estimated
+    gain (:class:`~encoders.bounds.alpha.SplitContext`), each tried
     with one pass at the inherited multipliers, keeping the split whose worse child bounds best.
     The two children cover the parent (a point with ``z = 0`` lies in both), so VERIFIED when no open
     sub-domain is left is sound.  Children inherit the parent's ``α``, ``β`` (the new split's
@@ -492,7 +544,7 @@ class BabSearch:
 
     def __init__(
         self,
-        prop: Any,
+        prop: OutputProperty,
         net: Network,
         lo: np.ndarray,
         hi: np.ndarray,
@@ -509,11 +561,16 @@ class BabSearch:
         self.L = len(net.affines) - 1
         self.ctx = SplitContext(net, lo, hi, bounds.lower, bounds.upper, self.L, A[0], slopes)
         self.offsets = np.cumsum([0] + [lv.size for lv in self.ctx.live])
-        per_domain = 33 * int(self.offsets[-1]) + 64  # S int8 + α, β, lw, uw float64 per live neuron
-        self.max_open = max(1, min(cfg.max_domains, int(cfg.memory_mb * 1e6 / per_domain)))
         self.stats: dict[str, Any] = {"bab_domains": 0, "bab_rounds": 0}
-        self.pool: dict[str, Any] | None = None
+        # the open sub-domains; capped at max_domains rows and memory_mb of stored arrays (S int8 and
+        # α, β, lw, uw float64 per live neuron: 33 bytes each, plus lb and choice: 16 bytes per domain)
+        self.frontier: Frontier[_Domains] | None = None
         self.finished: BabOutcome | None = None
+
+    def release(self) -> None:
+        """Free the open sub-domains (memory); the search cannot be continued afterwards."""
+        if self.frontier is not None:
+            self.frontier.clear()
 
     # ---- helpers -----------------------------------------------------------------------------
     def _split_rows(
@@ -583,7 +640,7 @@ class BabSearch:
             return self.finished
         ctx, cfg, L, st = self.ctx, self.cfg, self.L, self.stats
         st.pop("bab_stop", None)
-        if self.pool is None:
+        if self.frontier is None:
             S, al, be = ctx.initial(1)
             lw, uw = ctx.root_bounds(1)
             res = ctx.optimise(S, al, be, cfg.root_alpha, deadline, bounds=(lw, uw))
@@ -591,53 +648,42 @@ class BabSearch:
             rep = self._attack(res)
             if rep is not None:
                 return self._done(Verdict.FALSIFIED, rep)
-            self.pool = {
-                "S": S,
-                "a": list(res.alpha),
-                "b": list(res.beta),
-                "lw": lw,
-                "uw": uw,
-                "lb": res.lb,
-                "choice": self._choose(S, res, (lw, uw)),
-            }
+            root = _Domains.build(S, res.alpha, res.beta, lw, uw, res.lb, self._choose(S, res, (lw, uw)))
+            self.frontier = Frontier(root, max_rows=cfg.max_domains, max_bytes=cfg.memory_mb * 1e6)
+            self._push(root)
+        front = self.frontier
         rounds_here = 0
         while True:
-            pool = self.pool
-            keep = pool["lb"] <= self.thr
-            if not keep.any():
+            if not len(front):
                 st["bab_open"] = 0
                 return self._done(Verdict.VERIFIED)
-            pool = {
-                key: ([v[keep] for v in val] if isinstance(val, list) else val[keep])
-                for key, val in pool.items()
-            }
-            self.pool = pool
-            n_open = int(keep.sum())
+            n_open = len(front)
             st["bab_open"] = n_open
-            if n_open > self.max_open:
+            if front.over_cap:
                 return self._done(None, why="domain limit")
             if rounds_here and time.perf_counter() > deadline:  # at least one round per call
                 st["bab_stop"] = "deadline"
                 return BabOutcome(None, None, st)
             rounds_here += 1
-            take = np.argsort(pool["lb"])[: cfg.batch]
-            if np.any(pool["choice"][take] < 0):
+            pool = front.rows
+            take = lowest(pool.lb, cfg.batch)  # the worst lower bounds first
+            if np.any(pool.choice[take] < 0):
                 return self._done(None, why="a sub-domain with nothing left to split")
             st["bab_rounds"] += 1
             if cfg.trace and st["bab_rounds"] % 20 == 1:
-                depth = sum((pool["S"][j] != 0).sum(axis=1) for j in range(L))
+                depth = sum((pool[f"S{j}"] != 0).sum(axis=1) for j in range(L))
                 print(
-                    f"round {st['bab_rounds']} open {n_open} worst lb-b {pool['lb'].min() - self.thr:.4f} "
+                    f"round {st['bab_rounds']} open {n_open} worst lb-b {pool.lb.min() - self.thr:.4f} "
                     f"depth mean {depth.mean():.1f} max {depth.max()}",
                     flush=True,
                 )
-            rest = np.setdiff1d(np.arange(n_open), take)
-            rep2 = np.repeat(take, 2)
-            signs = np.tile(np.array([1, -1], dtype=np.int8), take.size)
-            flat = pool["choice"][rep2]
-            kS = self._split_rows(pool["S"], rep2, flat, signs)
-            lw = [a[rep2] for a in pool["lw"]]
-            uw = [a[rep2] for a in pool["uw"]]
+            parents = front.pop_at(take)
+            rep2 = np.repeat(np.arange(len(parents)), 2)
+            signs = np.tile(np.array([1, -1], dtype=np.int8), len(parents))
+            flat = parents.choice[rep2]
+            kS = self._split_rows(parents.layers("S"), rep2, flat, signs)
+            lw = [a[rep2] for a in parents.layers("lw")]
+            uw = [a[rep2] for a in parents.layers("uw")]
             if cfg.refine:
                 start = np.searchsorted(self.offsets, flat, side="right")  # layer of the split + 1
                 lw, uw, empty = ctx.refine(kS, lw, uw, start, depth=cfg.refine_depth)
@@ -646,8 +692,8 @@ class BabSearch:
                 empty = np.zeros(rep2.size, dtype=bool)
             res = ctx.optimise(
                 kS,
-                [a[rep2] for a in pool["a"]],
-                [bb[rep2] for bb in pool["b"]],
+                [a[rep2] for a in parents.layers("a")],
+                [bb[rep2] for bb in parents.layers("b")],
                 cfg.alpha,
                 deadline,
                 bounds=(lw, uw),
@@ -658,19 +704,16 @@ class BabSearch:
             if rep is not None:
                 return self._done(Verdict.FALSIFIED, rep)
             choice = self._choose(kS, res, (lw, uw))
-            self.pool = {
-                "S": [np.concatenate([pool["S"][j][rest], kS[j]]) for j in range(L)],
-                "a": [np.concatenate([pool["a"][j][rest], res.alpha[j]]) for j in range(L)],
-                "b": [np.concatenate([pool["b"][j][rest], res.beta[j]]) for j in range(L)],
-                "lw": [np.concatenate([pool["lw"][j][rest], lw[j]]) for j in range(L)],
-                "uw": [np.concatenate([pool["uw"][j][rest], uw[j]]) for j in range(L)],
-                "lb": np.concatenate([pool["lb"][rest], lb]),
-                "choice": np.concatenate([pool["choice"][rest], choice]),
-            }
+            self._push(_Domains.build(kS, res.alpha, res.beta, lw, uw, lb, choice))
+
+    def _push(self, kids: _Domains) -> None:
+        """Open sub-domains to the frontier: those with ``lb ≤ b`` (the others hold no violation)."""
+        assert self.frontier is not None
+        self.frontier.push(kids.take(np.flatnonzero(kids.lb <= self.thr)))
 
 
 def bab_alternative(
-    prop: Any,
+    prop: OutputProperty,
     net: Network,
     lo: np.ndarray,
     hi: np.ndarray,
@@ -685,8 +728,51 @@ def bab_alternative(
     return BabSearch(prop, net, lo, hi, bounds, alt, cfg).advance(deadline)
 
 
+class ReluSplitSettings(Protocol):
+    """What :func:`solve_output_property` reads from the dispatcher's configuration
+    (:class:`verifier.dispatch.DispatchConfig` has these attributes; the search does not import the
+    dispatcher, which imports it)."""
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def threads(self) -> int: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def samples(self) -> int: ...
+
+    @property
+    def in_process(self) -> bool: ...
+
+    @property
+    def relu_split(self) -> MarginConfig: ...
+
+
+def relu_split_stage(
+    prop: Property, nets: Mapping[str, Network], config: ReluSplitSettings, t0: float
+) -> Result | None:
+    """The ``"relu_split"`` search as a stage of :func:`verifier.dispatch.verify`: a single-network
+    query (namespace ``"net"``) by :func:`solve_output_property` with ``config.relu_split``, answered
+    by ``t0 + config.timeout``; ``None`` (passed on) for anything it does not handle."""
+    if set(nets) != {"net"}:
+        return None
+    res = solve_output_property(prop, nets["net"], config, t0 + config.timeout)
+    return None if res is None else replace(res, time_s=time.perf_counter() - t0)
+
+
 def solve_output_property(
-    prop: Any, net: Network, config: Any, deadline: float, margin: MarginConfig | None = None
+    prop: Property,
+    net: Network,
+    config: ReluSplitSettings,
+    deadline: float,
+    margin: MarginConfig | None = None,
 ) -> Result | None:
     """Decide a single-network output property alternative by alternative (module docstring).
 
@@ -696,31 +782,34 @@ def solve_output_property(
         :class:`~encoders.properties.OutputDNFProperty` or L∞
         :class:`~encoders.properties.LocalRobustness`; anything else returns ``None``.
     config
-        A :class:`~verifier.dispatch.DispatchConfig` (``backend``, ``threads``, ``seed``, ``samples``
-        are read; ``samples = 0`` disables the attacks).  Backends other than ``auto``, ``gurobi``,
-        ``highs`` and ``portfolio`` return ``None``.
+        A :class:`~verifier.dispatch.DispatchConfig` (:class:`ReluSplitSettings`: ``backend``,
+        ``threads``, ``seed``, ``samples``, ``in_process`` and ``relu_split`` are read; ``samples = 0``
+        disables the attacks).  Backends other than ``auto``, ``gurobi``, ``highs`` and ``portfolio``
+        return ``None``.
     deadline
         ``time.perf_counter()`` value by which to answer (TIMEOUT after it).
+    margin
+        The search's settings; default ``config.relu_split``.
 
     Returns
     -------
     Result or None
         ``None``: not handled here, the caller falls back to its general path.
     """
-    cfg = margin or MarginConfig()
-    want = getattr(config, "backend", "auto")
+    cfg = margin if margin is not None else config.relu_split
+    want = config.backend
     if want not in ("auto", "portfolio") and not solves_milp(want):
         return None
     alts = alternatives_of(prop, net.n_outputs)
-    if alts is None or not alts or getattr(prop, "ns", "net") != "net":
+    if alts is None or not alts or not isinstance(prop, OutputProperty) or prop.ns != "net":
         return None
     lo, hi = _box(prop)
     if lo.size != net.n_inputs or any(A.shape[1] != net.n_outputs for A, _ in alts):
         return None
     run = _Run(time.perf_counter())
     st = run.stats
-    attack = getattr(config, "samples", 1) > 0
-    rng = np.random.default_rng(getattr(config, "seed", 0))
+    attack = config.samples > 0
+    rng = np.random.default_rng(config.seed)
 
     def falsified(rep: ReplayResult, how: str) -> Result:
         return run.result(
@@ -851,7 +940,7 @@ def solve_output_property(
             if bo.verdict is Verdict.VERIFIED:
                 backends_used.add("bab")
                 pending.remove(k)
-                searches[k].pool = None  # free its sub-domains (memory)
+                searches[k].release()  # free its sub-domains (memory)
             elif bo.verdict is Verdict.FALSIFIED and bo.replay is not None:
                 return run.result(
                     Verdict.FALSIFIED,
@@ -861,11 +950,11 @@ def solve_output_property(
                 )
             elif searches[k].finished is not None:  # undecidable by branch and bound: to the MILP
                 pending.remove(k)
-                searches[k].pool = None  # free its sub-domains (memory)
+                searches[k].release()  # free its sub-domains (memory)
                 milp_queue.append(k)
             elif cfg.bab_budget is not None and rec["cpu_s"] >= cfg.bab_budget and gurobi_fits(k):
                 pending.remove(k)  # over its branch-and-bound budget: Gurobi's MILP takes over
-                searches[k].pool = None
+                searches[k].release()
                 milp_queue.append(k)
                 rec["handoff"] = "milp"
         slice_s *= 2.0
@@ -886,7 +975,7 @@ def solve_output_property(
         backend = choose_backend(want, prog, milp_only=True)
         if backend is None:
             return None
-        how = {"threads": getattr(config, "threads", 1), "in_process": getattr(config, "in_process", False)}
+        how = {"threads": config.threads, "in_process": config.in_process}
         out = _solve(backend, prog, left, cfg, **how)
         rep = _replay_candidate(prop, net, prog, out)
         if rep is not None and not rep.ok and prog.objective is None and time.perf_counter() < deadline:
@@ -948,7 +1037,9 @@ def solve_output_property(
     )
 
 
-def _replay_candidate(prop: Any, net: Network, prog: Program, out: Outcome) -> ReplayResult | None:
+def _replay_candidate(
+    prop: OutputProperty, net: Network, prog: Program, out: Outcome
+) -> ReplayResult | None:
     """Replay (then polish) the input part of a solver's assignment; None when there is none."""
     if out.assignment is None or out.status not in (
         SolveStatus.SAT,
