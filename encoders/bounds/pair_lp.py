@@ -37,8 +37,10 @@ The solver's optimum is not itself a bound (tolerances).  For an LP ``min cᵀv`
 
 for every ``v`` in the LP (a positive ``y_r`` needs a finite ``L_r``, a negative one a finite
 ``U_r``; multipliers that break this are set to 0, which keeps the bound valid).  We evaluate this
-with the solver's row duals, in float64, and lower the result by ``1e-9·(1 + Σ|terms|)``: a bound on
-the rounding of the sums (far above ``n·ε``) and on the few-ulp rounding of the row constants (e.g.
+with the solver's row duals, in float64, and lower the result by ``1e-9·(1 + Σ|terms| + Σ_i (|c_i| +
+(|A|ᵀ|y|)_i)·max(|l_i|, |u_i|))``: a bound on the rounding of the sums and of ``d`` itself (far above
+``n·ε``; the last sum covers a cancellation in ``d``; an unbounded column with a nonzero ``|c_i| +
+(|A|ᵀ|y|)_i`` gives no bound) and on the few-ulp rounding of the row constants (e.g.
 the triangle slope ``u/(u − l)``), whose effect on the bound is at most ``|y_r|`` times a few ulps of
 the row's magnitude, i.e. a tiny fraction of the terms already summed.  As everywhere in
 :mod:`encoders.bounds`, the network is the float64 IR evaluated in exact arithmetic; the twin bounds
@@ -158,8 +160,16 @@ def sound_lp_lower(
     cterm = np.where(d == 0.0, 0.0, cterm)
     if not np.all(np.isfinite(cterm)):
         return -np.inf
+    # the rounding of d = c − Aᵀy itself: |d̂_i − d_i| ≤ γ (|c_i| + (|A|ᵀ|y|)_i), which multiplies
+    # max(|l_i|, |u_i|); a cancellation in d can make this larger than the terms summed above
+    dmag = np.abs(np.asarray(c, dtype=np.float64)) + abs(A).T @ np.abs(y)
+    colmag = np.maximum(np.abs(col_lo), np.abs(col_hi))
+    busy = dmag > 0
+    if not np.all(np.isfinite(colmag[busy])):
+        return -np.inf  # an unbounded column: d_i = 0 is not certain in floating point
+    dterm = float(np.sum(dmag[busy] * colmag[busy]))
     total = float(np.sum(rterm) + np.sum(cterm))
-    scale = float(np.sum(np.abs(rterm)) + np.sum(np.abs(cterm)))
+    scale = float(np.sum(np.abs(rterm)) + np.sum(np.abs(cterm))) + dterm
     return total - _REL * (1.0 + scale)
 
 
