@@ -9,7 +9,7 @@ set's input box; ties count as violations).
 
 Steps (:func:`certify`)
 -----------------------
-1. **Sample.**  ``s`` is the smallest sample size of the chosen guarantee kind (:mod:`verifier.pac`;
+1. **Sample.**  ``s`` is the smallest sample size of the chosen guarantee kind (:mod:`verifier.certify.pac`;
    ``auto`` takes the kind with the smallest ``s``).  The points are drawn i.i.d. from ``D`` with a
    seeded generator and labelled by the teacher, ``c_T(x_i)``.  The *confident set* is
    ``K = {i : conf_T(x_i) ≥ κ}`` — confidence is always the **teacher's**, a fixed function, so every

@@ -2,7 +2,7 @@
 
 ``check`` (:func:`check_certificate`)
 ------------------------------------
-Re-hashes both ONNX files; recomputes the sample size from the parameters with :mod:`verifier.pac`;
+Re-hashes both ONNX files; recomputes the sample size from the parameters with :mod:`verifier.certify.pac`;
 re-draws the sample from the data set and the seed and compares indices and hash; recomputes the
 teacher's labels and confident set; replays **every** counterexample on onnxruntime against the
 recorded model file (and checks it lies in its ball / pair constraint exactly); re-runs a seeded random

@@ -43,7 +43,7 @@ def choose_kind(config: CertifyConfig, m: int) -> dict[str, Any]:
 
     ``auto`` picks the kind with the smallest minimum ``s`` (ties broken by the order seed, quality,
     binomial).  Returns ``{"kind", "s_required", "s", "d", "pac"}`` with ``pac`` =
-    :func:`verifier.pac.pac_summary` (text dropped).
+    :func:`verifier.certify.pac.pac_summary` (text dropped).
     """
     summ = pac.pac_summary(m, config.norm, config.epsilon, config.eta, config.tv_shift)
     summ.pop("text", None)
