@@ -934,23 +934,36 @@ def _h_constant_of_shape(node: Any, ctx: _Ctx) -> None:
 
 
 # ---- linear reductions ---------------------------------------------------------------------------
-def _reduce(ctx: _Ctx, node: Any, mean: bool) -> None:
-    """``y = Σ_{axes} x`` (or the mean): each output row is the sum of its input rows (divided by the
-    count).  Axes come from the input (newer opsets) or the attribute; none → all, unless
-    ``noop_with_empty_axes`` (then identity)."""
+def _reduction(
+    ctx: _Ctx, node: Any, shp: tuple[int, ...]
+) -> tuple[list[int], int, tuple[int, ...], tuple[int, ...]] | None:
+    """The reduced ``axes`` (from the input in newer opsets, else the attribute; none → all), ``keepdims``,
+    the shape with the axes kept as 1 and the output shape; ``None`` for the identity (no axes and
+    ``noop_with_empty_axes``)."""
     at = _attrs(node)
-    v = ctx.operand(node.input[0])
-    shp = _shape_of(v)
     axes = _const_ints(ctx, node, 1, "axes")
     keep = int(at.get("keepdims", 1))
     if not axes:
         if int(at.get("noop_with_empty_axes", 0)):
-            ctx.values[node.output[0]] = v
-            return
+            return None
         axes = list(range(len(shp)))
     axes = sorted({a + len(shp) if a < 0 else a for a in axes})
     keep_shape = tuple(1 if i in axes else d for i, d in enumerate(shp))
     out_shape = keep_shape if keep else tuple(d for i, d in enumerate(shp) if i not in axes)
+    return axes, keep, keep_shape, out_shape
+
+
+def _reduce(ctx: _Ctx, node: Any, mean: bool) -> None:
+    """``y = Σ_{axes} x`` (or the mean): each output row is the sum of its input rows (divided by the
+    count).  Axes come from the input (newer opsets) or the attribute; none → all, unless
+    ``noop_with_empty_axes`` (then identity)."""
+    v = ctx.operand(node.input[0])
+    shp = _shape_of(v)
+    red = _reduction(ctx, node, shp)
+    if red is None:
+        ctx.values[node.output[0]] = v
+        return
+    axes, keep, keep_shape, out_shape = red
     count = int(np.prod([shp[a] for a in axes]))
     if isinstance(v, np.ndarray):
         r = np.sum(v.astype(np.float64), axis=tuple(axes), keepdims=bool(keep))
@@ -970,21 +983,15 @@ def _reduce(ctx: _Ctx, node: Any, mean: bool) -> None:
 def _h_reduce_max_min(node: Any, ctx: _Ctx) -> None:
     """``ReduceMax``/``ReduceMin`` over axes via :func:`_max_groups` (``min = −max(−·)``); axes as in
     :func:`_reduce`."""
-    at = _attrs(node)
     v = ctx.operand(node.input[0])
     shp = _shape_of(v)
-    axes = _const_ints(ctx, node, 1, "axes")
-    keep = int(at.get("keepdims", 1))
-    if not axes:
-        if int(at.get("noop_with_empty_axes", 0)):
-            ctx.values[node.output[0]] = v
-            return
-        axes = list(range(len(shp)))
-    axes = sorted({a + len(shp) if a < 0 else a for a in axes})
+    red = _reduction(ctx, node, shp)
+    if red is None:
+        ctx.values[node.output[0]] = v
+        return
+    axes, keep, keep_shape, out_shape = red
     if any(shp[a] == 0 for a in axes):
         raise _Unsupported(f"{node.op_type} over an empty axis")
-    keep_shape = tuple(1 if i in axes else d for i, d in enumerate(shp))
-    out_shape = keep_shape if keep else tuple(d for i, d in enumerate(shp) if i not in axes)
     is_min = node.op_type == "ReduceMin"
     if isinstance(v, np.ndarray):
         fn = np.min if is_min else np.max
