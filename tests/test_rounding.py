@@ -67,7 +67,9 @@ def test_l2_ball_bound_sound_through_stably_active_layers() -> None:
         D = lambda M: [[Decimal(float(v)) for v in row] for row in np.atleast_2d(M)]  # noqa: E731
         mm = lambda A, B: [[sum(a * b for a, b in zip(row, col)) for col in zip(*B)] for row in A]  # noqa: E731
         a = mm(mm(D(Ws[2]), D(Ws[1])), D(Ws[0]))[0]
-        c = mm(D(Ws[2]), [[x] for x in (mm(D(Ws[1]), [[Decimal(10)]] * 4)[i][0] + 10 for i in range(4))])[0][0]
+        c = mm(D(Ws[2]), [[x] for x in (mm(D(Ws[1]), [[Decimal(10)]] * 4)[i][0] + 10 for i in range(4))])[0][
+            0
+        ]
         r = float(10.0 ** rng.uniform(5, 8))
         af = np.array([float(v) for v in a])
         p = rng.uniform(0.2, 0.8, 3)
