@@ -2,51 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 import pytest
-import torch
+from clikit import bad, run
 
 from encoders.network import file_sha256, load_onnx
-
-
-@pytest.fixture(autouse=True)
-def _cli(monkeypatch: pytest.MonkeyPatch):
-    """One torch thread; and if ``verifier.cli.verify_cmds`` cannot be imported, build the CLI from
-    ``distill.commands`` alone so these tests exercise our handlers through the real framework."""
-    n = torch.get_num_threads()
-    try:
-        importlib.import_module("verifier.cli.verify_cmds")
-    except ModuleNotFoundError:
-        import verifier.cli.main as cli
-
-        monkeypatch.setattr(cli, "_REGISTRARS", ("distill.commands",))
-    yield
-    torch.set_num_threads(n)
-
-
-def run(argv: list, capsys) -> tuple[int, str, str]:
-    from verifier.cli.main import main
-
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def bad(argv: list, capsys, *needles: str) -> str:
-    code, out, err = run(argv, capsys)
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2, (code, err)
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert out == ""
-    for n in needles:
-        assert n.lower() in lines[0].lower(), lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from clikit import bad, run
 
 from distill.data import load_dataset, write_idx
 from distill.export import export_onnx, load_model, save_checkpoint
@@ -91,40 +91,6 @@ def test_zoo_needs_image_data() -> None:
 # --------------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def _cli(monkeypatch: pytest.MonkeyPatch):
-    n = torch.get_num_threads()
-    try:
-        importlib.import_module("verifier.cli.verify_cmds")
-    except ModuleNotFoundError:
-        import verifier.cli.main as cli
-
-        monkeypatch.setattr(cli, "_REGISTRARS", ("distill.commands",))
-    yield
-    torch.set_num_threads(n)
-
-
-def run(argv: list, capsys) -> tuple[int, str, str]:
-    from verifier.cli.main import main
-
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def bad(argv: list, capsys, *needles: str) -> str:
-    code, out, err = run(argv, capsys)
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2, (code, err)
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n.lower() in lines[0].lower(), lines[0]
-    return lines[0]
-
-
 def test_cli_train_teacher_preset_on_idx_data_then_distill(tmp_path, capsys) -> None:
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, size=(90, 12, 12), dtype=np.uint8)
