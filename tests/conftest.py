@@ -45,3 +45,16 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover
         pass
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Tests that run the CLI in-process may change torch's thread count; put it back after each."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
