@@ -9,29 +9,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
+from torchkit import ResTanhCNN
 
 import distill.onnx_torch as OT
 from distill.teacher import PARITY_POINTS, load_teacher
 from encoders.errors import ConfigError, ModelFormatError, UnsupportedModelError
-
-
-class ResTanhCNN(nn.Module):
-    """Conv, BatchNorm, a residual Add, MaxPool and a Tanh head (the issue's example teacher)."""
-
-    def __init__(self, softmax: bool = False):
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 6, 3, padding=1)
-        self.bn = nn.BatchNorm2d(6)
-        self.c2 = nn.Conv2d(6, 6, 3, padding=1)
-        self.pool = nn.MaxPool2d(2)
-        self.fc = nn.Linear(6 * 4 * 4, 10)
-        self.softmax = softmax
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.bn(self.c1(x)))
-        h = h + torch.relu(self.c2(h))
-        z = 4.0 * torch.tanh(self.fc(self.pool(h).flatten(1)))
-        return torch.softmax(z, dim=1) if self.softmax else z
 
 
 def _cnn(softmax: bool = False) -> nn.Module:

@@ -14,25 +14,7 @@ import onnx
 import pytest
 import torch
 from torch import nn
-
-
-class ResTanhCNN(nn.Module):
-    """Conv, BatchNorm, a residual Add, MaxPool and a Tanh head (optionally followed by Softmax)."""
-
-    def __init__(self, softmax: bool = False):
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 6, 3, padding=1)
-        self.bn = nn.BatchNorm2d(6)
-        self.c2 = nn.Conv2d(6, 6, 3, padding=1)
-        self.pool = nn.MaxPool2d(2)
-        self.fc = nn.Linear(6 * 4 * 4, 10)
-        self.softmax = softmax
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.bn(self.c1(x)))
-        h = h + torch.relu(self.c2(h))
-        z = 6.0 * torch.tanh(self.fc(self.pool(h).flatten(1)))
-        return torch.softmax(z, dim=1) if self.softmax else z
+from torchkit import ResTanhCNN
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +30,7 @@ def cnn_files(tmp_path_factory):
     X = torch.tensor(data.X_train, dtype=torch.float32).reshape(-1, 1, 8, 8)
     y = torch.tensor(data.y_train)
     torch.manual_seed(0)
-    m = ResTanhCNN()
+    m = ResTanhCNN(scale=6.0)
     opt = torch.optim.Adam(m.parameters(), 1e-2)
     for _ in range(5):
         perm = torch.randperm(len(X))
@@ -59,7 +41,7 @@ def cnn_files(tmp_path_factory):
             loss.backward()
             opt.step()
     m.eval()
-    sm = ResTanhCNN(softmax=True)
+    sm = ResTanhCNN(softmax=True, scale=6.0)
     sm.load_state_dict(m.state_dict())
     sm.eval()
     files = {
