@@ -28,7 +28,9 @@ journaled to ``OUT/records.jsonl``; a rerun with the same ``--out`` skips them (
 cached under ``OUT/models`` too), so an interrupted study resumes where it stopped.
 
 Run: ``distillcert bench solvers [--quick] [--out DIR]``, or ``python -m benchmarks.solvers --out DIR
-[--timeout S] [--z3-timeout S] [--backends B ...]`` to change the limits or the backends.
+[--timeout S] [--z3-timeout S] [--backends B ...] [--bounds crown alpha]`` to change the limits, the
+backends or the big-M bounds of the encodings (``--bounds crown alpha`` runs every backend twice: with
+CROWN bounds, named ``gurobi``, and with α-CROWN intermediate bounds, named ``gurobi+alpha``).
 
 Scores
     * verdict agreement matrix: for each pair of backends, ``agree / both decided``; any
@@ -55,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from encoders.progress import Progress
+from encoders.properties import LAYER_BOUNDS
 
 from .common import md_table, torch_threads, write_csv, write_json, write_text
 from .vnncomp_bench import (
@@ -309,12 +312,25 @@ def _maybe_root() -> Path | None:
 # ==================================================================================================
 # running
 # ==================================================================================================
-def _config(backend: str, timeout: float, seed: int) -> Any:
+def solver_label(backend: str, bounds: str = "crown") -> str:
+    """The name of a (backend, big-M bounds) combination in the tables: ``gurobi`` (CROWN bounds, the
+    default), ``gurobi+alpha`` (α-CROWN bounds), ``highs+ibp``, …"""
+    return backend if bounds == "crown" else f"{backend}+{bounds}"
+
+
+def parse_label(label: str) -> tuple[str, str]:
+    """``(backend, bounds)`` of a :func:`solver_label`."""
+    backend, _, bounds = label.partition("+")
+    return backend, bounds or "crown"
+
+
+def _config(label: str, timeout: float, seed: int) -> Any:
     from verifier.dispatch import DispatchConfig
 
+    backend, bounds = parse_label(label)
     # the solver itself must answer: no CROWN quick check, no sampling/PGD, no input-splitting BaB
     return DispatchConfig(
-        backend=backend, timeout=timeout, quick_check=False, samples=0, seed=seed, bab=False
+        backend=backend, timeout=timeout, quick_check=False, samples=0, seed=seed, bab=False, bounds=bounds
     )
 
 
@@ -340,14 +356,14 @@ def run_queries(
     import verifier.dispatch  # noqa: F401
     import verifier.queries  # noqa: F401  (warm imports before forking)
 
-    pairs = [(q, b) for q in queries for b in backends if q.tiny or b not in _FULL_ONLY]
+    pairs = [(q, b) for q in queries for b in backends if q.tiny or parse_label(b)[0] not in _FULL_ONLY]
     recs: list[RunRecord] = []
     done = load_records(journal) if journal is not None else {}
     jf = open(journal, "a") if journal is not None else None  # noqa: SIM115 (closed below)
     try:
         bar = Progress(pairs, desc="solvers", unit="query", enabled=progress)
         for q, b in bar:
-            t = z3_timeout if b == "z3" else timeout
+            t = z3_timeout if parse_label(b)[0] == "z3" else timeout
             rec = done.get((b, q.key, float(t)))
             if rec is None:
                 rec = _run_pair(q, b, t, seed)
@@ -440,10 +456,13 @@ def run(
     timeout: float | None = None,
     z3_timeout: float | None = None,
     progress: bool = True,
+    bounds: Sequence[str] = ("crown",),
 ) -> dict[str, Any]:
     """Build the models and queries, run every backend, write the tables and plots (module docstring).
 
-    Limits: quick 8 s (Z3 5 s); full 60 s (Z3 20 s).
+    Limits: quick 8 s (Z3 5 s); full 60 s (Z3 20 s).  ``bounds``: the big-M bound methods of the
+    encodings (:data:`encoders.properties.LAYER_BOUNDS`); every backend runs with each of them, as
+    :func:`solver_label` ``backend`` (CROWN) or ``backend+method``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -452,6 +471,7 @@ def run(
     z3_timeout = z3_timeout or (5.0 if quick else 20.0)
     models = build_models(out / "models", quick, seed)
     queries = build_queries(models, quick, seed)
+    backends = [solver_label(b, m) for m in bounds for b in backends]
     recs = run_queries(queries, backends, timeout, z3_timeout, seed, progress, journal=out / "records.jsonl")
     with contextlib.suppress(OSError):
         machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -488,6 +508,7 @@ def run(
         "tiny_queries": sum(q.tiny for q in queries),
         "timeout_s": timeout,
         "z3_timeout_s": z3_timeout,
+        "bounds": list(bounds),
         "scores_all": all_scores,
         "scores_tiny": tiny_scores,
         "scores_by_family": fam_scores,
@@ -546,7 +567,9 @@ def _render(s: dict[str, Any], present: Sequence[str]) -> str:
         "",
         f"{s['queries']} queries ({s['tiny_queries']} tiny); limit {s['timeout_s']:.0f} s per query "
         f"(Z3 {s['z3_timeout_s']:.0f} s, tiny queries only); CROWN quick check and sampling off, "
-        "so every query reaches the solver.",
+        "so every query reaches the solver.  Big-M bounds of the encodings: "
+        + ", ".join(s.get("bounds", ["crown"]))
+        + " (a backend named `b+m` uses method m; plain `b` uses CROWN).",
         "",
         "## All queries each backend was given",
         "",
@@ -595,9 +618,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=None, help="per-query limit (default 60 s, quick 8 s)")
     ap.add_argument("--z3-timeout", type=float, default=None, help="Z3's limit (default 20 s, quick 5 s)")
     ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    ap.add_argument(
+        "--bounds",
+        nargs="+",
+        default=["crown"],
+        choices=list(LAYER_BOUNDS),
+        help="big-M bounds of the encodings; every backend runs with each (default crown)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    s = run(a.quick, Path(a.out), a.seed, a.backends, a.timeout, a.z3_timeout)
+    s = run(a.quick, Path(a.out), a.seed, a.backends, a.timeout, a.z3_timeout, bounds=a.bounds)
     print(s.get("text", ""))
     return 0
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from . import relaxations as rx
 from .bounds import crown_bounds, crown_linear, interval_bounds
+from .bounds.alpha import tighten_bounds
 from .bounds.rounding import EPS64, f32, f32_toward, within_box, within_l2, within_linf
 from .bounds.twin import TwinBounds, pair_margin_upper, twin_bounds
 from .encode import encode_network, widen_bounds
@@ -64,6 +65,7 @@ __all__ = [
     "GlobalRobustness",
     "Disagreement",
     "margin_matrix",
+    "LAYER_BOUNDS",
 ]
 
 # A candidate must violate the property on onnxruntime's outputs by at least nothing: ties count as
@@ -113,7 +115,7 @@ Alternative = tuple[np.ndarray, np.ndarray]  # (A (k, n_out), b (k,)) meaning A 
 class EncodeOptions:
     """How to encode: bounds method, quadratic constraints allowed, restriction to one target class."""
 
-    bounds: str = "crown"  # "crown" | "ibp"
+    bounds: str = "crown"  # a key of LAYER_BOUNDS: "crown" | "ibp" | "alpha"
     quadratic: bool = False  # backend accepts NormBall constraints
     target: int | None = None  # restrict a local-robustness query to one competing class j
 
@@ -157,8 +159,31 @@ class OutputProperty(Property, Protocol):
     def score_grad(self, y: np.ndarray) -> np.ndarray: ...
 
 
+def _alpha_layer_bounds(net: Network, lo: np.ndarray, hi: np.ndarray) -> Any:
+    """CROWN, then every hidden layer tightened by α-CROWN (:func:`encoders.bounds.alpha.tighten_bounds`)."""
+    return tighten_bounds(net, lo, hi, crown_bounds(net, lo, hi))
+
+
+#: ``EncodeOptions.bounds`` → the function computing the big-M bounds of every layer over a box.
+#: All three are sound over the box (each bound widened for rounding): ``ibp`` interval arithmetic,
+#: ``crown`` CROWN (never looser than IBP), ``alpha`` α-CROWN on top of CROWN (never looser than CROWN:
+#: the per-neuron slopes are optimised for every hidden neuron's lower and upper bound; any slope in
+#: ``[0, 1]`` gives a valid bound, so the optimisation only changes how tight it is).
+LAYER_BOUNDS: dict[str, Callable[[Network, np.ndarray, np.ndarray], Any]] = {
+    "ibp": interval_bounds,
+    "crown": crown_bounds,
+    "alpha": _alpha_layer_bounds,
+}
+
+
 def _layer_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str) -> tuple[list, list]:
-    lb = crown_bounds(net, lo, hi) if method == "crown" else interval_bounds(net, lo, hi)
+    """The pre-activation bounds of every layer over ``[lo, hi]`` by ``method`` (:data:`LAYER_BOUNDS`)."""
+    try:
+        fn = LAYER_BOUNDS[method]
+    except KeyError:
+        known = ", ".join(LAYER_BOUNDS)
+        raise SpecError(f"bounds: unknown method {method!r} (choose from {known})") from None
+    lb = fn(net, lo, hi)
     return list(lb.lower), list(lb.upper)
 
 

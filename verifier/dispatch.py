@@ -44,7 +44,7 @@ import numpy as np
 from encoders.errors import ConfigError, LicenseLimitError
 from encoders.network import Network
 from encoders.program import Disjunction, Kind, LinearRow, Program, Sense, Tag
-from encoders.properties import EncodeOptions, Property
+from encoders.properties import LAYER_BOUNDS, EncodeOptions, Property
 
 from .backends.base import BACKENDS, get_backend, is_available
 from .backends.solve import choose_backend, fits_gurobi_licence, solve, solve_isolated, solve_portfolio
@@ -93,6 +93,10 @@ class DispatchConfig:
     input_split
         Settings of the input-split search (:class:`verifier.search.input_split.BabConfig`: split rule,
         batch size, attack, node cap, …); its ``seed`` is replaced by ``seed`` (one seed per query).
+    bounds
+        How the big-M bounds of the encodings are computed: ``crown`` (default), ``ibp`` or ``alpha``
+        (α-CROWN intermediate bounds; tighter, costs a few optimisation passes per query;
+        :data:`encoders.properties.LAYER_BOUNDS`).
     relu_split
         Settings of the ReLU-split search (:class:`verifier.search.relu_split.MarginConfig`, with its
         β-CROWN :class:`~verifier.search.relu_split.BabConfig`).
@@ -131,6 +135,9 @@ class DispatchConfig:
         for b in self.portfolio:
             if b not in BACKENDS:
                 raise ConfigError(f"portfolio: unknown backend {b!r}")
+        if self.bounds not in LAYER_BOUNDS:
+            known = ", ".join(LAYER_BOUNDS)
+            raise ConfigError(f"--bounds: unknown method {self.bounds!r} (choose from {known})")
 
 
 # --------------------------------------------------------------------------------------------------

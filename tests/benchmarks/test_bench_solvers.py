@@ -230,3 +230,35 @@ def test_solver_study_journal_resumes(tmp_path: Path) -> None:
     # a different limit is a different measurement: solved again and appended
     sb.run_queries(qs[:1], ["highs"], 10.0, 5.0, progress=False, journal=journal)
     assert len(journal.read_text().splitlines()) == 3
+
+
+def test_every_backend_runs_with_each_bounds_method(tmp_path: Path) -> None:
+    """``--bounds crown alpha``: each backend twice, labelled ``b`` and ``b+alpha``, each query encoded with
+    its own bounds (the answer is the same: both are exact encodings)."""
+    import numpy as np
+
+    from encoders.network import load_onnx, network_from_layers, save_onnx
+    from verifier.queries import verify_local
+
+    assert sb.parse_label(sb.solver_label("gurobi", "alpha")) == ("gurobi", "alpha")
+    assert sb.solver_label("highs") == "highs" and sb.parse_label("highs") == ("highs", "crown")
+    assert sb._config("highs+alpha", 5.0, 0).bounds == "alpha"
+
+    def ask(cfg, e):
+        assert cfg.bounds in ("crown", "alpha")
+        return verify_local(net, x0, e, cfg, "inf")
+
+    W = np.array([[1.0, -1.0], [-1.0, 1.0]])
+    layers = network_from_layers([(W, np.zeros(2)), (np.eye(2), np.zeros(2))])
+    net = load_onnx(save_onnx(layers, tmp_path / "n.onnx"))
+    # y = relu(x0 − x1, x1 − x0); at x0 = (1, 0) label 0 with margin 1.  The worst point of the L∞ ball,
+    # (1 − ε, ε), has y = (relu(1 − 2ε), relu(2ε − 1)): robust for ε < 0.5, a tie (a violation) at 0.5
+    x0 = np.array([1.0, 0.0])
+    qs = [
+        sb.Query(f"n/eps{e}", "n", True, lambda cfg, e=e: ask(cfg, e), exp)
+        for e, exp in ((0.2, "verified"), (0.6, "falsified"))
+    ]
+    labels = [sb.solver_label("highs", m) for m in ("crown", "alpha")]
+    recs = sb.run_queries(qs, labels, 20.0, 5.0, progress=False)
+    got = [(r.solver, r.result) for r in recs]
+    assert got == [(lb, "verified") for lb in labels] + [(lb, "falsified") for lb in labels]

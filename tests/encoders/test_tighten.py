@@ -75,6 +75,30 @@ def test_tightened_bounds_contain_samples_and_are_never_looser(case, seed) -> No
 
 @SETTINGS
 @given(case=nets_and_boxes(), seed=st.integers(0, 10_000))
+def test_alpha_encoding_bounds_contain_samples_and_are_within_crown(case, seed) -> None:
+    """``EncodeOptions(bounds="alpha")``: the big-M bounds of every encoding (LAYER_BOUNDS["alpha"])."""
+    from encoders.properties import LAYER_BOUNDS
+
+    net, lo, hi = case
+    crown = crown_bounds(net, lo, hi)
+    ab = LAYER_BOUNDS["alpha"](net, lo, hi)
+    pre = net.pre_activations(_samples(lo, hi, np.random.default_rng(seed)))
+    for k, z in enumerate(pre):
+        assert np.all(z >= ab.lower[k] - 1e-9) and np.all(z <= ab.upper[k] + 1e-9), f"layer {k}"
+        assert np.all(ab.lower[k] >= crown.lower[k]) and np.all(ab.upper[k] <= crown.upper[k]), f"layer {k}"
+
+
+def test_unknown_encoding_bounds_method() -> None:
+    from encoders.properties import EncodeOptions, LocalRobustness
+
+    net = network_from_layers([(np.eye(2), np.zeros(2)), (np.eye(2), np.zeros(2))])
+    prop = LocalRobustness(np.array([0.5, 0.2]), 0.1, 0)
+    with pytest.raises(SpecError, match="unknown method 'lp'"):
+        prop.encode({"net": net}, EncodeOptions(bounds="lp"))
+
+
+@SETTINGS
+@given(case=nets_and_boxes(), seed=st.integers(0, 10_000))
 def test_every_alpha_gives_a_sound_bound(case, seed) -> None:
     """The backward pass is a lower bound for *any* slopes in [0, 1] (not just the optimised ones)."""
     net, lo, hi = case

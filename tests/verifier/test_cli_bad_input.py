@@ -221,6 +221,11 @@ def test_delta_not_positive(files, capsys, delta: str) -> None:
     assert_bad_input(argv, capsys, "--delta")
 
 
+def test_unknown_bounds_method(files, capsys) -> None:
+    argv = ["verify", "vnnlib", "--onnx", files["net"], "--vnnlib", files["spec"], "--bounds", "lp"]
+    assert_bad_input(argv, capsys, "--bounds", "'lp'", "alpha")
+
+
 def test_empty_domain(files, capsys) -> None:
     argv = _global(files, "--delta", "0.1", "--kappa", "0.9", "--domain", "1", "0")
     assert_bad_input(argv, capsys, "--domain",

@@ -1,7 +1,7 @@
 """Cross-backend agreement: every backend answers the same program the same way.
 
 Fifty-odd generated tiny instances (local L∞ robustness, VNN-LIB box + DNF, two-copy global
-κ-robustness; bounds by CROWN or by interval arithmetic, alternately) are encoded once and the *same*
+κ-robustness; big-M bounds by CROWN, α-CROWN or interval arithmetic, in turn) are encoded once and the *same*
 :class:`~encoders.program.Program` is solved by Gurobi, HiGHS, Marabou and Z3.  For each instance:
 
 * every backend that does not time out gives the same status (SAT / UNSAT);
@@ -53,7 +53,7 @@ def _plan() -> list[tuple[str, int, bool, str]]:
     """(kind, seed, want, bounds) — 22 local, 18 VNN-LIB, 12 global = 52 instances."""
     plan = []
     for kind, n, base in (("local", 22, 5000), ("dnf", 18, 6000), ("global", 12, 7000)):
-        plan += [(kind, base + i, bool(i % 2), "ibp" if i % 3 == 2 else "crown") for i in range(n)]
+        plan += [(kind, base + i, bool(i % 2), ("crown", "alpha", "ibp")[i % 3]) for i in range(n)]
     return plan
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from encoders.errors import ConfigError, DataError, SpecError
 from encoders.network import load_onnx
+from encoders.properties import LAYER_BOUNDS
 
 from ..dispatch import BACKEND_CHOICES, DispatchConfig
 from ..results import Result
@@ -24,6 +26,7 @@ def _config(args: argparse.Namespace, default_timeout: float = 60.0) -> Dispatch
         timeout=float(timeout) if timeout is not None else default_timeout,
         threads=getattr(args, "threads", 1),
         seed=getattr(args, "seed", 0),
+        bounds=getattr(args, "bounds", "crown"),
     )
 
 
@@ -32,6 +35,11 @@ def _add_solver_flags(p: argparse.ArgumentParser, timeout: float | None = 60.0) 
     p.add_argument("--timeout", type=float, default=timeout, help="seconds per query")
     p.add_argument("--threads", type=int, default=1, help="solver threads per query")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--bounds",
+        default="crown",
+        help=f"big-M bounds of the encodings: one of {', '.join(LAYER_BOUNDS)} (default crown)",
+    )
 
 
 def _validate_backend(args: argparse.Namespace) -> None:
@@ -219,7 +227,7 @@ def _global_radius(args: argparse.Namespace) -> dict[str, Any]:
     dom = _domain(args, net.n_inputs) or (np.zeros(net.n_inputs), np.ones(net.n_inputs))
     cfg = _config(args, 60.0)
     if args.timeout is None or args.timeout == 300.0:  # the single-query default; per probe 60 s
-        cfg = DispatchConfig(cfg.backend, 60.0, cfg.threads, seed=cfg.seed)
+        cfg = replace(cfg, timeout=60.0)
     r = certified_global_radius(net, args.kappa, dom, cfg, args.norm, args.budget, args.gap, args.per_class)
     out = r.to_json()
 
