@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -55,11 +55,13 @@ import numpy as np
 from encoders.bounds.pair_lp import PairLP, initial_pair_bounds, tighten_pair
 from encoders.bounds.twin import pair_margin_upper
 from encoders.network import Network
+from encoders.program import Program
 from encoders.properties import EncodeOptions, GlobalRobustness
 
+from ..backends.solve import choose_backend, solve
 from ..dispatch import DispatchConfig, verify
-from ..replay import search_pairs
-from ..results import Counterexample, Result, Verdict
+from ..replay import polish, replay, search_pairs
+from ..results import Counterexample, Result, SolveStatus, Verdict
 
 __all__ = [
     "GlobalSplitConfig",
@@ -90,6 +92,14 @@ class GlobalSplitConfig:
         Seed a local pair search from the LP optimum of each pair still open after stage 3.
     milp
         Stage 4.
+    milp_after, milp_probe
+        After tightening step ``milp_after`` (0 = the first) and every later one, the pair's MILP
+        (:func:`_pair_milp`) gets ``milp_probe`` seconds; pairs still open after every step get a
+        second MILP with the time left shared among them.
+    tol
+        The proven minimum of ``z_c(x') − z_j(x')`` that closes a pair (:func:`_pair_milp`).
+    gurobi_params
+        Extra Gurobi parameters of the pair MILPs, as ``(name, value)`` pairs.
     """
 
     search_fraction: float = 0.15
@@ -97,6 +107,10 @@ class GlobalSplitConfig:
     obbt_plan: tuple[tuple[tuple[int, ...], bool], ...] = (((-1,), False), ((), False), ((), True))
     lp_search: bool = True
     milp: bool = True
+    milp_after: int = 0
+    milp_probe: float = 2.0
+    tol: float = 1e-3
+    gurobi_params: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,129 @@ def _lp_start(
     return v[lp.xa].copy(), v[lp.xb].copy()
 
 
+#: a pair is closed by its MILP when the proven minimum of ``z_c(x') − z_j(x')`` is at least this
+PAIR_TOL = 1e-3
+
+
+@dataclass(frozen=True)
+class PairMilp:
+    """How :func:`_pair_milp` ended: ``how`` ∈ {closed, falsified, open, fallback}; ``bound`` is the
+    proven lower bound of ``min z_c(x') − z_j(x')`` (``inf`` when the model is infeasible, ``None``
+    when nothing was proved); ``cex`` the replayed pair when falsified."""
+
+    how: str
+    bound: float | None
+    time_s: float
+    cex: Counterexample | None = None
+    message: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def pair_program(prop: GlobalRobustness, net: Network, j: int, bounds: str = "crown") -> Program:
+    r"""The two-copy program of the pair ``(c, j)`` with the objective ``min z_c(x') − z_j(x')``.
+
+    :meth:`GlobalRobustness.encode` with ``target=j`` (copy a κ-confident for ``c``: the margin rows and
+    the softmax tangent cuts; ``|x − x'| ≤ δ``; each copy's big-M constants from ``prop.pair_bounds``
+    when given, stable neurons folded away; the ``twin.*`` difference rows), with the flip row
+    ``z_j(x') − z_c(x') ≥ 0`` removed and turned into the objective.
+    """
+    prog = prop.encode({"a": net, "b": net}, EncodeOptions(bounds, target=j))
+    c = prop.label
+    flip = f"b.y{j}>=y{c}"
+    prog.rows = [r for r in prog.rows if r.name != flip]
+    zb = prog.blocks["b"]["output"]
+    prog.set_objective([int(zb[c]), int(zb[j])], [1.0, -1.0])
+    prog.meta["pair_objective"] = (c, j)
+    return prog
+
+
+def _pair_milp(
+    prop: GlobalRobustness,
+    net: Network,
+    j: int,
+    timeout: float,
+    config: DispatchConfig,
+    tol: float = PAIR_TOL,
+    gurobi_params: Mapping[str, Any] | None = None,
+) -> PairMilp:
+    r"""Close, refute or leave open the pair ``(c, j)`` by one optimisation MILP (Gurobi).
+
+    Formulation
+    -----------
+    :func:`pair_program`: ``μ = min z_c(x') − z_j(x')`` over the two-copy encoding ``M`` (copy a
+    κ-confident for ``c`` by the outer approximation of the confident set, ``‖x − x'‖_∞ ≤ δ``, both copies
+    exact ReLU networks through big-M rows whose constants are the bounds ``prop.pair_bounds``, and the
+    difference rows).  The flip row is the objective, not a constraint.
+
+    Soundness
+    ---------
+    Every bound in ``prop.pair_bounds`` holds on every violating pair through ``j`` (they are tightened
+    with the flip row among the constraints, :func:`encoders.bounds.pair_lp.tighten_pair`), and every
+    other row of ``M`` holds on every coupled pair with copy a confident.  So a violating pair
+    ``(x, x')`` — ``z_j(x') ≥ z_c(x')`` — is a feasible point of ``M`` with objective ``≤ 0``, and
+    ``μ ≤ 0``.  Contrapositively the pair is *closed* when the solver proves ``μ > 0``: its proven
+    bound (Gurobi's ``ObjBound``, ``Outcome.bound``) is at least ``tol = 1e-3``, or the model is
+    infeasible.  The threshold sits a thousand times above Gurobi's feasibility and optimality
+    tolerances (1e-6), which is the slack a proven bound may carry (a point violating rows by 1e-6
+    moves the objective by at most a few 1e-6 here: the output rows have coefficients of order one
+    and the network's weights are applied to values bounded by the big-M constants); infeasibility is
+    used as a proof exactly as everywhere else in the project (an infeasible violation encoding is
+    VERIFIED, :func:`verifier.dispatch.stage_solve`).
+
+    Refutation: an incumbent with objective ``< 0`` is a candidate pair; it counts only when it replays
+    on onnxruntime (:func:`verifier.replay.replay`, then :func:`~verifier.replay.polish`).  A candidate
+    whose copy a is not really κ-confident adds the tangent cut at its logits
+    (:meth:`GlobalRobustness.refine`) and the MILP is solved again.
+
+    The solve goes through :func:`verifier.backends.solve.solve` (a child process with the hard time
+    limit).  Gurobi stops as soon as the bound reaches ``tol`` (``BestBdStop``) or an incumbent is
+    below ``−tol`` (``BestObjStop``).  When the program is over Gurobi's licence (or Gurobi is not
+    the configured backend) the result is ``fallback``: the caller uses the dispatcher's feasibility
+    path instead.
+    """
+    t0 = time.perf_counter()
+    nets = {"a": net, "b": net}
+    prog = pair_program(prop, net, j, config.bounds)
+    st = prog.stats()
+    stats: dict[str, Any] = {"variables": st["milp_variables"], "binaries": st["binaries"]}
+    if choose_backend(config.backend, prog, milp_only=True) != "gurobi":
+        return PairMilp("fallback", None, time.perf_counter() - t0, message="not a Gurobi model", stats=stats)
+    params = {"params": {**dict(gurobi_params or {}), "BestBdStop": tol, "BestObjStop": -tol}}
+    bound: float | None = None
+    msg = ""
+    for round_no in range(config.max_refinements + 1):
+        left = timeout - (time.perf_counter() - t0)
+        if left <= 0.05:
+            break
+        out = solve("gurobi", prog, left, config.threads, params=params, in_process=config.in_process)
+        stats.update(rounds=round_no + 1, nodes=out.stats.get("nodes"), status=out.status.value)
+        if out.stats.get("licence_limit"):
+            return PairMilp("fallback", None, time.perf_counter() - t0, message=out.message, stats=stats)
+        if out.status is SolveStatus.UNSAT:
+            return PairMilp("closed", math.inf, time.perf_counter() - t0, message="infeasible", stats=stats)
+        if out.bound is not None:
+            bound = out.bound if bound is None else max(bound, out.bound)
+            if out.bound >= tol:
+                return PairMilp("closed", out.bound, time.perf_counter() - t0, message="bound", stats=stats)
+        if out.assignment is None or out.objective is None or out.objective >= 0.0:
+            msg = out.message or out.status.value
+            break
+        xs = {ns: np.asarray(out.assignment)[prog.blocks[ns]["input"]] for ns in ("a", "b")}
+        rep = replay(prop, nets, xs)
+        if not rep.ok:
+            pol = polish(prop, nets, xs)
+            rep = pol if pol.ok else rep
+        if rep.ok:
+            dt = time.perf_counter() - t0
+            return PairMilp("falsified", bound, dt, rep.counterexample, rep.reason, stats)
+        cuts = prop.refine(prog, out.assignment)
+        if not cuts:
+            msg = f"candidate rejected: {rep.reason}"
+            break
+        prog.rows.extend(cuts)
+    return PairMilp("open", bound, time.perf_counter() - t0, message=msg, stats=stats)
+
+
 def decide_global(
     net: Network,
     delta: float,
@@ -132,12 +269,17 @@ def decide_global(
     norm: str = "inf",
     classes: Sequence[int] | None = None,
     split: GlobalSplitConfig = GlobalSplitConfig(),
+    known_closed: Mapping[tuple[int, int], float] | None = None,
 ) -> Result:
     """Global two-copy κ-confidence δ-robustness by ``(class, competitor)`` pairs (module docstring).
 
     Returns a :class:`Result`: VERIFIED when every pair is closed, FALSIFIED with a replayed pair,
     else TIMEOUT (time limit) or UNKNOWN.  ``stats`` has ``pairs`` (per-pair :class:`PairStatus` as
-    dicts), counts per stage and ``open`` (pairs left).
+    dicts), counts per stage, ``open`` (pairs left) and ``closed`` (``[c, j]`` of every pair closed).
+
+    ``known_closed`` maps ``(c, j)`` to a δ' at which that pair was closed for the same network, κ,
+    domain and norm: the pair is closed at every ``δ ≤ δ'`` too (its violating pairs at δ are a subset
+    of those at δ'), so it is not redone (``how = "cache"``).
     """
     t0 = time.perf_counter()
     deadline = t0 + config.timeout
@@ -160,6 +302,7 @@ def decide_global(
             "pairs": [s.__dict__ for s in statuses],
             "closed_by": counts,
             "open": [(s.c, s.j) for s in statuses if s.how == "open"],
+            "closed": [[s.c, s.j] for s in statuses if s.how in ("bounds", "lp", "milp", "cache")],
         }
         return Result(verdict, backend, elapsed(), message=msg, counterexample=cex, stats=stats)
 
@@ -179,9 +322,15 @@ def decide_global(
                 open_pairs.append((c, j))
             else:
                 statuses.append(PairStatus(c, j, "bounds", excess[(c, j)], elapsed()))
+    if known_closed:
+        cached = [cj for cj in open_pairs if known_closed.get(cj, -math.inf) >= delta]
+        for c, j in cached:
+            statuses.append(PairStatus(c, j, "cache", excess[(c, j)], elapsed()))
+        open_pairs = [cj for cj in open_pairs if cj not in set(cached)]
     if not open_pairs:
         return finish(
             Verdict.VERIFIED, "twin", "every (class, competitor) pair closed by CROWN / twin bounds"
+            + (" or closed at a larger δ" if known_closed else "")
         )
     # 2. search: a cheap round over every class with open pairs, then a larger one, closest first
     closeness: dict[int, float] = {}
@@ -204,23 +353,64 @@ def decide_global(
                         f"class {c}: violating pair found by gradient search; replayed",
                         rep.counterexample,
                     )
-    # 3. per-pair LP tightening (L∞), easiest pairs first
-    # proving: easiest pairs first; refuting only (no tightening steps): likeliest violations first
+    # 3–4. pair by pair (easiest first when proving, likeliest violation first when only refuting):
+    #      LP tightening step by step, a short MILP after each step from split.milp_after on, then the
+    #      LP-seeded search; pairs still open get a second pass with the time left shared among them
     open_pairs.sort(key=lambda cj: excess[cj] if split.obbt_plan else -excess[cj])
     tightened: dict[tuple[int, int], Any] = {}
-    still: list[tuple[int, int]] = []
     L = len(net.affines) - 1
+    milp_time: dict[tuple[int, int], float] = {}
+
+    def close(c: int, j: int, how: str) -> None:
+        statuses.append(PairStatus(c, j, how, excess[(c, j)], elapsed()))
+
+    def run_milp(c: int, j: int, budget: float) -> Result | None:
+        """The pair's MILP (:func:`_pair_milp`, or the dispatcher's feasibility path when the program is
+        not a Gurobi model); returns a FALSIFIED result, and records ``how`` in ``pair_how``."""
+        prop = props[c]
+        if (c, j) in tightened:
+            prop = replace(prop, pair_bounds=tightened[(c, j)])
+        t = time.perf_counter()
+        pm = _pair_milp(prop, net, j, budget, config, split.tol, dict(split.gurobi_params))
+        if pm.how == "fallback":
+            r = verify(
+                prop,
+                nets,
+                replace(config, timeout=max(budget - pm.time_s, 0.5), quick_check=False, samples=0),
+                EncodeOptions(config.bounds, target=j),
+            )
+            pm = PairMilp(
+                {Verdict.VERIFIED: "closed", Verdict.FALSIFIED: "falsified"}.get(r.verdict, "open"),
+                None,
+                time.perf_counter() - t,
+                r.counterexample,
+                r.message,
+            )
+        milp_time[(c, j)] = milp_time.get((c, j), 0.0) + time.perf_counter() - t
+        pair_how[(c, j)] = pm.how
+        if pm.how == "falsified":
+            statuses.append(PairStatus(c, j, "falsified", excess[(c, j)], elapsed()))
+            return finish(
+                Verdict.FALSIFIED,
+                "milp",
+                f"class {c}, competitor {j}: MILP pair replayed on onnxruntime ({pm.message})",
+                pm.cex,
+            )
+        return None
+
+    pair_how: dict[tuple[int, int], str] = {}
+    second: list[tuple[int, int]] = []
     for c, j in open_pairs:
-        if norm != "inf" or not split.lp or time.perf_counter() > deadline:
-            still.append((c, j))
+        if norm != "inf" or time.perf_counter() > deadline:
+            second.append((c, j))
             continue
+        m_c = props[c].margin
         pb = _initial(net, lo, hi, delta)
         closed = False
-        for plan, per_copy in split.obbt_plan:
+        for step_no, (plan, per_copy) in enumerate(split.obbt_plan if split.lp else ()):
             if time.perf_counter() > deadline:
                 break
             layers = [k % L for k in plan] if plan else None
-            m_c = props[c].margin
             pb = tighten_pair(
                 net,
                 pb,
@@ -235,16 +425,25 @@ def decide_global(
                 per_copy=per_copy,
                 goal=lambda b, c=c, j=j, m_c=m_c: bool(pair_margin_upper(net, b.twin, c)[j] < m_c),
             )
-            excess[(c, j)] = float(pair_margin_upper(net, pb.twin, c)[j] - props[c].margin)
+            tightened[(c, j)] = pb
+            excess[(c, j)] = float(pair_margin_upper(net, pb.twin, c)[j] - m_c)
             if excess[(c, j)] < 0.0:
-                statuses.append(PairStatus(c, j, "lp", excess[(c, j)], elapsed()))
+                close(c, j, "lp")
                 closed = True
                 break
+            left = deadline - time.perf_counter()
+            if split.milp and step_no >= split.milp_after and left > 0.5:
+                res = run_milp(c, j, min(split.milp_probe, left))
+                if res is not None:
+                    return res
+                if pair_how[(c, j)] == "closed":
+                    close(c, j, "milp")
+                    closed = True
+                    break
         if closed:
             continue
-        tightened[(c, j)] = pb
-        if split.lp_search and config.samples > 0 and time.perf_counter() < deadline:
-            start = _lp_start(net, pb, lo, hi, delta, c, j, kappa)
+        if split.lp and split.lp_search and config.samples > 0 and time.perf_counter() < deadline:
+            start = _lp_start(net, tightened.get((c, j), pb), lo, hi, delta, c, j, kappa)
             if start is not None:
                 rep, _ = search_pairs(
                     props[c], nets, "no pair", batch=32, steps=150, step=0.005, seed=config.seed, start=start
@@ -258,30 +457,20 @@ def decide_global(
                         "optimum; replayed",
                         rep.counterexample,
                     )
-        still.append((c, j))
-    # 4. MILP per pair with the tightened bounds
-    for n_left, (c, j) in zip(range(len(still), 0, -1), still):
+        second.append((c, j))
+    # second pass: the MILP of every pair still open, the time left shared among them
+    for n_left, (c, j) in zip(range(len(second), 0, -1), second):
         left = deadline - time.perf_counter()
         if not split.milp or left <= 0.5:
             statuses.append(PairStatus(c, j, "open", excess[(c, j)], elapsed()))
             continue
-        prop = props[c]
-        if (c, j) in tightened:
-            prop = replace(prop, pair_bounds=tightened[(c, j)])
-        r = verify(
-            prop,
-            nets,
-            replace(config, timeout=max(left / n_left, 0.5), quick_check=False, samples=0),
-            EncodeOptions(config.bounds, target=j),
-        )
-        if r.verdict is Verdict.FALSIFIED:
-            statuses.append(PairStatus(c, j, "falsified", excess[(c, j)], elapsed()))
-            return finish(
-                Verdict.FALSIFIED, r.backend, f"class {c}, competitor {j}: {r.message}", r.counterexample
-            )
-        statuses.append(
-            PairStatus(c, j, "milp" if r.verdict is Verdict.VERIFIED else "open", excess[(c, j)], elapsed())
-        )
+        res = run_milp(c, j, max(left / n_left, 0.5))
+        if res is not None:
+            return res
+        if pair_how[(c, j)] == "closed":
+            close(c, j, "milp")
+        else:
+            statuses.append(PairStatus(c, j, "open", excess[(c, j)], elapsed()))
     n_open = sum(s.how == "open" for s in statuses)
     if n_open == 0:
         return finish(
