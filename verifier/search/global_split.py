@@ -39,7 +39,13 @@ so the search is asymmetric:
    nothing and the smallest refuted δ (a third of the budget);
 3. full :func:`decide_global` probes upward from the proved radius, each at most ``2·gap`` above it
    (and below any δ where a full probe ended undecided), until ``upper − lower ≤ gap · upper`` or
-   the budget is spent — anytime: the interval so far is returned.
+   the budget is spent — anytime: the interval so far is returned.  A full probe that timed out
+   with at most 12 pairs open, fewer than its last attempt at that δ, is run again at once (without
+   the search): the closed-pair cache below makes the retry work only on the pairs left.
+
+Every probe, decided or not, reports the pairs it closed; a pair closed at ``δ'`` is closed at every
+``δ ≤ δ'`` (its violating pairs at δ are among those at ``δ'``), so later probes at or below ``δ'``
+skip it (``known_closed`` of :func:`decide_global`).
 """
 
 from __future__ import annotations
@@ -100,6 +106,11 @@ class GlobalSplitConfig:
         The proven minimum of ``z_c(x') − z_j(x')`` that closes a pair (:func:`_pair_milp`).
     gurobi_params
         Extra Gurobi parameters of the pair MILPs, as ``(name, value)`` pairs.
+    local_milp, local_radii, local_time, local_fraction
+        Refutation: the ``local_milp`` open pairs whose search came closest get an exact MILP on the
+        box of half-width ``r`` around the search's best pair (:func:`_local_pair_milp`), for each
+        ``r`` in ``local_radii`` in turn (all pairs at the smallest box first), at most ``local_time``
+        seconds each, within ``local_fraction`` of the time left.
     """
 
     search_fraction: float = 0.15
@@ -111,6 +122,10 @@ class GlobalSplitConfig:
     milp_probe: float = 2.0
     tol: float = 1e-3
     gurobi_params: tuple[tuple[str, Any], ...] = ()
+    local_milp: int = 3
+    local_radii: tuple[float, ...] = (0.3,)
+    local_time: float = 8.0
+    local_fraction: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -260,6 +275,37 @@ def _pair_milp(
     return PairMilp("open", bound, time.perf_counter() - t0, message=msg, stats=stats)
 
 
+def _local_pair_milp(
+    prop: GlobalRobustness,
+    net: Network,
+    j: int,
+    xa: np.ndarray,
+    xb: np.ndarray,
+    radius: float,
+    timeout: float,
+    config: DispatchConfig,
+) -> PairMilp:
+    r"""Refutation only: the pair MILP of ``(c, j)`` on a small box around a near-miss pair ``(xa, xb)``.
+
+    Both copies range over ``B = [min(xa, xb) − r, max(xa, xb) + r] ∩ D`` (``r = radius``), so their
+    big-M bounds (CROWN over ``B``) and the twin bounds are much tighter than over ``D`` and the MILP is
+    exact on ``B × B``: it finds the most violating pair there when one exists.  ``B ⊆ D``, so a pair
+    of ``B`` is a pair of ``D``: a falsified result is replayed on onnxruntime against ``prop`` itself
+    (the full domain) before it is returned.  Any other outcome proves nothing about ``D`` and is
+    returned as ``open``.
+    """
+    lo_d, hi_d = prop.domain_lo, prop.domain_hi
+    blo = np.maximum(lo_d, np.minimum(xa, xb) - radius)
+    bhi = np.minimum(hi_d, np.maximum(xa, xb) + radius)
+    local = GlobalRobustness(prop.delta, prop.kappa, blo, bhi, prop.norm, prop.label)
+    pm = _pair_milp(local, net, j, timeout, config)
+    if pm.how == "falsified" and pm.cex is not None and pm.cex.x2 is not None:
+        rep = replay(prop, {"a": net, "b": net}, {"a": pm.cex.x, "b": pm.cex.x2})
+        if rep.ok:
+            return replace(pm, cex=rep.counterexample, message=f"local MILP: {rep.reason}")
+    return replace(pm, how="open" if pm.how != "fallback" else "fallback", cex=None)
+
+
 def decide_global(
     net: Network,
     delta: float,
@@ -329,11 +375,14 @@ def decide_global(
         open_pairs = [cj for cj in open_pairs if cj not in set(cached)]
     if not open_pairs:
         return finish(
-            Verdict.VERIFIED, "twin", "every (class, competitor) pair closed by CROWN / twin bounds"
-            + (" or closed at a larger δ" if known_closed else "")
+            Verdict.VERIFIED,
+            "twin",
+            "every (class, competitor) pair closed by CROWN / twin bounds"
+            + (" or closed at a larger δ" if known_closed else ""),
         )
     # 2. search: a cheap round over every class with open pairs, then a larger one, closest first
     closeness: dict[int, float] = {}
+    near: list[tuple[float, int, int, np.ndarray, np.ndarray]] = []  # (score, c, j, x, x')
     if config.samples > 0:
         cls = sorted({c for c, _ in open_pairs})
         search_deadline = t0 + split.search_fraction * config.timeout
@@ -342,9 +391,11 @@ def decide_global(
             for c in order:
                 if not first and time.perf_counter() > search_deadline:
                     break
+                found: list[tuple[float, int, np.ndarray, np.ndarray]] = []
                 rep, best = search_pairs(
-                    props[c], nets, "no pair", batch=batch, steps=steps, seed=config.seed
+                    props[c], nets, "no pair", batch=batch, steps=steps, seed=config.seed, near=found
                 )
+                near.extend((sc, c, j, xa_, xb_) for sc, j, xa_, xb_ in found if (c, j) in set(open_pairs))
                 closeness[c] = max(best, closeness.get(c, -np.inf))
                 if rep.ok:
                     return finish(
@@ -353,6 +404,33 @@ def decide_global(
                         f"class {c}: violating pair found by gradient search; replayed",
                         rep.counterexample,
                     )
+    # 2b. refutation: exact MILPs on small boxes around the closest near misses of the search
+    if split.local_milp > 0 and norm == "inf" and near:
+        best_of: dict[tuple[int, int], tuple[float, int, int, np.ndarray, np.ndarray]] = {}
+        for item in near:
+            key = (item[1], item[2])
+            if key not in best_of or item[0] > best_of[key][0]:
+                best_of[key] = item
+        ranked = sorted(best_of.values(), key=lambda it: -it[0])[: split.local_milp]
+        t_local = time.perf_counter() + split.local_fraction * (deadline - time.perf_counter())
+        n_runs = len(ranked) * len(split.local_radii)
+        runs = [(r, it) for r in split.local_radii for it in ranked]
+        for n_left, (radius, (_, c, j, xa_, xb_)) in zip(range(n_runs, 0, -1), runs):
+            left = t_local - time.perf_counter()
+            if left <= 0.2:
+                break
+            budget = min(split.local_time, left / n_left * len(split.local_radii))
+            pm = _local_pair_milp(props[c], net, j, xa_, xb_, radius, budget, config)
+            if pm.how == "falsified":
+                statuses.append(PairStatus(c, j, "falsified", excess[(c, j)], elapsed()))
+                return finish(
+                    Verdict.FALSIFIED,
+                    "local-milp",
+                    f"class {c}, competitor {j}: {pm.message}",
+                    pm.cex,
+                )
+            if pm.how == "fallback":
+                break
     # 3–4. pair by pair (easiest first when proving, likeliest violation first when only refuting):
     #      LP tightening step by step, a short MILP after each step from split.milp_after on, then the
     #      LP-seeded search; pairs still open get a second pass with the time left shared among them
@@ -586,14 +664,23 @@ def _class_radius(
     probes: list[tuple[float, str, float]] = []
     lower, upper, pair = start, math.inf, None
 
+    # pairs closed at some δ' (by any probe, decided or not), with the largest such δ': closed at every
+    # δ ≤ δ' too (monotone), so later probes below δ' skip them
+    closed_at: dict[tuple[int, int], float] = {}
+
     def probe(d: float, cfg: DispatchConfig, sp: GlobalSplitConfig) -> Result:
-        r = decide_global(net, d, kappa, (lo, hi), cfg, norm, classes, sp)
+        r = decide_global(net, d, kappa, (lo, hi), cfg, norm, classes, sp, known_closed=closed_at)
         probes.append((d, r.verdict.value, round(r.time_s, 3)))
+        for c, j in r.stats.get("closed", []):
+            closed_at[(c, j)] = max(closed_at.get((c, j), -math.inf), d)
         return r
 
     # 1. falsification: grow δ by half from the proved radius until a pair replays (search only) …
-    # refuting probes: the pair search, and one LP per open pair to seed it (no tightening, no MILP)
-    search_only = replace(split, obbt_plan=(), milp=False)
+    # refuting probes: the pair search, one LP per open pair to seed it, and local MILPs around the closest
+    # near misses (no tightening, no full MILP)
+    search_only = replace(
+        split, obbt_plan=(), milp=False, local_milp=max(split.local_milp, 12), local_fraction=0.7
+    )
     att_lo = lower  # largest δ at which the search found nothing
     d = max(lower, 1e-3) * 1.5
     width = float(np.max(hi - lo))
@@ -623,23 +710,37 @@ def _class_radius(
     # 2. proofs: full probes upward from the proved radius, at most 2·gap above it each time; an
     #    undecided probe lowers the ceiling for the next ones
     ceiling = upper
+    open_at: dict[float, int] = {}  # pairs left open by the last undecided full probe at this δ
+    retry: float | None = None
     while time.perf_counter() < deadline:
         if math.isfinite(upper) and (upper - lower) <= gap * upper:
             break
-        top = min(upper, ceiling)
-        if not math.isfinite(top):
-            top = att_lo if att_lo > lower else 2 * max(lower, 1e-3)
-        mid = min(0.5 * (lower + top), max(lower, 1e-4) * (1 + 2 * gap))
-        if mid - lower <= 1e-3 * max(mid, 1e-12):
-            break
         left = deadline - time.perf_counter()
-        r = probe(mid, replace(config, timeout=max(min(left, config.timeout), 0.5)), split)
+        cfg = replace(config, timeout=max(min(left, config.timeout), 0.5))
+        if retry is not None:
+            # the same δ again: the pairs it closed are skipped (cache), the open ones get the time;
+            # no search this time (it ran at this δ already)
+            mid, sp, cfg = retry, replace(split, local_milp=0), replace(cfg, samples=0)
+        else:
+            top = min(upper, ceiling)
+            if not math.isfinite(top):
+                top = att_lo if att_lo > lower else 2 * max(lower, 1e-3)
+            mid = min(0.5 * (lower + top), max(lower, 1e-4) * (1 + 2 * gap))
+            if mid - lower <= 1e-3 * max(mid, 1e-12):
+                break
+            sp = split
+        retry = None
+        r = probe(mid, cfg, sp)
         if r.verdict is Verdict.VERIFIED:
             lower = mid
         elif r.verdict is Verdict.FALSIFIED:
             upper, pair = mid, r.counterexample
         else:
-            ceiling = mid
+            n_open = len(r.stats.get("open", []))
+            if r.verdict is Verdict.TIMEOUT and 0 < n_open < open_at.get(mid, 10**9) and n_open <= 12:
+                retry = mid  # it closed pairs and few are left: finish it before bisecting lower
+            open_at[mid] = n_open
+            ceiling = min(ceiling, mid)
     if lower >= upper:  # monotonicity: a proof above a replayed violation would be a soundness bug
         raise RuntimeError(f"global radius: proved δ={lower} but falsified δ={upper} (soundness bug)")
     done = math.isfinite(upper) and (upper - lower) <= gap * upper
