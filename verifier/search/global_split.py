@@ -9,20 +9,30 @@ such pair, and one replayed pair refutes it.  :func:`decide_global` works on the
    twin-network difference bound ``max Δ_j < m`` (:meth:`GlobalRobustness.open_targets`) close most
    pairs at once;
 2. **search** — the projected-gradient pair search (:func:`verifier.replay.search_pairs`), one round
-   over every class, then a larger one; every pair is replayed on onnxruntime;
-3. **LP tightening per pair** (L∞) — optimisation-based bound tightening of the difference bounds
-   ``z(x) − z(x')`` on the LP relaxation of the violating pairs *through j*
-   (:func:`encoders.bounds.pair_lp.tighten_pair`: copy a confident, copy b's ``z_j ≥ z_c``, twin rows;
-   every bound certified by weak duality), last hidden layer first, then all layers; the twin bound
-   ``max Δ_j`` recomputed from the tightened bounds proves the pair when it drops below ``m``.  The LP
-   optimum of ``max z_j(x') − z_c(x')`` also seeds a local pair search (starts from the relaxation);
-4. **MILP per pair** — the two-copy encoding restricted to ``j``, with the tightened per-copy and
-   difference bounds (big-M constants and ``twin.*`` rows), through :func:`verifier.dispatch.verify`
-   (child process, hard timeout, candidates replayed).
+   over every class, then a larger one; every pair is replayed on onnxruntime.  The closest near
+   misses then get a *local MILP* (:func:`_local_pair_milp`): the exact pair MILP on a small box
+   around the near miss, where its bounds are tight and Gurobi finds a violating pair in seconds
+   when there is one (refutation only; replayed against the full domain);
+3. **pair by pair** (L∞), easiest pairs first, each finished before the next:
+
+   a. *LP tightening* — optimisation-based bound tightening of the difference bounds
+      ``z(x) − z(x')`` (and, in the last step, of each copy's own bounds) on the LP relaxation of the
+      violating pairs *through j* (:func:`encoders.bounds.pair_lp.tighten_pair`: copy a confident,
+      copy b's ``z_j ≥ z_c``, twin rows; every bound certified by weak duality), step by step
+      (``obbt_plan``); the twin bound ``max Δ_j`` recomputed from the tightened bounds proves the
+      pair when it drops below ``m``;
+   b. after each step, a short *pair MILP* (:func:`_pair_milp`: ``min z_c(x') − z_j(x')`` over the
+      two-copy encoding with the tightened bounds, on Gurobi through the one solve path; closed when
+      the proven bound is ≥ 1e-3 or the model is infeasible) — a MILP with good bounds often closes
+      in a second what further LP steps would take tens of seconds for;
+   c. the LP optimum of ``max z_j(x') − z_c(x')`` seeds a local pair search;
+4. **second pass** — the pair MILP of every pair still open, the time left shared among them (the
+   dispatcher's feasibility MILP, :func:`verifier.dispatch.verify`, when the model is not a Gurobi
+   model, e.g. over the size-limited licence).
 
 Soundness: every bound used in 3–4 holds for every violating pair through ``j``, so a pair is closed
 only when no violating pair through ``j`` exists (modulo the MILP solver's tolerances, as for every
-MILP verdict); FALSIFIED only with a replayed pair.
+MILP verdict; see :func:`_pair_milp`); FALSIFIED only with a replayed pair.
 
 The certified global radius (:func:`certified_global_radius`)
 -------------------------------------------------------------
@@ -125,7 +135,7 @@ class GlobalSplitConfig:
     local_milp: int = 3
     local_radii: tuple[float, ...] = (0.3,)
     local_time: float = 8.0
-    local_fraction: float = 0.25
+    local_fraction: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -214,12 +224,14 @@ def _pair_milp(
     ``(x, x')`` — ``z_j(x') ≥ z_c(x')`` — is a feasible point of ``M`` with objective ``≤ 0``, and
     ``μ ≤ 0``.  Contrapositively the pair is *closed* when the solver proves ``μ > 0``: its proven
     bound (Gurobi's ``ObjBound``, ``Outcome.bound``) is at least ``tol = 1e-3``, or the model is
-    infeasible.  The threshold sits a thousand times above Gurobi's feasibility and optimality
-    tolerances (1e-6), which is the slack a proven bound may carry (a point violating rows by 1e-6
-    moves the objective by at most a few 1e-6 here: the output rows have coefficients of order one
-    and the network's weights are applied to values bounded by the big-M constants); infeasibility is
-    used as a proof exactly as everywhere else in the project (an infeasible violation encoding is
-    VERIFIED, :func:`verifier.dispatch.stage_solve`).
+    infeasible.  Why ``1e-3`` and not ``> 0``: the proven bound holds for the model up to Gurobi's
+    tolerances — rows met to 1e-6 (``FeasibilityTol``), binaries integral to 1e-5 (``IntFeasTol``),
+    which lets a big-M ReLU with constants of order ten move its output by about 1e-4 — and a
+    violating pair may sit exactly at objective 0, so the threshold must lie above what these
+    tolerances can shift the objective by; 1e-3 is ten times that estimate and a thousand times the
+    feasibility tolerance.  Infeasibility is taken as a proof as everywhere else in the project (an
+    infeasible violation encoding is VERIFIED, :func:`verifier.dispatch.stage_solve`: the same
+    reliance on the MILP solver).
 
     Refutation: an incumbent with objective ``< 0`` is a candidate pair; it counts only when it replays
     on onnxruntime (:func:`verifier.replay.replay`, then :func:`~verifier.replay.polish`).  A candidate
@@ -679,7 +691,7 @@ def _class_radius(
     # refuting probes: the pair search, one LP per open pair to seed it, and local MILPs around the closest
     # near misses (no tightening, no full MILP)
     search_only = replace(
-        split, obbt_plan=(), milp=False, local_milp=max(split.local_milp, 12), local_fraction=0.7
+        split, obbt_plan=(), milp=False, local_milp=max(split.local_milp, 12), local_fraction=0.35
     )
     att_lo = lower  # largest δ at which the search found nothing
     d = max(lower, 1e-3) * 1.5
