@@ -745,6 +745,8 @@ def _class_radius(
         r = probe(mid, cfg, sp)
         if r.verdict is Verdict.VERIFIED:
             lower = mid
+            if ceiling <= lower:  # a retried ceiling is proved now: the way up is open again
+                ceiling = upper
         elif r.verdict is Verdict.FALSIFIED:
             upper, pair = mid, r.counterexample
         else:
