@@ -68,7 +68,15 @@ from ..network import Network
 from .crown import crown_bounds
 from .twin import TwinBounds, twin_bounds
 
-__all__ = ["PairBounds", "PairLP", "initial_pair_bounds", "tighten_pair", "sound_lp_lower"]
+__all__ = [
+    "PairBounds",
+    "PairLP",
+    "initial_pair_bounds",
+    "tighten_pair",
+    "sound_lp_lower",
+    "cross_copy_bounds",
+    "cross_copy_box",
+]
 
 _REL = 1e-9
 
@@ -110,6 +118,70 @@ def _with_twin(
 ) -> PairBounds:
     tb = twin_bounds(net, lo, hi, delta, "inf", (list(la), list(ua)), (list(lb), list(ub)), diff=diff)
     return PairBounds(tuple(la), tuple(ua), tuple(lb), tuple(ub), tb, dict(stats or {}))
+
+
+def _down(v: np.ndarray) -> np.ndarray:
+    return np.nextafter(v, -np.inf)
+
+
+def _up(v: np.ndarray) -> np.ndarray:
+    return np.nextafter(v, np.inf)
+
+
+def cross_copy_bounds(
+    la: Sequence[np.ndarray],
+    ua: Sequence[np.ndarray],
+    lb: Sequence[np.ndarray],
+    ub: Sequence[np.ndarray],
+    dl: Sequence[np.ndarray],
+    du: Sequence[np.ndarray],
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    r"""Each copy's bounds from the other copy's and the difference bounds, intersected with its own.
+
+    For every affine layer ``k`` and every pair of interest, ``z_b = z_a − Δz`` with
+    ``z_a ∈ [l_a, u_a]`` and ``Δz = z_a − z_b ∈ [dl, du]``, hence
+
+        l_a − du ≤ z_b ≤ u_a − dl,        l_b + dl ≤ z_a ≤ u_b + du,
+
+    and each copy's bounds become the intersection with these.  Used after the LP tightens one copy
+    (e.g. copy a under the confidence rows, where it is thin) to carry the gain to the other copy
+    without its own LPs.  The sums are computed in float64 and each rounded *outward* by one ulp
+    (``nextafter``): a correctly rounded sum or difference is within half an ulp of the exact one, so
+    the widened value is an over-approximation of the exact interval.  The bounds are valid over
+    whatever set of pairs all inputs are valid over (e.g. the violating pairs of one ``(c, j)``).
+    Returns ``(la, ua, lb, ub)`` (new arrays; an empty intersection ``l > u`` is kept as it is: it
+    means that no pair of interest exists, which the caller must not claim unless it proves it).
+    """
+    out_la, out_ua, out_lb, out_ub = [], [], [], []
+    for k in range(len(la)):
+        a_l, a_u = np.asarray(la[k], float), np.asarray(ua[k], float)
+        b_l, b_u = np.asarray(lb[k], float), np.asarray(ub[k], float)
+        d_l, d_u = np.asarray(dl[k], float), np.asarray(du[k], float)
+        with np.errstate(invalid="ignore"):
+            nb_l = np.maximum(b_l, np.nan_to_num(_down(a_l - d_u), nan=-np.inf))
+            nb_u = np.minimum(b_u, np.nan_to_num(_up(a_u - d_l), nan=np.inf))
+            na_l = np.maximum(a_l, np.nan_to_num(_down(b_l + d_l), nan=-np.inf))
+            na_u = np.minimum(a_u, np.nan_to_num(_up(b_u + d_u), nan=np.inf))
+        out_la.append(na_l)
+        out_ua.append(na_u)
+        out_lb.append(nb_l)
+        out_ub.append(nb_u)
+    return out_la, out_ua, out_lb, out_ub
+
+
+def cross_copy_box(
+    lo_a: np.ndarray, hi_a: np.ndarray, delta: float, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Copy b's input box when copy a ranges over ``[lo_a, hi_a]`` (L∞, radius ``δ``, domain ``[lo, hi]``).
+
+    ``x' ∈ [lo_a − δ, hi_a + δ] ∩ [lo, hi]``, the sums rounded outward by one ulp (a superset of the
+    exact box).  Splitting copy a's domain thus shrinks copy b's box with it.
+    """
+    lo_a, hi_a = np.asarray(lo_a, float), np.asarray(hi_a, float)
+    return (
+        np.maximum(np.asarray(lo, float), _down(lo_a - delta)),
+        np.minimum(np.asarray(hi, float), _up(hi_a + delta)),
+    )
 
 
 def initial_pair_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, delta: float) -> PairBounds:
@@ -362,6 +434,8 @@ def tighten_pair(
     confidence: bool = True,
     goal: Callable[[PairBounds], bool] | None = None,
     chunk: int = 8,
+    copies: tuple[str, ...] = ("a", "b"),
+    diffs: bool = True,
 ) -> PairBounds:
     """OBBT over the LP relaxation ``P`` of the violating pairs (module docstring), layer by layer.
 
@@ -373,6 +447,10 @@ def tighten_pair(
     width; every ``chunk`` neurons the bounds are rebuilt and ``goal(bounds)`` asked — ``True`` stops
     (e.g. "the twin bound now proves the pair").  Stops early (returning the bounds it has, all valid)
     at ``deadline`` (``time.perf_counter()``).
+
+    ``copies`` restricts the per-copy tightening to some copies (e.g. ``("a",)``: copy a is the thin
+    one under the confidence rows); ``diffs=False`` skips the difference LPs (except at layer 0).
+    After each layer both copies' bounds are also intersected with :func:`cross_copy_bounds`.
     """
     L = len(net.affines) - 1
     aff = net.affines
@@ -394,6 +472,8 @@ def tighten_pair(
         w = np.abs(aff[k].W).T @ w
 
     def rebuild(k: int) -> PairBounds:
+        xla, xua, xlb, xub = cross_copy_bounds(la, ua, lb, ub, dl, du)
+        la[k], ua[k], lb[k], ub[k] = xla[k], xua[k], xlb[k], xub[k]
         for arr_l, arr_u in ((la, ua), (lb, ub), (dl, du)):
             arr_l[k] = np.minimum(arr_l[k], arr_u[k])  # (a crossing only means "no pair"; not claimed)
         return _with_twin(net, lo, hi, delta, la, ua, lb, ub, (dl, du), stats)
@@ -408,15 +488,15 @@ def tighten_pair(
         for n_done, i in enumerate(order, start=1):
             if time.perf_counter() > deadline:
                 break
-            if per_copy and la[k][i] < 0 < ua[k][i]:
+            if per_copy and "a" in copies and la[k][i] < 0 < ua[k][i]:
                 lo_, hi_ = lp.min_max({int(za[i]): 1.0})
                 la[k][i], ua[k][i] = max(la[k][i], lo_), min(ua[k][i], hi_)
-            if per_copy and lb[k][i] < 0 < ub[k][i]:
+            if per_copy and "b" in copies and lb[k][i] < 0 < ub[k][i]:
                 lo_, hi_ = lp.min_max({int(zb[i]): 1.0})
                 lb[k][i], ub[k][i] = max(lb[k][i], lo_), min(ub[k][i], hi_)
             both_active = la[k][i] >= 0 and lb[k][i] >= 0
             both_inactive = ua[k][i] <= 0 and ub[k][i] <= 0
-            if not (both_inactive or both_active) or k == 0:
+            if (diffs and not (both_inactive or both_active)) or k == 0:
                 lo_, hi_ = lp.min_max({int(za[i]): 1.0, int(zb[i]): -1.0})
                 dl[k][i], du[k][i] = max(dl[k][i], lo_), min(du[k][i], hi_)
             if lp.infeasible:

@@ -432,6 +432,7 @@ def pair_attack(
     seed: int = 0,
     keep: int = 4,
     start: tuple[np.ndarray, np.ndarray] | None = None,
+    near: list[tuple[float, int, np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
     r"""Search for pairs ``(x, x')`` violating κ-confidence robustness for class ``c`` (float64).
 
@@ -443,7 +444,9 @@ def pair_attack(
     ``min(g, v)`` first, after a few extra steps that enlarge both margins (so that float32 replay
     keeps them).  Returns ``(pairs, best)`` with ``best`` the largest ``min(g, v)`` seen (a hint of
     how close the search came).  ``start = (x, x')`` (e.g. a solver's near-miss candidate) replaces the
-    box centre as the starting pair of the first row of every competitor.
+    box centre as the starting pair of the first row of every competitor.  ``near`` (a list) receives,
+    for every competitor ``j``, its best final row ``(score, j, x, x')`` — near misses included (e.g.
+    the centres of a local exact search).
 
     This is a heuristic: finding nothing proves nothing, and every pair
     must still pass :func:`verifier.replay.replay`.
@@ -518,4 +521,9 @@ def pair_attack(
     score = np.minimum(gap, v)
     best = max(best, float(score.max()))
     order = [i for i in np.argsort(-score) if score[i] >= 0][:keep]
+    if near is not None:
+        for j in js:
+            mine = np.flatnonzero(np.equal(J, j))
+            i = int(mine[np.argmax(score[mine])])
+            near.append((float(score[i]), int(j), x[i].copy(), xp[i].copy()))
     return [(x[i].copy(), xp[i].copy()) for i in order], best

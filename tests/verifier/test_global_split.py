@@ -20,12 +20,26 @@ import pytest
 from hypothesis import given, settings
 
 from encoders import relaxations as rx
-from encoders.bounds.pair_lp import PairLP, initial_pair_bounds, sound_lp_lower, tighten_pair
+from encoders.bounds.pair_lp import (
+    PairLP,
+    cross_copy_bounds,
+    cross_copy_box,
+    initial_pair_bounds,
+    sound_lp_lower,
+    tighten_pair,
+)
 from encoders.bounds.twin import pair_margin_upper
 from encoders.network import Affine, Network, load_onnx, network_from_layers, save_onnx
+from encoders.properties import GlobalRobustness
 from verifier.dispatch import DispatchConfig
 from verifier.results import Verdict
-from verifier.search.global_split import certified_global_radius, decide_global
+from verifier.search.global_split import (
+    PAIR_TOL,
+    _pair_milp,
+    certified_global_radius,
+    decide_global,
+    pair_program,
+)
 
 K = 10.0
 
@@ -219,3 +233,144 @@ def test_cli_max_delta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert js["overall"]["lower"] <= star <= js["overall"]["upper"]
     rc = main(["verify", "global", "--onnx", str(net.path), "--kappa", "0.9"])  # no --delta, no --max-delta
     assert rc == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# cross-copy bounds, the pair MILP, the closed-pair cache
+# --------------------------------------------------------------------------------------------------
+def test_cross_copy_bounds_by_hand() -> None:
+    """z_b = z_a − Δz: [0, 1] − [−0.1, 0.2] = [−0.2, 1.1]; copy a gains nothing from the wide copy b."""
+    la, ua, lb, ub = cross_copy_bounds(
+        [np.array([0.0])],
+        [np.array([1.0])],
+        [np.array([-5.0])],
+        [np.array([5.0])],
+        [np.array([-0.1])],
+        [np.array([0.2])],
+    )
+    assert -0.2 - 1e-15 <= lb[0][0] <= -0.2 and 1.1 <= ub[0][0] <= 1.1 + 1e-15
+    assert lb[0][0] < -0.2 + 1e-16 and ub[0][0] > 1.1 - 1e-16  # rounded outward
+    assert la[0][0] == 0.0 and ua[0][0] == 1.0
+    lo_b, hi_b = cross_copy_box(np.array([0.3]), np.array([0.4]), 0.1, np.zeros(1), np.ones(1))
+    assert lo_b[0] <= 0.2 and hi_b[0] >= 0.5 and lo_b[0] > 0.2 - 1e-15 and hi_b[0] < 0.5 + 1e-15
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_cross_copy_bounds_contain_sampled_pairs(seed: int) -> None:
+    """Copy a on a sub-box X_a (its own CROWN bounds), copy b over D, the twin bounds over D: the
+    cross-copy bounds hold on every sampled pair with x ∈ X_a, and they tighten copy b somewhere."""
+    from encoders.bounds.crown import crown_bounds
+    from encoders.bounds.twin import twin_bounds
+
+    net = _rand_net(seed)
+    rng = np.random.default_rng(seed)
+    lo, hi, delta = np.zeros(3), np.ones(3), 0.05
+    lo_a = rng.uniform(0, 0.6, 3)
+    hi_a = lo_a + 0.2
+    ca, cd = crown_bounds(net, lo_a, hi_a), crown_bounds(net, lo, hi)
+    tb = twin_bounds(net, lo, hi, delta, "inf")
+    la, ua, lb, ub = cross_copy_bounds(ca.lower, ca.upper, cd.lower, cd.upper, tb.dlower, tb.dupper)
+    lo_b, hi_b = cross_copy_box(lo_a, hi_a, delta, lo, hi)
+    n = 20_000
+    x = rng.uniform(lo_a, hi_a, size=(n, 3))
+    xp = np.clip(x + rng.uniform(-delta, delta, size=(n, 3)), lo, hi)
+    assert np.all(xp >= lo_b) and np.all(xp <= hi_b)
+    za, zb = _layers(net, x), _layers(net, xp)
+    gained = 0.0
+    for k in range(len(za)):
+        assert np.all(za[k] >= la[k]) and np.all(za[k] <= ua[k])
+        assert np.all(zb[k] >= lb[k]) and np.all(zb[k] <= ub[k])
+        gained += float(np.sum(cd.upper[k] - cd.lower[k]) - np.sum(ub[k] - lb[k]))
+    assert gained > 0.0
+
+
+def _gurobi() -> bool:
+    from verifier.backends.base import is_available
+
+    return is_available("gurobi")
+
+
+@pytest.mark.skipif(not _gurobi(), reason="gurobipy not installed")
+def test_pair_milp_closes_and_refutes_the_step_network(tmp_path: Path) -> None:
+    """Step network: z_0 − z_1 = 2K(x − 1/2).  Copy a κ-confident for 0 ⟺ x ≥ 1/2 + ln 9/(2K) = 1/2 + s,
+    so min z_0(x') − z_1(x') over |x − x'| ≤ δ is 2K(s − δ): ≈ 0.60 at δ = 0.08 (closed, and the proven
+    bound never exceeds it), −1.80 at δ = 0.2 (a pair, replayed)."""
+    net = _step_net(tmp_path)
+    s = math.log(9) / (2 * K)
+    cfg = DispatchConfig(timeout=30)
+    for delta in (0.08, 0.105):
+        prop = GlobalRobustness(delta, 0.9, np.zeros(1), np.ones(1), "inf", 0)
+        pm = _pair_milp(prop, net, 1, 30.0, cfg)
+        mu = 2 * K * (s - delta)
+        assert pm.how == "closed", pm
+        assert (
+            pm.bound is not None and pm.bound >= PAIR_TOL and (pm.bound <= mu + 1e-6 or pm.bound == math.inf)
+        )
+    prop = GlobalRobustness(0.2, 0.9, np.zeros(1), np.ones(1), "inf", 0)
+    pm = _pair_milp(prop, net, 1, 30.0, cfg)
+    assert pm.how == "falsified" and pm.cex is not None
+    cx = pm.cex
+    assert abs(float(cx.x[0] - cx.x2[0])) <= 0.2
+    assert rx.confidence_gap(np.asarray(cx.y), 0, 0.9) >= 0 and cx.y2[1] >= cx.y2[0]
+    # the program: the flip row is the objective, not a constraint
+    prog = pair_program(prop, net, 1)
+    assert prog.objective is not None and not any(r.name == "b.y1>=y0" for r in prog.rows)
+
+
+@pytest.mark.skipif(not _gurobi(), reason="gurobipy not installed")
+def test_pair_milp_with_tightened_bounds_agrees_with_sampling(tmp_path: Path) -> None:
+    """On small random networks: a pair the MILP closes (with LP-tightened bounds) has no sampled
+    violating pair; a pair it refutes has a replayed one."""
+    lo, hi = np.zeros(3), np.ones(3)
+    delta, kappa = 0.3, 0.5
+    n_closed = n_refuted = 0
+    for seed in (1, 3, 8):
+        rnd = _rand_net(seed)
+        net = load_onnx(save_onnx([(a.W, a.b) for a in rnd.affines], tmp_path / f"r{seed}.onnx"))
+        rng = np.random.default_rng(100 + seed)
+        x = rng.uniform(lo, hi, size=(100_000, 3))
+        xp = np.clip(x + delta * rng.choice([-1.0, 1.0, 0.5, -0.5], size=x.shape), lo, hi)
+        ya, yb = _layers(net, x)[-1], _layers(net, xp)[-1]
+        pb0 = initial_pair_bounds(net, lo, hi, delta)
+        for c in range(3):
+            conf = rx.confidence_gap(ya, np.full(len(x), c), kappa) >= 0
+            for j in range(3):
+                if j == c:
+                    continue
+                pb = tighten_pair(net, pb0, lo, hi, delta, c, kappa, j, math.inf, per_copy=True)
+                prop = GlobalRobustness(delta, kappa, lo, hi, "inf", c, pair_bounds=pb)
+                pm = _pair_milp(prop, net, j, 20.0, DispatchConfig(timeout=20))
+                sampled = bool(np.any(conf & (yb[:, j] >= yb[:, c])))
+                if pm.how == "closed":
+                    assert not sampled, (seed, c, j)
+                    n_closed += 1
+                elif pm.how == "falsified":
+                    assert pm.cex is not None
+                    n_refuted += 1
+    assert n_closed >= 1 and n_refuted >= 1
+
+
+@pytest.mark.parametrize("backend", ["highs", "auto"])
+def test_verdicts_are_monotone_in_delta_both_milp_paths(tmp_path: Path, backend: str) -> None:
+    """The monotone grid with the pair MILP on Gurobi (auto) and on the dispatcher's HiGHS path."""
+    net = _step_net(tmp_path)
+    star = math.log(9) / (2 * K)
+    grid = [0.05, 0.1, 0.105, 0.115, 0.2]
+    cfg = DispatchConfig(backend=backend, timeout=30)
+    verdicts = [decide_global(net, d, 0.9, (np.zeros(1), np.ones(1)), cfg).verdict for d in grid]
+    proved = [d for d, v in zip(grid, verdicts) if v is Verdict.VERIFIED]
+    refuted = [d for d, v in zip(grid, verdicts) if v is Verdict.FALSIFIED]
+    assert all(v.decided for v in verdicts), verdicts
+    assert max(proved) <= star <= min(refuted)
+
+
+def test_closed_pair_cache_is_used_only_below_its_delta(tmp_path: Path) -> None:
+    net = _step_net(tmp_path)
+    dom = (np.zeros(1), np.ones(1))
+    cfg = DispatchConfig(backend="highs", timeout=30)
+    known = {(0, 1): 0.105, (1, 0): 0.105}
+    r = decide_global(net, 0.1, 0.9, dom, cfg, known_closed=known)
+    assert r.verdict is Verdict.VERIFIED
+    # above the δ it was closed at, the cache says nothing: the real answer (a replayed pair) comes back
+    r = decide_global(net, 0.2, 0.9, dom, cfg, known_closed=known)
+    assert r.verdict is Verdict.FALSIFIED and r.counterexample is not None
