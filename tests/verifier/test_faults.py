@@ -15,6 +15,7 @@ dispatcher forks its solver children, so they inherit the registration and :data
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -341,6 +342,12 @@ def _read_results(path: Path) -> list[list[str]]:
     return rows[1:]
 
 
+def default_sigint() -> None:
+    """SIGINT back to its default action in the child (a run started in the background of a
+    non-interactive shell inherits it ignored, and then the interrupt under test would do nothing)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_vnncomp_interrupted_then_resumed(tmp_path: Path) -> None:
     inst = _holding_not_crown_provable(3000, tmp_path, 4)
     (tmp_path / "fake_vnncomp_backend.py").write_text(_FAKE_MODULE)
@@ -352,7 +359,10 @@ def test_vnncomp_interrupted_then_resumed(tmp_path: Path) -> None:
     cmd = [sys.executable, "-c", _DRIVER, str(tmp_path), "vnncomp", str(csv_path), "--out", str(out),
            "--backend", "highs", "--json"]
     env = {**os.environ, "FAKE_SLOW": "1", "FAKE_PIDFILE": str(pidfile), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # its own session: if the run ever left a child behind, the cleanup below kills the whole group
+    # (an orphan holding the pipes open would otherwise hang communicate())
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
@@ -366,6 +376,9 @@ def test_vnncomp_interrupted_then_resumed(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.stdout is not None and not proc.stdout.closed:  # not yet drained (an exception above)
             proc.communicate()
     assert proc.returncode == 130, (proc.returncode, stderr)
     assert "Traceback" not in stderr, stderr

@@ -144,13 +144,20 @@ _WRITER = textwrap.dedent(
 )
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default action.  A test run started in the
+    background of a non-interactive shell inherits SIGINT *ignored*, and Python then keeps ignoring it
+    (no KeyboardInterrupt), so the signal this test sends would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,pad", [(signal.SIGKILL, 10), (signal.SIGKILL, 300_000), (signal.SIGINT, 1000)])
 def test_killed_writer_leaves_readable_journal(tmp_path, sig, pad):
     """A writer killed mid-run leaves every finished record readable; a rerun resumes after them."""
     path = tmp_path / "j.jsonl"
     for round_ in range(2):
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(pad)], env=_env(),
-                                stderr=subprocess.DEVNULL)
+                                stderr=subprocess.DEVNULL, preexec_fn=default_sigint)
         deadline = time.monotonic() + 60
         target = 20 * (round_ + 1)
         while time.monotonic() < deadline:

@@ -97,6 +97,7 @@ def _run_backend(
 def _child(
     conn: Any, backend_name: str, program: Program, timeout: float, threads: int, params: Mapping[str, Any]
 ) -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)  # blocked by the parent around the fork
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     with contextlib.suppress(Exception):
         os.dup2(2, 1)  # this process's stdout is the parent's: solver banners go to stderr instead
@@ -126,9 +127,32 @@ def _allow_children() -> Iterator[None]:
         cfg["daemon"] = was
 
 
+#: signals held back while a child is started (:func:`_signals_deferred`)
+_DEFERRED = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (in this thread) for the duration of the block.
+
+    A Ctrl-C that arrives between the fork of a solver child and the caller's ``try``/``finally``
+    that kills it would otherwise orphan the child (it keeps running, and keeps the parent's stdout
+    and stderr open).  Blocked, the signal stays pending and is delivered as soon as the block ends —
+    by then the child is in the caller's hands and its ``finally`` kills it.  The child unblocks them
+    first thing (:func:`_child`).
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _start(
     backend_name: str, program: Program, timeout: float, threads: int, params: Mapping[str, Any]
 ) -> tuple[Any, Any]:
+    """Fork a solver child; call under :func:`_signals_deferred` with the result stored before the
+    block ends."""
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
     with _allow_children():
@@ -174,12 +198,15 @@ def solve_isolated(
 ) -> Outcome:
     """Solve in a child process; a child still running at ``timeout + grace`` is killed → TIMEOUT."""
     started = time.perf_counter()
-    proc, recv = _start(backend_name, program, timeout, threads, params or {})
+    proc = None
     try:
+        with _signals_deferred():
+            proc, recv = _start(backend_name, program, timeout, threads, params or {})
         if recv.poll(max(0.0, timeout) + grace):
             return _finish(proc, recv, backend_name, started)
     finally:
-        _kill(proc)
+        if proc is not None:
+            _kill(proc)
     return Outcome(
         SolveStatus.TIMEOUT,
         backend_name,
@@ -199,13 +226,14 @@ def solve_portfolio(
     """Race ``backends`` (``params``: per backend name); the first SAT/UNSAT/OPTIMAL answer wins and
     the others are killed."""
     started = time.perf_counter()
-    running = {}
-    for b in backends:
-        proc, recv = _start(b, program, timeout, threads, (params or {}).get(b, {}))
-        running[recv] = (proc, b)
+    running: dict[Any, tuple[Any, str]] = {}
     last: Outcome | None = None
     deadline = started + max(0.0, timeout) + grace
     try:
+        for b in backends:
+            with _signals_deferred():
+                proc, recv = _start(b, program, timeout, threads, (params or {}).get(b, {}))
+                running[recv] = (proc, b)
         while running:
             ready = mp_wait(list(running), timeout=max(0.0, deadline - time.perf_counter()))
             if not ready:
