@@ -75,7 +75,9 @@ class HangBackend(_Fake):
     name = "fake_hang"
 
     def solve(self, program: Program, timeout: float, threads: int = 1) -> Outcome:
-        _pid_file(self.name).write_text(str(os.getpid()))
+        tmp = _pid_file(self.name).with_suffix(".tmp")  # atomic: the test may kill us right after
+        tmp.write_text(str(os.getpid()))
+        os.replace(tmp, _pid_file(self.name))  # the file exists only with the whole pid in it
         while True:  # ignores its own time limit
             time.sleep(1000)
 
