@@ -368,6 +368,11 @@ def decide_global(
     tb = props[todo[0]].twin(net) if todo else None
     open_pairs: list[tuple[int, int]] = []
     excess: dict[tuple[int, int], float] = {}
+
+    def close(c: int, j: int, how: str) -> None:
+        """Record how pair ``(c, j)`` ended (closed by ``how``, falsified, or left open)."""
+        statuses.append(PairStatus(c, j, how, excess[(c, j)], elapsed()))
+
     for c in todo:
         p = props[c]
         targets = p.open_targets(net, tb)
@@ -379,12 +384,13 @@ def decide_global(
             if j in targets:
                 open_pairs.append((c, j))
             else:
-                statuses.append(PairStatus(c, j, "bounds", excess[(c, j)], elapsed()))
+                close(c, j, "bounds")
     if known_closed:
         cached = [cj for cj in open_pairs if known_closed.get(cj, -math.inf) >= delta]
         for c, j in cached:
-            statuses.append(PairStatus(c, j, "cache", excess[(c, j)], elapsed()))
-        open_pairs = [cj for cj in open_pairs if cj not in set(cached)]
+            close(c, j, "cache")
+        done = set(cached)
+        open_pairs = [cj for cj in open_pairs if cj not in done]
     if not open_pairs:
         return finish(
             Verdict.VERIFIED,
@@ -394,6 +400,7 @@ def decide_global(
         )
     # 2. search: a cheap round over every class with open pairs, then a larger one, closest first
     closeness: dict[int, float] = {}
+    open_set = set(open_pairs)
     near: list[tuple[float, int, int, np.ndarray, np.ndarray]] = []  # (score, c, j, x, x')
     if config.samples > 0:
         cls = sorted({c for c, _ in open_pairs})
@@ -407,7 +414,7 @@ def decide_global(
                 rep, best = search_pairs(
                     props[c], nets, "no pair", batch=batch, steps=steps, seed=config.seed, near=found
                 )
-                near.extend((sc, c, j, xa_, xb_) for sc, j, xa_, xb_ in found if (c, j) in set(open_pairs))
+                near.extend((sc, c, j, xa_, xb_) for sc, j, xa_, xb_ in found if (c, j) in open_set)
                 closeness[c] = max(best, closeness.get(c, -np.inf))
                 if rep.ok:
                     return finish(
@@ -434,7 +441,7 @@ def decide_global(
             budget = min(split.local_time, left / n_left * len(split.local_radii))
             pm = _local_pair_milp(props[c], net, j, xa_, xb_, radius, budget, config)
             if pm.how == "falsified":
-                statuses.append(PairStatus(c, j, "falsified", excess[(c, j)], elapsed()))
+                close(c, j, "falsified")
                 return finish(
                     Verdict.FALSIFIED,
                     "local-milp",
@@ -449,10 +456,7 @@ def decide_global(
     open_pairs.sort(key=lambda cj: excess[cj] if split.obbt_plan else -excess[cj])
     tightened: dict[tuple[int, int], Any] = {}
     L = len(net.affines) - 1
-    milp_time: dict[tuple[int, int], float] = {}
-
-    def close(c: int, j: int, how: str) -> None:
-        statuses.append(PairStatus(c, j, how, excess[(c, j)], elapsed()))
+    pair_how: dict[tuple[int, int], str] = {}
 
     def run_milp(c: int, j: int, budget: float) -> Result | None:
         """The pair's MILP (:func:`_pair_milp`, or the dispatcher's feasibility path when the program is
@@ -476,10 +480,9 @@ def decide_global(
                 r.counterexample,
                 r.message,
             )
-        milp_time[(c, j)] = milp_time.get((c, j), 0.0) + time.perf_counter() - t
         pair_how[(c, j)] = pm.how
         if pm.how == "falsified":
-            statuses.append(PairStatus(c, j, "falsified", excess[(c, j)], elapsed()))
+            close(c, j, "falsified")
             return finish(
                 Verdict.FALSIFIED,
                 "milp",
@@ -488,7 +491,6 @@ def decide_global(
             )
         return None
 
-    pair_how: dict[tuple[int, int], str] = {}
     second: list[tuple[int, int]] = []
     for c, j in open_pairs:
         if norm != "inf" or time.perf_counter() > deadline:
@@ -539,7 +541,7 @@ def decide_global(
                     props[c], nets, "no pair", batch=32, steps=150, step=0.005, seed=config.seed, start=start
                 )
                 if rep.ok:
-                    statuses.append(PairStatus(c, j, "falsified", excess[(c, j)], elapsed()))
+                    close(c, j, "falsified")
                     return finish(
                         Verdict.FALSIFIED,
                         "attack",
@@ -552,7 +554,7 @@ def decide_global(
     for n_left, (c, j) in zip(range(len(second), 0, -1), second):
         left = deadline - time.perf_counter()
         if not split.milp or left <= 0.5:
-            statuses.append(PairStatus(c, j, "open", excess[(c, j)], elapsed()))
+            close(c, j, "open")
             continue
         res = run_milp(c, j, max(left / n_left, 0.5))
         if res is not None:
@@ -560,7 +562,7 @@ def decide_global(
         if pair_how[(c, j)] == "closed":
             close(c, j, "milp")
         else:
-            statuses.append(PairStatus(c, j, "open", excess[(c, j)], elapsed()))
+            close(c, j, "open")
     n_open = sum(s.how == "open" for s in statuses)
     if n_open == 0:
         return finish(
