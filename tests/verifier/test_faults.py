@@ -40,6 +40,7 @@ from encoders.program import Kind, Program
 from encoders.properties import LocalRobustness, OutputDNFProperty
 from verifier import dispatch
 from verifier.backends import base
+from verifier.backends.solve import SolveGroup
 from verifier.dispatch import DispatchConfig, Task, solve_isolated, solve_portfolio, verify, verify_many
 from verifier.results import Outcome, SolveStatus, Verdict
 
@@ -252,6 +253,40 @@ def test_portfolio_all_hanging_is_a_timeout_and_kills_all(fakes) -> None:
 def test_portfolio_all_crashing_is_an_error(fakes) -> None:
     out = solve_portfolio(["fake_kill", "fake_raise"], _tiny_program(), timeout=30.0)
     assert out.status is SolveStatus.ERROR, out
+
+
+def _wait_pid_file(name: str, seconds: float = 10.0) -> int:
+    deadline = time.monotonic() + seconds
+    while not _pid_file(name).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return int(_pid_file(name).read_text())
+
+
+def test_solve_group_returns_each_answer_while_a_hanging_child_runs_and_kills_it_on_exit(fakes) -> None:
+    with SolveGroup() as group:
+        hang = group.start("fake_hang", _tiny_program(), timeout=120.0, tag="h")
+        fast = group.start("fake_unsat", _tiny_program(), timeout=120.0, tag="u")
+        done = group.wait(until=time.perf_counter() + 30.0)
+        assert [job.tag for job in done] == ["u"] and fast.outcome is not None
+        assert fast.outcome.status is SolveStatus.UNSAT
+        assert group.wait(until=time.perf_counter() + 0.2) == []  # returns at `until`, nothing done
+        assert hang.outcome is None and group.running == [hang]
+        pid = _wait_pid_file("fake_hang")
+    assert _wait_dead(pid)  # the block's end killed the child that was still running
+
+
+def test_solve_group_kills_a_child_at_its_hard_limit_and_cancel_kills_at_once(fakes) -> None:
+    with SolveGroup(grace=0.2) as group:
+        job = group.start("fake_hang", _tiny_program(), timeout=0.5)
+        other = group.start("fake_hang2", _tiny_program(), timeout=120.0)
+        t0 = time.monotonic()
+        done = group.wait()
+        assert done == [job] and time.monotonic() - t0 < 10.0
+        assert job.outcome is not None and job.outcome.status is SolveStatus.TIMEOUT
+        assert "hard time limit" in job.outcome.message
+        pid = _wait_pid_file("fake_hang2")
+        group.cancel(other)
+        assert _wait_dead(pid) and group.jobs == []
 
 
 def test_verify_portfolio_with_a_real_backend_and_a_hanging_one(fakes, holding_case) -> None:

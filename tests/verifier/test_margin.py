@@ -133,6 +133,9 @@ CONFIGS = {  # name: (dispatch config, margin config, the step that must decide 
                                                         bab=BabConfig(candidates=4, refine=False)), "bab"),
     "bab-untightened": (DispatchConfig(samples=0),
                         MarginConfig(tighten=False, milp_first=0, bab_budget=None), "bab"),
+    # every alternative still open after one slice of branch and bound gets a MILP child that races it
+    "race": (DispatchConfig(samples=0), MarginConfig(milp_first=0, bab_budget=0.0, bab_slice=1e-3), None),
+    "race-2": (DispatchConfig(samples=0), MarginConfig(milp_first=0, bab_budget=0.0, bab_slice=1e-3, milp_jobs=2), None),
     "milp-gurobi": (DispatchConfig(samples=0, backend="gurobi"), MarginConfig(use_bab=False), "gurobi"),
     "milp-highs": (DispatchConfig(samples=0, backend="highs"), MarginConfig(use_bab=False), "highs"),
     "milp-plain": (DispatchConfig(samples=0, backend="highs"),
@@ -146,7 +149,7 @@ def test_agrees_with_dense_grid(grid_cases, name: str) -> None:
     if dcfg.backend == "gurobi":
         pytest.importorskip("gurobipy")
     decided = {Verdict.VERIFIED: 0, Verdict.FALSIFIED: 0}
-    split = 0
+    split = handoffs = 0
     for net, prop, violated in grid_cases:
         res = solve_output_property(prop, net, dcfg, time.perf_counter() + 60.0, mcfg)
         assert res is not None
@@ -159,6 +162,9 @@ def test_agrees_with_dense_grid(grid_cases, name: str) -> None:
         if decider is not None and decider in res.backend.split("+"):
             decided[res.verdict] += 1
             split += any(r.get("bab_rounds", 0) > 0 for r in res.stats.get("per_alt", {}).values())
+        handoffs += any(r.get("handoff") for r in res.stats.get("per_alt", {}).values())
+    if name.startswith("race"):
+        assert handoffs > 0, "no alternative was handed to a MILP: the race was not exercised"
     if decider is not None:
         assert decided[Verdict.VERIFIED] > 0 and decided[Verdict.FALSIFIED] > 0, decided
     if decider == "bab":

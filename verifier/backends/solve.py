@@ -45,6 +45,8 @@ __all__ = [
     "solve",
     "solve_isolated",
     "solve_portfolio",
+    "SolveGroup",
+    "SolveJob",
     "choose_backend",
     "fits_gurobi_licence",
     "DEFAULT_GRACE",
@@ -188,6 +190,141 @@ def _kill(proc: Any) -> None:
     proc.join(2.0)
 
 
+class SolveJob:
+    """One solver child started by :meth:`SolveGroup.start` (read ``outcome`` once it is done).
+
+    Attributes
+    ----------
+    backend, timeout
+        What it solves with, and the limit it was given.
+    tag
+        The caller's label (e.g. the alternative or pair it decides).
+    started, hard_deadline
+        ``time.perf_counter()`` at the start, and when the child is killed (``timeout + grace`` later).
+    outcome
+        ``None`` while the child runs; then its :class:`~verifier.results.Outcome` (TIMEOUT when it
+        was killed at the hard limit, ERROR when it died).
+    """
+
+    def __init__(
+        self, backend: str, timeout: float, tag: Any, grace: float, proc: Any, recv: Any, started: float
+    ) -> None:
+        self.backend, self.timeout, self.tag = backend, timeout, tag
+        self.started = started
+        self.hard_deadline = started + max(0.0, timeout) + grace
+        self.outcome: Outcome | None = None
+        self._proc, self._recv = proc, recv
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    def _collect(self) -> None:
+        """Record the child's answer if it has one, or kill it at the hard limit."""
+        if self.outcome is not None:
+            return
+        if self._recv.poll(0):
+            self.outcome = _finish(self._proc, self._recv, self.backend, self.started)
+            _kill(self._proc)
+        elif time.perf_counter() >= self.hard_deadline:
+            self.kill()
+            self.outcome = Outcome(
+                SolveStatus.TIMEOUT,
+                self.backend,
+                time.perf_counter() - self.started,
+                message=f"hard time limit of {self.timeout:.1f}s reached",
+            )
+
+    def kill(self) -> None:
+        """Stop the child now (its outcome stays ``None`` unless it had already answered)."""
+        _kill(self._proc)
+
+
+class SolveGroup:
+    """Solver children running in the background, all killed when the group's block ends.
+
+    The asynchronous form of :func:`solve`, for callers that keep working while a solver runs (the
+    ReLU-split search bounds sub-domains in this process while Gurobi proves another alternative in
+    a child)::
+
+        with SolveGroup() as group:
+            job = group.start("gurobi", program, timeout=30.0)
+            ...                        # other work
+            for job in group.wait(until=time.perf_counter() + 1.0):
+                use(job.outcome)
+
+    Every child has the same hard limit as :func:`solve_isolated` (killed ``grace`` seconds after
+    its own ``timeout``), and none outlives the ``with`` block: a child is registered in the group
+    while SIGINT/SIGTERM are held back (:func:`_signals_deferred`), so an interrupt cannot land
+    between its fork and its registration.
+    """
+
+    def __init__(self, grace: float = DEFAULT_GRACE) -> None:
+        self.grace = grace
+        self.jobs: list[SolveJob] = []
+
+    def __enter__(self) -> SolveGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill every child still running."""
+        for job in self.jobs:
+            if job.outcome is None:
+                job.kill()
+
+    def start(
+        self,
+        backend: str,
+        program: Program,
+        timeout: float,
+        threads: int = 1,
+        *,
+        params: Mapping[str, Any] | None = None,
+        tag: Any = None,
+    ) -> SolveJob:
+        """Fork a child that solves ``program`` with ``backend`` (parameters as in :func:`solve`)."""
+        started = time.perf_counter()
+        with _signals_deferred():
+            proc, recv = _start(backend, program, timeout, threads, params or {})
+            job = SolveJob(backend, timeout, tag, self.grace, proc, recv, started)
+            self.jobs.append(job)
+        return job
+
+    @property
+    def running(self) -> list[SolveJob]:
+        """The jobs without an outcome yet (checked now: answered or overdue children are collected)."""
+        for job in self.jobs:
+            job._collect()
+        return [job for job in self.jobs if job.outcome is None]
+
+    def cancel(self, job: SolveJob) -> None:
+        """Kill ``job``'s child (if still running) and forget it."""
+        if job.outcome is None:
+            job.kill()
+        with contextlib.suppress(ValueError):
+            self.jobs.remove(job)
+
+    def wait(self, until: float | None = None) -> list[SolveJob]:
+        """Block until some job has an outcome or ``until`` (``time.perf_counter()``) passes; return
+        the finished jobs and forget them (each is returned once)."""
+        while True:
+            live = self.running
+            done = [job for job in self.jobs if job.outcome is not None]
+            if done or not live:
+                self.jobs = live
+                return done
+            now = time.perf_counter()
+            stop = min(job.hard_deadline for job in live)
+            if until is not None:
+                stop = min(stop, until)
+            if until is not None and now >= until:
+                return []
+            mp_wait([job._recv for job in live], timeout=max(0.0, stop - now))
+
+
 def solve_isolated(
     backend_name: str,
     program: Program,
@@ -197,22 +334,11 @@ def solve_isolated(
     params: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Solve in a child process; a child still running at ``timeout + grace`` is killed → TIMEOUT."""
-    started = time.perf_counter()
-    proc = None
-    try:
-        with _signals_deferred():
-            proc, recv = _start(backend_name, program, timeout, threads, params or {})
-        if recv.poll(max(0.0, timeout) + grace):
-            return _finish(proc, recv, backend_name, started)
-    finally:
-        if proc is not None:
-            _kill(proc)
-    return Outcome(
-        SolveStatus.TIMEOUT,
-        backend_name,
-        time.perf_counter() - started,
-        message=f"hard time limit of {timeout:.1f}s reached",
-    )
+    with SolveGroup(grace) as group:
+        job = group.start(backend_name, program, timeout, threads, params=params)
+        while job.outcome is None:
+            group.wait()
+    return job.outcome
 
 
 def solve_portfolio(
@@ -226,36 +352,28 @@ def solve_portfolio(
     """Race ``backends`` (``params``: per backend name); the first SAT/UNSAT/OPTIMAL answer wins and
     the others are killed."""
     started = time.perf_counter()
-    running: dict[Any, tuple[Any, str]] = {}
-    last: Outcome | None = None
-    deadline = started + max(0.0, timeout) + grace
-    try:
+    outs: list[Outcome] = []  # the answers that were not definite
+    with SolveGroup(grace) as group:
         for b in backends:
-            with _signals_deferred():
-                proc, recv = _start(b, program, timeout, threads, (params or {}).get(b, {}))
-                running[recv] = (proc, b)
-        while running:
-            ready = mp_wait(list(running), timeout=max(0.0, deadline - time.perf_counter()))
-            if not ready:
-                break
-            for r in ready:
-                proc, b = running.pop(r)
-                out = _finish(proc, r, b, started)
+            group.start(b, program, timeout, threads, params=(params or {}).get(b, {}))
+        while group.jobs:
+            for job in group.wait():
+                out = job.outcome
+                assert out is not None
                 if out.status in _DEFINITE:
                     return replace(
-                        out, message=(out.message + f" (portfolio winner of {', '.join(backends)})").strip()
+                        out,
+                        time_s=time.perf_counter() - started,
+                        message=(out.message + f" (portfolio winner of {', '.join(backends)})").strip(),
                     )
-                last = out
-    finally:
-        for proc, _ in running.values():
-            _kill(proc)
-    if last is not None and last.status is SolveStatus.ERROR and not running:
-        return last
+                outs.append(out)
+    if outs and all(out.status is SolveStatus.ERROR for out in outs):
+        return outs[-1]
     return Outcome(
         SolveStatus.TIMEOUT,
         "portfolio",
         time.perf_counter() - started,
-        message="no backend answered in time" if last is None else last.message,
+        message=outs[-1].message if outs else "no backend answered in time",
     )
 
 

@@ -27,11 +27,13 @@ Pipeline of :func:`solve_output_property`
    (largest ``t̄_k``) first, round robin with doubling time slices so that one hard alternative
    cannot starve a violated one.  Every child's intermediate bounds are recomputed under its splits
    (:meth:`~encoders.bounds.alpha.SplitContext.refine`).  An alternative whose MILP fits Gurobi's
-   licence skips this step when it has at most ``milp_first`` binaries, and leaves it for the MILP
-   after ``bab_budget`` seconds.
-6. One MILP (:func:`encode_alternative`) for each alternative branch and bound cannot decide
-   (multi-row alternatives, a sub-domain with nothing left to split, the domain limit, the hand-off
-   of step 5).
+   licence skips this step when it has at most ``milp_first`` binaries.
+6. One margin MILP (:func:`encode_alternative`) for each alternative branch and bound cannot decide
+   (multi-row alternatives, a sub-domain with nothing left to split, the domain limit) and for each
+   that fits Gurobi's licence and is still open after ``bab_budget`` CPU seconds of branch and bound.
+   The MILPs run in solver children (:class:`~verifier.backends.solve.SolveGroup`, ``milp_jobs`` at
+   a time) *beside* branch and bound, which keeps searching a handed-off alternative: whichever
+   answers first decides it (:class:`_Race`), and the other is stopped.
 7. Every alternative ruled out ⇒ VERIFIED; otherwise the first undecided outcome.
 
 Every FALSIFIED passes :func:`verifier.replay.replay` (onnxruntime on the ONNX file, exact check).
@@ -86,7 +88,7 @@ from encoders.program import Program, Sense, Tag
 from encoders.properties import Alternative, OutputDNFProperty, OutputProperty, Property
 
 from ..backends.base import solves_milp
-from ..backends.solve import choose_backend, solve
+from ..backends.solve import SolveGroup, SolveJob, choose_backend
 from ..replay import ReplayResult, ascend, polish, replay
 from ..results import Outcome, Result, SolveStatus, Verdict
 from .frontier import Batch, Frontier, lowest
@@ -193,6 +195,10 @@ class MarginConfig:
         maximises the margin.
     gurobi_params
         Extra Gurobi parameters for the MILPs as ``(name, value)`` pairs, e.g. ``(("MIPFocus", 1),)``.
+    milp_jobs
+        Margin MILPs solved at once, each in its own solver child, beside branch and bound in this
+        process (one more once branch and bound has nothing left to search).  1 suits 2 cores: branch
+        and bound on one, the MILP on the other.
     """
 
     tighten: bool = True
@@ -210,10 +216,13 @@ class MarginConfig:
     bab_budget: float | None = 6.0
     milp_first: int = 48
     milp_first_depth: int = 3
+    milp_jobs: int = 1
 
     def __post_init__(self) -> None:
         if not self.bab_slice > 0:
             raise ConfigError(f"bab_slice: must be positive, got {self.bab_slice}")
+        if self.milp_jobs < 1:
+            raise ConfigError(f"milp_jobs: must be >= 1, got {self.milp_jobs}")
         if self.attack_restarts < 0 or self.attack_steps < 0:
             raise ConfigError("attack_restarts / attack_steps: must be >= 0")
 
@@ -889,152 +898,291 @@ def solve_output_property(
                 st["attack2_s"] = time.perf_counter() - t
                 return falsified(rep, "PGD from α-CROWN corners")
         st["attack2_s"] = time.perf_counter() - t
-    # 5. β-CROWN branch and bound per single-row alternative, round robin with doubling time slices
-    #    (a hard alternative cannot starve an easy violated one); the MILP for whatever it cannot decide
-    per_alt: dict[int, dict[str, Any]] = {}
-    st["per_alt"] = per_alt
-    backends_used: set[str] = set()
-    milp_queue = [k for k in possible if not (cfg.use_bab and alts[k][0].shape[0] == 1)]
-    pending = [k for k in possible if k not in milp_queue]
-    searches: dict[int, BabSearch] = {}
-    slice_s = cfg.bab_slice
-    fits: dict[int, tuple[bool, int]] = {}
+    # 5–6. β-CROWN branch and bound in this process, margin MILPs in solver children beside it
+    race = _Race(prop, net, (lo, hi), bounds, alts, slopes, config, cfg, run, deadline)
+    with SolveGroup() as group:
+        return race.decide(possible, group)
 
-    def milp_size(k: int) -> tuple[bool, int]:
-        """Would alternative ``k``'s MILP go to Gurobi (fits its licence, backend allows it), and its
-        number of binaries."""
-        if k not in fits:
-            prog, info = encode_alternative(
-                net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone, cfg.objective, "net"
-            )
-            to_gurobi = choose_backend(want, prog, milp_only=True) == "gurobi"
-            fits[k] = (to_gurobi, info.binaries_hidden + info.exact_last)
-        return fits[k]
 
-    def gurobi_fits(k: int) -> bool:
-        return milp_size(k)[0]
+class _Race:
+    """Steps 5 and 6 of :func:`solve_output_property`: every possible alternative is decided by
+    branch and bound in this process or by its margin MILP in a solver child, whichever answers
+    first.
 
-    if cfg.milp_first and len(net.affines) - 1 >= cfg.milp_first_depth:  # small MILPs straight to Gurobi
-        small = [k for k in pending if milp_size(k)[0] and milp_size(k)[1] <= cfg.milp_first]
-        pending = [k for k in pending if k not in small]
-        milp_queue += small
+    Branch and bound runs round robin over the alternatives it is still searching, with time slices
+    that double per round (capped at ``4·bab_slice`` while MILPs run, so that their answers are read
+    promptly).  An alternative goes to the MILP queue when branch and bound cannot decide it
+    (multi-row, nothing left to split, the domain limit), when it fits Gurobi's licence with at most
+    ``milp_first`` binaries (deep networks), or after ``bab_budget`` CPU seconds of branch and bound
+    when its MILP fits Gurobi's licence.
 
-    n_searched = len(pending)
-    while pending:
-        for k in list(pending):
-            if time.perf_counter() > deadline:
-                return run.result(
-                    Verdict.TIMEOUT,
-                    "bab",
-                    f"time limit reached in branch and bound with {len(pending)} alternatives open",
-                )
-            t, c = time.perf_counter(), time.process_time()
-            if k not in searches:
-                share = replace(cfg.bab, memory_mb=max(1, cfg.bab.memory_mb // max(1, n_searched)))
-                searches[k] = BabSearch(prop, net, lo, hi, bounds, alts[k], share, slopes)
-            bo = searches[k].advance(min(deadline, t + slice_s))
-            rec = per_alt.setdefault(k, {"alt": k, "backend": "bab", "time_s": 0.0, "cpu_s": 0.0})
-            rec["time_s"] = round(rec["time_s"] + time.perf_counter() - t, 3)
-            rec["cpu_s"] = round(rec["cpu_s"] + time.process_time() - c, 3)
-            rec.update(bo.stats)
-            if bo.verdict is Verdict.VERIFIED:
-                backends_used.add("bab")
-                pending.remove(k)
-                searches[k].release()  # free its sub-domains (memory)
-            elif bo.verdict is Verdict.FALSIFIED and bo.replay is not None:
-                return run.result(
-                    Verdict.FALSIFIED,
-                    "bab",
-                    f"alternative {k}: counterexample found during branch and bound; replayed on onnxruntime",
-                    bo.replay.counterexample,
-                )
-            elif searches[k].finished is not None:  # undecidable by branch and bound: to the MILP
-                pending.remove(k)
-                searches[k].release()  # free its sub-domains (memory)
-                milp_queue.append(k)
-            elif cfg.bab_budget is not None and rec["cpu_s"] >= cfg.bab_budget and gurobi_fits(k):
-                pending.remove(k)  # over its branch-and-bound budget: Gurobi's MILP takes over
-                searches[k].release()
-                milp_queue.append(k)
-                rec["handoff"] = "milp"
-        slice_s *= 2.0
-    # 6. one MILP per remaining alternative
-    undecided: Result | None = None
-    for k in milp_queue:
-        left = deadline - time.perf_counter()
-        if left <= 0:
-            return run.result(
-                Verdict.TIMEOUT,
-                "+".join(sorted(backends_used)) or "milp",
-                f"time limit reached with alternative {k} (and maybe others) undecided",
-            )
-        t = time.perf_counter()
-        prog, info = encode_alternative(
-            net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone, cfg.objective, "net"
+    Scheduling (2 cores: this process and one solver child).  While some alternative has not been
+    handed to the MILP (*fresh*), this process runs branch and bound on the fresh ones only, and
+    ``MarginConfig.milp_jobs`` MILP children run beside it.  Once every alternative has been handed
+    off, ``milp_jobs + 1`` children may run and this process waits for them; only when no queued MILP
+    is waiting for a slot does it go back to branch and bound on the handed-off alternatives, racing
+    their MILPs (whichever closes an alternative first stops the other).  On mnistfc 256x4
+    prop_3_0.03 branch and bound prunes almost nothing after its budget while Gurobi proves an
+    alternative in 25–160 s, so the second core is worth more to a second MILP than to branch and
+    bound.  Each child has the hard time limit of the instance's deadline; the caller's ``with
+    SolveGroup()`` block kills any child still running when the answer is known.
+    """
+
+    def __init__(
+        self,
+        prop: OutputProperty,
+        net: Network,
+        box: tuple[np.ndarray, np.ndarray],
+        bounds: LayerBounds,
+        alts: Sequence[Alternative],
+        slopes: dict,
+        config: ReluSplitSettings,
+        cfg: MarginConfig,
+        run: _Run,
+        deadline: float,
+    ) -> None:
+        self.prop, self.net, self.bounds, self.alts, self.slopes = prop, net, bounds, alts, slopes
+        self.lo, self.hi = box
+        self.config, self.cfg, self.run, self.deadline = config, cfg, run, deadline
+        self.per_alt: dict[int, dict[str, Any]] = {}
+        run.stats["per_alt"] = self.per_alt
+        self.used: set[str] = set()  # how alternatives were closed
+        self.searches: dict[int, BabSearch] = {}  # branch and bound still searching
+        self.queue: list[int] = []  # waiting for a MILP child
+        self.jobs: dict[int, SolveJob] = {}
+        self.undecided: dict[int, Result] = {}  # MILP answered without deciding, search over
+        self.open: set[int] = set()
+        self.closed_by: dict[int, str] = {}
+        self._fits: dict[int, tuple[bool, int]] = {}
+        self.group: SolveGroup | None = None
+        self.handed: set[int] = set()  # alternatives given to the MILP (queued, running or answered)
+
+    # ---- the MILPs -----------------------------------------------------------------------------
+    def _encode(self, k: int, objective: bool) -> tuple[Program, EncodingInfo]:
+        lw, uw = self.bounds.lower, self.bounds.upper
+        return encode_alternative(
+            self.net, self.lo, self.hi, lw, uw, self.alts[k], self.cfg.monotone, objective, "net"
         )
-        backend = choose_backend(want, prog, milp_only=True)
+
+    def milp_size(self, k: int) -> tuple[bool, int]:
+        """Would alternative ``k``'s MILP go to Gurobi (fits its licence, the backend allows it), and
+        its number of binaries."""
+        if k not in self._fits:
+            prog, info = self._encode(k, self.cfg.objective)
+            gurobi = choose_backend(self.config.backend, prog, milp_only=True) == "gurobi"
+            self._fits[k] = (gurobi, info.binaries_hidden + info.exact_last)
+        return self._fits[k]
+
+    def _to_milp(self, k: int) -> None:
+        if k in self.open and k not in self.handed:
+            self.handed.add(k)
+            self.queue.append(k)
+
+    def _start(self, group: SolveGroup, k: int, maximise: bool = False, backend: str | None = None) -> bool:
+        """Start alternative ``k``'s MILP (``maximise``: keep the margin objective); False when no
+        MILP backend takes it (the caller's general path then decides the whole query)."""
+        prog, info = self._encode(k, self.cfg.objective or maximise)
+        backend = backend or choose_backend(self.config.backend, prog, milp_only=True)
         if backend is None:
+            return False
+        params: dict[str, Any] = {}
+        if backend == "gurobi":
+            gp = dict(self.cfg.gurobi_params)
+            if prog.objective is not None:
+                gp.setdefault("BestObjStop", self.cfg.objective_stop)
+            params = {"params": gp}
+        elif not maximise:
+            prog = _without_objective(prog)
+        left = max(0.0, self.deadline - time.perf_counter())
+        job = group.start(backend, prog, left, self.config.threads, params=params, tag=(k, prog, maximise))
+        self.jobs[k] = job
+        rec = self.per_alt.setdefault(k, {"alt": k})
+        rec.update(binaries=info.binaries_hidden + info.exact_last, relaxed_last=info.relaxed_last)
+        rec.setdefault("milp_started_s", round(time.perf_counter() - self.run.t0, 3))
+        return True
+
+    def _fresh(self) -> list[int]:
+        """Alternatives branch and bound searches that have no MILP yet (they come first)."""
+        return [k for k in self.searches if k not in self.handed]
+
+    def _slots(self) -> int:
+        """MILP children allowed now: ``milp_jobs``, one more when no alternative is fresh."""
+        return self.cfg.milp_jobs + (0 if self._fresh() else 1)
+
+    def _fill(self, group: SolveGroup) -> bool:
+        """Start queued MILPs while slots are free; False if some alternative has no MILP backend."""
+        while self.queue and len(self.jobs) < self._slots():
+            k = self.queue.pop(0)
+            if k in self.open and not self._start(group, k):
+                return False
+        return True
+
+    def _milp_answer(self, group: SolveGroup, job: SolveJob) -> Result | None:
+        """Read a finished MILP: close its alternative, return FALSIFIED, or record it as undecided."""
+        k, prog, maximise = job.tag
+        self.jobs.pop(k, None)
+        out = job.outcome
+        assert out is not None
+        if k not in self.open:
             return None
-        how = {"threads": config.threads, "in_process": config.in_process}
-        out = _solve(backend, prog, left, cfg, **how)
-        rep = _replay_candidate(prop, net, prog, out)
-        if rep is not None and not rep.ok and prog.objective is None and time.perf_counter() < deadline:
-            # a feasibility search stops at the first point, typically on the margin's boundary, where
-            # float32 replay can land a hair on the safe side: look for the point of largest margin
-            prog, info = encode_alternative(
-                net, lo, hi, bounds.lower, bounds.upper, alts[k], cfg.monotone, True, "net"
-            )
-            out2 = _solve(backend, prog, deadline - time.perf_counter(), cfg, keep_objective=True, **how)
-            rep2 = _replay_candidate(prop, net, prog, out2)
-            if rep2 is not None:
-                out, rep = out2, rep2
-        backends_used.add(backend)
-        run.version = out.solver_version or run.version
-        rec = per_alt.setdefault(k, {"alt": k})
+        self.run.version = out.solver_version or self.run.version
+        rec = self.per_alt.setdefault(k, {"alt": k})
         rec.update(
-            {
-                "milp_backend": backend,
-                "milp_status": out.status.value,
-                "milp_time_s": round(time.perf_counter() - t, 3),
-                "binaries": info.binaries_hidden + info.exact_last,
-                "relaxed_last": info.relaxed_last,
-                "nodes": out.stats.get("nodes"),
-                "variables": out.stats.get("variables"),
-                "constraints": out.stats.get("constraints"),
-            }
+            milp_backend=job.backend,
+            milp_status=out.status.value,
+            milp_time_s=round(out.time_s, 3),
+            nodes=out.stats.get("nodes"),
+            variables=out.stats.get("variables"),
+            constraints=out.stats.get("constraints"),
         )
+        if out.stats.get("licence_limit") and job.backend == "gurobi":  # the open fallback
+            self._start(group, k, maximise, backend="highs")
+            return None
         if out.status is SolveStatus.UNSAT:
-            continue
+            self._close(k, job.backend)
+            return None
+        rep = _replay_candidate(self.prop, self.net, prog, out)
         if rep is not None:
             rec["replay"] = rep.reason
             if rep.ok:
-                return run.result(
+                return self.run.result(
                     Verdict.FALSIFIED,
-                    backend,
+                    job.backend,
                     f"alternative {k}: MILP counterexample replayed on onnxruntime",
                     rep.counterexample,
                 )
-            if undecided is None:
-                undecided = run.result(
-                    Verdict.UNKNOWN, backend, f"alternative {k}: solver candidate rejected: {rep.reason}"
+            if not maximise and prog.objective is None and time.perf_counter() < self.deadline:
+                # a feasibility search stops at the first point, typically on the margin's boundary,
+                # where float32 replay can land a hair on the safe side: look for the largest margin
+                self._start(group, k, maximise=True, backend=job.backend)
+                return None
+            why = f"solver candidate rejected: {rep.reason}"
+            self.undecided[k] = self.run.result(Verdict.UNKNOWN, job.backend, f"alternative {k}: {why}")
+        else:
+            verdict = {SolveStatus.TIMEOUT: Verdict.TIMEOUT, SolveStatus.ERROR: Verdict.ERROR}.get(
+                out.status, Verdict.UNKNOWN
+            )
+            msg = f"alternative {k}: {out.message or out.status.value}"
+            self.undecided[k] = self.run.result(verdict, job.backend, msg)
+        return None
+
+    def _close(self, k: int, how: str) -> None:
+        """Alternative ``k`` is ruled out (by ``how``): stop whatever else still works on it."""
+        self.open.discard(k)
+        if k in self.jobs and self.group is not None:
+            self.group.cancel(self.jobs.pop(k))
+        self.closed_by[k] = how
+        self.used.add(how)
+        if k in self.searches:
+            self.searches.pop(k).release()  # free its sub-domains (memory)
+        if k in self.queue:
+            self.queue.remove(k)
+
+    # ---- branch and bound ----------------------------------------------------------------------
+    def _slice(self, k: int, until: float) -> Result | None:
+        """One time slice of branch and bound on alternative ``k``."""
+        cfg = self.cfg
+        t, c = time.perf_counter(), time.process_time()
+        search = self.searches[k]
+        bo = search.advance(min(self.deadline, until))
+        rec = self.per_alt.setdefault(k, {"alt": k})
+        rec.setdefault("backend", "bab")
+        rec["time_s"] = round(rec.get("time_s", 0.0) + time.perf_counter() - t, 3)
+        rec["cpu_s"] = round(rec.get("cpu_s", 0.0) + time.process_time() - c, 3)
+        rec.update(bo.stats)
+        if bo.verdict is Verdict.VERIFIED:
+            self._close(k, "bab")
+        elif bo.verdict is Verdict.FALSIFIED and bo.replay is not None:
+            return self.run.result(
+                Verdict.FALSIFIED,
+                "bab",
+                f"alternative {k}: counterexample found during branch and bound; replayed on onnxruntime",
+                bo.replay.counterexample,
+            )
+        elif search.finished is not None:  # undecidable by branch and bound: the MILP only
+            self.searches.pop(k).release()
+            self._to_milp(k)
+        elif (
+            cfg.bab_budget is not None
+            and rec["cpu_s"] >= cfg.bab_budget
+            and k not in self.handed
+            and self.milp_size(k)[0]
+        ):
+            self._to_milp(k)  # over its budget: Gurobi's MILP races branch and bound from now on
+            rec["handoff"] = "milp"
+        return None
+
+    # ---- the whole race ------------------------------------------------------------------------
+    def decide(self, possible: Sequence[int], group: SolveGroup) -> Result | None:
+        cfg, alts = self.cfg, self.alts
+        self.group = group
+        self.open = set(possible)
+        bab = [k for k in possible if cfg.use_bab and alts[k][0].shape[0] == 1]
+        self.queue = [k for k in possible if k not in bab]
+        if cfg.milp_first and len(self.net.affines) - 1 >= cfg.milp_first_depth:  # small MILPs first
+            small = [k for k in bab if self.milp_size(k)[0] and self.milp_size(k)[1] <= cfg.milp_first]
+            bab = [k for k in bab if k not in small]
+            self.queue += small
+        self.handed = set(self.queue)
+        share = replace(cfg.bab, memory_mb=max(1, cfg.bab.memory_mb // max(1, len(bab))))
+        for k in bab:
+            self.searches[k] = BabSearch(
+                self.prop, self.net, self.lo, self.hi, self.bounds, alts[k], share, self.slopes
+            )
+        slice_s = cfg.bab_slice
+        while self.open:
+            if time.perf_counter() > self.deadline:
+                where = "branch and bound" if self.searches else "the MILPs"
+                return self.run.result(
+                    Verdict.TIMEOUT,
+                    "+".join(sorted(self.used)) or "bab",
+                    f"time limit reached in {where} with {len(self.open)} alternatives open",
                 )
-            continue
-        verdict = {SolveStatus.TIMEOUT: Verdict.TIMEOUT, SolveStatus.ERROR: Verdict.ERROR}.get(
-            out.status, Verdict.UNKNOWN
+            if not self._fill(group):
+                return None
+            for job in group.wait(until=time.perf_counter()):
+                if (res := self._milp_answer(group, job)) is not None:
+                    return res
+            # this process's core: branch and bound on the fresh alternatives (until their budget),
+            # else racing the MILPs when no queued MILP is waiting for a free slot
+            fresh = self._fresh()
+            if fresh or (self.searches and not self.queue and len(self.jobs) < self._slots()):
+                turn = fresh or list(self.searches)
+                for k in [k for k in possible if k in turn]:  # one round of the round robin
+                    span = min(slice_s, 4 * cfg.bab_slice) if (self.jobs or self.queue) else slice_s
+                    if k not in self.handed and cfg.bab_budget is not None and self.milp_size(k)[0]:
+                        used = self.per_alt.get(k, {}).get("cpu_s", 0.0)  # stop at the hand-off
+                        span = min(span, max(0.05, cfg.bab_budget - used))
+                    if (res := self._slice(k, time.perf_counter() + span)) is not None:
+                        return res
+                    for job in group.wait(until=time.perf_counter()):
+                        if (res := self._milp_answer(group, job)) is not None:
+                            return res
+                    if not self.open or time.perf_counter() > self.deadline:
+                        break
+                    if not self._fill(group):
+                        return None
+                slice_s *= 2.0
+            elif self.jobs:
+                for job in group.wait(until=self.deadline):
+                    if (res := self._milp_answer(group, job)) is not None:
+                        return res
+            elif not self.queue:
+                break  # nothing left that could decide the open alternatives
+        if self.open:
+            k = min(self.open)
+            undecided = self.undecided.get(k)
+            if undecided is not None:
+                return replace(undecided, time_s=time.perf_counter() - self.run.t0)
+            return self.run.result(Verdict.UNKNOWN, "bab", f"alternative {k}: undecided")
+        by = list(self.closed_by.values())
+        n_alts, n_poss = len(alts), len(possible)
+        return self.run.result(
+            Verdict.VERIFIED,
+            "+".join(sorted(self.used)) or "bounds",
+            f"all {n_alts} alternatives ruled out: {n_alts - n_poss} by bounds, "
+            f"{by.count('bab')} by branch and bound, {n_poss - by.count('bab')} by MILP",
         )
-        if verdict is Verdict.TIMEOUT:
-            return run.result(verdict, backend, f"alternative {k}: {out.message or 'solver time limit'}")
-        if undecided is None:
-            undecided = run.result(verdict, backend, f"alternative {k}: {out.message or out.status.value}")
-    if undecided is not None:
-        return replace(undecided, time_s=time.perf_counter() - run.t0)
-    n_bab = len(possible) - len(milp_queue)
-    return run.result(
-        Verdict.VERIFIED,
-        "+".join(sorted(backends_used)) or "bounds",
-        f"all {len(alts)} alternatives ruled out: {len(alts) - len(possible)} by bounds, "
-        f"{n_bab} by branch and bound, {len(milp_queue)} by MILP",
-    )
 
 
 def _replay_candidate(
@@ -1054,35 +1202,6 @@ def _replay_candidate(
         pol = polish(prop, {"net": net}, xs)
         rep = pol if pol.ok else rep
     return rep
-
-
-def _solve(
-    backend: str,
-    prog: Program,
-    timeout: float,
-    cfg: MarginConfig,
-    *,
-    threads: int = 1,
-    in_process: bool = False,
-    keep_objective: bool = False,
-) -> Outcome:
-    """One margin MILP through the one solve path (:func:`verifier.backends.solve.solve`: a child
-    process with the hard time limit; ``in_process`` only when the caller's config asks for it).
-
-    Gurobi gets ``cfg.gurobi_params`` (and ``BestObjStop`` when maximising) and keeps the objective;
-    other MILP backends get the feasibility program unless ``keep_objective``.  A Gurobi licence
-    refusal falls back to HiGHS for the time left.
-    """
-    plain = prog if keep_objective else _without_objective(prog)
-    if backend != "gurobi":
-        return solve(backend, plain, timeout, threads, in_process=in_process)
-    params: dict[str, Any] = dict(cfg.gurobi_params)
-    if prog.objective is not None:
-        params.setdefault("BestObjStop", cfg.objective_stop)
-    out = solve("gurobi", prog, timeout, threads, params={"params": params}, in_process=in_process)
-    if out.stats.get("licence_limit"):
-        return solve("highs", plain, max(0.0, timeout - out.time_s), threads, in_process=in_process)
-    return out
 
 
 def _without_objective(prog: Program) -> Program:
