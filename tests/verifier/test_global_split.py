@@ -12,6 +12,8 @@ and the certified global radius.
 from __future__ import annotations
 
 import math
+import time
+from collections import Counter
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -31,11 +33,15 @@ from encoders.bounds.pair_lp import (
 from encoders.bounds.twin import pair_margin_upper
 from encoders.network import Affine, Network, load_onnx, network_from_layers, save_onnx
 from encoders.properties import GlobalRobustness
+from verifier.backends.solve import SolveGroup
 from verifier.dispatch import DispatchConfig
 from verifier.results import Verdict
+from verifier.search import global_split as gs
 from verifier.search.global_split import (
     PAIR_TOL,
+    GlobalSplitConfig,
     _pair_milp,
+    _PairMilpRun,
     certified_global_radius,
     decide_global,
     pair_program,
@@ -374,3 +380,132 @@ def test_closed_pair_cache_is_used_only_below_its_delta(tmp_path: Path) -> None:
     # above the δ it was closed at, the cache says nothing: the real answer (a replayed pair) comes back
     r = decide_global(net, 0.2, 0.9, dom, cfg, known_closed=known)
     assert r.verdict is Verdict.FALSIFIED and r.counterexample is not None
+
+
+# --------------------------------------------------------------------------------------------------
+# the pair MILPs in the background (solver children beside the LP tightening)
+# --------------------------------------------------------------------------------------------------
+def _onnx_rand_net(seed: int, tmp_path: Path) -> Network:
+    rnd = _rand_net(seed)
+    return load_onnx(save_onnx([(a.W, a.b) for a in rnd.affines], tmp_path / f"r{seed}.onnx"))
+
+
+def _sampled_violations(net: Network, delta: float, kappa: float, seed: int = 0) -> int:
+    """How many of 100 000 sampled pairs ``‖x − x'‖_∞ ≤ δ`` in ``[0, 1]³`` violate (any class)."""
+    rng = np.random.default_rng(1000 + seed)
+    lo, hi = np.zeros(3), np.ones(3)
+    n = 100_000
+    x = rng.uniform(lo, hi, size=(n, 3))
+    step = np.where(
+        rng.random((n, 3)) < 0.5, rng.choice([-1.0, 1.0], size=(n, 3)), rng.uniform(-1, 1, (n, 3))
+    )
+    xp = np.clip(x + delta * step, lo, hi)
+    ya, yb = _layers(net, x)[-1], _layers(net, xp)[-1]
+    c = ya.argmax(axis=1)
+    conf = rx.confidence_gap(ya, c, kappa) >= 0
+    yc = yb[np.arange(n), c]
+    other = yb.copy()
+    other[np.arange(n), c] = -np.inf
+    return int(np.sum(conf & (other.max(axis=1) >= yc)))
+
+
+@pytest.mark.skipif(not _gurobi(), reason="gurobipy not installed")
+def test_pair_milp_run_in_a_group_matches_the_synchronous_form(tmp_path: Path) -> None:
+    """The asynchronous pair MILP (start / collect in a SolveGroup) ends as :func:`_pair_milp` does:
+    closed at δ = 0.08 and a replayed pair at δ = 0.2 on the step network."""
+    net = _step_net(tmp_path)
+    cfg = DispatchConfig(timeout=30)
+    for delta, how in ((0.08, "closed"), (0.2, "falsified")):
+        prop = GlobalRobustness(delta, 0.9, np.zeros(1), np.ones(1), "inf", 0)
+        run = _PairMilpRun(prop, net, 1, 30.0, cfg)
+        with SolveGroup() as group:
+            job = run.start(group, tag=("pair", delta))
+            assert job is not None and run.result is None
+            end = None
+            while end is None:
+                for done in group.wait():
+                    assert done.tag == ("pair", delta)
+                    end = run.collect(group, done)
+        assert end is run.result and end.how == how == _pair_milp(prop, net, 1, 30.0, cfg).how
+        if how == "falsified":
+            assert end.cex is not None and abs(float(end.cex.x[0] - end.cex.x2[0])) <= delta
+
+
+@pytest.mark.skipif(not _gurobi(), reason="gurobipy not installed")
+def test_background_milps_agree_with_sampling_and_monotonicity(tmp_path: Path) -> None:
+    """Random networks on which LP tightening closes no pair (every proof needs the pair MILPs): with
+    one and with two MILP children beside the LP — and with the sequential schedule (``milp_jobs=0``) —
+    the verdicts are the same, decided, monotone in δ; a VERIFIED has no sampled violating pair and a
+    FALSIFIED's pair is a real violation within δ."""
+    lo, hi = np.zeros(3), np.ones(3)
+    kappa, grid = 0.5, (0.05, 0.1, 0.2)
+    by_milp = 0
+    for seed in (1, 10):
+        net = _onnx_rand_net(seed, tmp_path)
+        verdicts: dict[tuple[int, float], Verdict] = {}
+        for jobs in (1, 2, 0):
+            split = GlobalSplitConfig(milp_jobs=jobs)
+            for d in grid:
+                r = decide_global(net, d, kappa, (lo, hi), DispatchConfig(timeout=30), split=split)
+                verdicts[(jobs, d)] = r.verdict
+                assert r.verdict.decided, (seed, jobs, d, r.message)
+                if r.verdict is Verdict.VERIFIED:
+                    assert "lp" not in r.stats["closed_by"]
+                    by_milp += r.stats["closed_by"].get("milp", 0)
+                    if jobs == 1:
+                        assert _sampled_violations(net, d, kappa, seed) == 0, (seed, d)
+                else:
+                    cx = r.counterexample
+                    assert cx is not None and cx.x2 is not None
+                    assert float(np.max(np.abs(np.asarray(cx.x) - np.asarray(cx.x2)))) <= d + 1e-9
+                    ya, yb = (_layers(net, np.asarray(v, float)[None])[-1][0] for v in (cx.x, cx.x2))
+                    c = int(np.argmax(ya))
+                    assert rx.confidence_gap(ya[None], np.array([c]), kappa)[0] >= -1e-6
+                    assert max(yb[k] for k in range(3) if k != c) >= yb[c] - 1e-6
+        for d in grid:
+            assert verdicts[(0, d)] == verdicts[(1, d)] == verdicts[(2, d)], (seed, d, verdicts)
+        proved = [d for d in grid if verdicts[(1, d)] is Verdict.VERIFIED]
+        refuted = [d for d in grid if verdicts[(1, d)] is Verdict.FALSIFIED]
+        assert proved and refuted and max(proved) < min(refuted), (seed, verdicts)
+    assert by_milp >= 6
+
+
+@pytest.mark.skipif(not _gurobi(), reason="gurobipy not installed")
+def test_background_milp_closes_its_pair_and_stops_the_lp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LP tightening alone leaves both pairs of class 0 open (``milp=False``: UNKNOWN).  With the LP
+    steps made slow (0.5 s each, as on a real network), the MILP started in the background after a
+    pair's first step closes the pair while its LP works on the next step: the LP stops there (fewer
+    steps than the plan) and the pair is closed before the second pass."""
+    net = _onnx_rand_net(8, tmp_path)
+    dom, delta, kappa = (np.zeros(3), np.ones(3)), 0.1, 0.8
+    cfg = DispatchConfig(timeout=30, samples=0)
+    r0 = decide_global(net, delta, kappa, dom, cfg, classes=[0], split=GlobalSplitConfig(milp=False))
+    assert r0.verdict is Verdict.UNKNOWN and len(r0.stats["open"]) == 2, r0.stats
+
+    steps: Counter[tuple[int, int]] = Counter()
+    real_tighten = gs.tighten_pair
+
+    def slow_tighten(*args: object, **kw: object) -> object:
+        steps[(args[5], args[7])] += 1  # (c, j)
+        out = real_tighten(*args, **kw)  # type: ignore[arg-type]
+        time.sleep(0.5)
+        return out
+
+    closed_before_second: set[tuple[int, int]] = set()
+    real_second = gs._PairMilps.second_pass
+
+    def spy_second(self: gs._PairMilps, pairs: list[tuple[int, int]]) -> object:
+        closed_before_second.update(self.ended)
+        return real_second(self, pairs)
+
+    monkeypatch.setattr(gs, "tighten_pair", slow_tighten)
+    monkeypatch.setattr(gs._PairMilps, "second_pass", spy_second)
+    split = GlobalSplitConfig(milp_jobs=1)
+    r = decide_global(net, delta, kappa, dom, cfg, classes=[0], split=split)
+    assert r.verdict is Verdict.VERIFIED, r.message
+    assert r.stats["closed_by"] == {"milp": 2}
+    assert r.stats["milp_runs"]["background"] >= 2
+    assert closed_before_second == {(0, 1), (0, 2)}
+    assert set(steps) == {(0, 1), (0, 2)} and max(steps.values()) < len(split.obbt_plan), steps

@@ -135,7 +135,8 @@ CONFIGS = {  # name: (dispatch config, margin config, the step that must decide 
                         MarginConfig(tighten=False, milp_first=0, bab_budget=None), "bab"),
     # every alternative still open after one slice of branch and bound gets a MILP child that races it
     "race": (DispatchConfig(samples=0), MarginConfig(milp_first=0, bab_budget=0.0, bab_slice=1e-3), None),
-    "race-2": (DispatchConfig(samples=0), MarginConfig(milp_first=0, bab_budget=0.0, bab_slice=1e-3, milp_jobs=2), None),
+    "race-2": (DispatchConfig(samples=0),
+               MarginConfig(milp_first=0, bab_budget=0.0, bab_slice=1e-3, milp_jobs=2), None),
     "milp-gurobi": (DispatchConfig(samples=0, backend="gurobi"), MarginConfig(use_bab=False), "gurobi"),
     "milp-highs": (DispatchConfig(samples=0, backend="highs"), MarginConfig(use_bab=False), "highs"),
     "milp-plain": (DispatchConfig(samples=0, backend="highs"),

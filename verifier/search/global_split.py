@@ -13,26 +13,42 @@ such pair, and one replayed pair refutes it.  :func:`decide_global` works on the
    misses then get a *local MILP* (:func:`_local_pair_milp`): the exact pair MILP on a small box
    around the near miss, where its bounds are tight and Gurobi finds a violating pair in seconds
    when there is one (refutation only; replayed against the full domain);
-3. **pair by pair** (L∞), easiest pairs first, each finished before the next:
+3. **pair by pair** (L∞), easiest pairs first, the LP work of each finished before the next, with
+   the pair MILPs running beside it in solver children (:class:`_PairMilps`):
 
    a. *LP tightening* — optimisation-based bound tightening of the difference bounds
       ``z(x) − z(x')`` (and, in the last step, of each copy's own bounds) on the LP relaxation of the
       violating pairs *through j* (:func:`encoders.bounds.pair_lp.tighten_pair`: copy a confident,
       copy b's ``z_j ≥ z_c``, twin rows; every bound certified by weak duality), step by step
-      (``obbt_plan``); the twin bound ``max Δ_j`` recomputed from the tightened bounds proves the
-      pair when it drops below ``m``;
-   b. after each step, a short *pair MILP* (:func:`_pair_milp`: ``min z_c(x') − z_j(x')`` over the
-      two-copy encoding with the tightened bounds, on Gurobi through the one solve path; closed when
-      the proven bound is ≥ 1e-3 or the model is infeasible) — a MILP with good bounds often closes
-      in a second what further LP steps would take tens of seconds for;
+      (``obbt_plan``) in this process; the twin bound ``max Δ_j`` recomputed from the tightened bounds
+      proves the pair when it drops below ``m``;
+   b. after each step (from ``milp_after`` on), the *pair MILP* (:func:`_pair_milp`: ``min z_c(x') −
+      z_j(x')`` over the two-copy encoding with that step's bounds, on Gurobi through the one solve
+      path; closed when the proven bound is ≥ 1e-3 or the model is infeasible) is started in the
+      *background* (a :class:`~verifier.backends.solve.SolveGroup` child, at most ``milp_background``
+      seconds) and the next LP step goes on at once — a MILP with good bounds often closes in a second
+      what further LP steps would take tens of seconds for, and while Gurobi works on one core the LP
+      works on the other.  ``milp_jobs`` children at a time: a pair whose MILP cannot start yet waits
+      in a queue with its newest bounds; newer bounds replace the pair's own running MILP once it has
+      had ``milp_probe`` seconds (or ended open).  Finished
+      MILPs are read between steps, between pairs and every few neurons inside a step (the ``goal`` of
+      :func:`tighten_pair`): a pair its MILP closed stops its LP work at once, a replayed pair ends
+      the query (FALSIFIED), a pair whose model is not a Gurobi model goes to stage 4's fallback;
    c. the LP optimum of ``max z_j(x') − z_c(x')`` seeds a local pair search;
-4. **second pass** — the pair MILP of every pair still open, the time left shared among them (the
-   dispatcher's feasibility MILP, :func:`verifier.dispatch.verify`, when the model is not a Gurobi
-   model, e.g. over the size-limited licence).
+4. **second pass** — the pair MILP of every pair still open (its stage-3 MILP, if still running,
+   counts as one), ``milp_jobs + 1`` at a time (this process only waits now), the time left shared
+   among them; a rerun on the same bounds with no more time than a MILP that already ended open is
+   skipped (it would retrace the same search).  The dispatcher's feasibility MILP
+   (:func:`verifier.dispatch.verify`) in this process when the model is not a Gurobi model (e.g.
+   over the size-limited licence).  ``milp_jobs = 0`` restores the sequential schedule: a blocking
+   ``milp_probe``-second MILP after each step, one MILP at a time in the second pass.
 
-Soundness: every bound used in 3–4 holds for every violating pair through ``j``, so a pair is closed
-only when no violating pair through ``j`` exists (modulo the MILP solver's tolerances, as for every
-MILP verdict; see :func:`_pair_milp`); FALSIFIED only with a replayed pair.
+Soundness: every bound used in 3–4 holds for every violating pair through ``j`` — the bounds of every
+LP step do, so a MILP built from an earlier step's bounds that answers after a later step proves as
+much as one built from the latest — so a pair is closed only when no violating pair through ``j``
+exists (modulo the MILP solver's tolerances, as for every MILP verdict; see :func:`_pair_milp`);
+FALSIFIED only with a replayed pair.  The order in which background MILPs answer changes which stage
+closes a pair and how long the query takes, never a verdict's correctness.
 
 The certified global radius (:func:`certified_global_radius`)
 -------------------------------------------------------------
@@ -62,7 +78,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -74,10 +90,10 @@ from encoders.network import Network
 from encoders.program import Program
 from encoders.properties import EncodeOptions, GlobalRobustness
 
-from ..backends.solve import choose_backend, solve
+from ..backends.solve import SolveGroup, SolveJob, choose_backend, solve
 from ..dispatch import DispatchConfig, verify
 from ..replay import polish, replay, search_pairs
-from ..results import Counterexample, Result, SolveStatus, Verdict
+from ..results import Counterexample, Outcome, Result, SolveStatus, Verdict
 
 __all__ = [
     "GlobalSplitConfig",
@@ -108,10 +124,20 @@ class GlobalSplitConfig:
         Seed a local pair search from the LP optimum of each pair still open after stage 3.
     milp
         Stage 4.
-    milp_after, milp_probe
-        After tightening step ``milp_after`` (0 = the first) and every later one, the pair's MILP
-        (:func:`_pair_milp`) gets ``milp_probe`` seconds; pairs still open after every step get a
-        second MILP with the time left shared among them.
+    milp_after, milp_background, milp_jobs
+        From tightening step ``milp_after`` (0 = the first) on, the pair's MILP (:func:`_pair_milp`,
+        with that step's bounds) runs in the background in a solver child, at most
+        ``milp_background`` seconds, while the LP tightening goes on in this process; ``milp_jobs``
+        such children at a time (1 suits 2 cores: the LP on one, Gurobi on the other).  A pair whose
+        MILP cannot start yet waits in a queue with its newest bounds (:class:`_PairMilps`).  Pairs
+        still open after every step get a second MILP in the second pass, ``milp_jobs + 1`` at a
+        time, the time left shared among them.
+    milp_probe
+        The time a pair's background MILP keeps running before a later step's bounds may replace it
+        (a MILP that ends open sooner is replaced at once).  With ``milp_jobs = 0`` there are no
+        background MILPs: after each step from ``milp_after`` on the pair's MILP *blocks* for
+        ``milp_probe`` seconds, and the second pass runs one MILP at a time (the sequential schedule,
+        kept for comparisons).
     tol
         The proven minimum of ``z_c(x') − z_j(x')`` that closes a pair (:func:`_pair_milp`).
     gurobi_params
@@ -129,6 +155,8 @@ class GlobalSplitConfig:
     lp_search: bool = True
     milp: bool = True
     milp_after: int = 0
+    milp_background: float = 20.0
+    milp_jobs: int = 1
     milp_probe: float = 2.0
     tol: float = 1e-3
     gurobi_params: tuple[tuple[str, Any], ...] = ()
@@ -243,48 +271,146 @@ def _pair_milp(
     below ``−tol`` (``BestObjStop``).  When the program is over Gurobi's licence (or Gurobi is not
     the configured backend) the result is ``fallback``: the caller uses the dispatcher's feasibility
     path instead.
+
+    This is the synchronous form of :class:`_PairMilpRun` (which holds the logic: one solver round
+    after the other in this call, ``config.in_process`` honoured); :func:`decide_global` runs the same
+    rounds in the background in a :class:`~verifier.backends.solve.SolveGroup`.
     """
-    t0 = time.perf_counter()
-    nets = {"a": net, "b": net}
-    prog = pair_program(prop, net, j, config.bounds)
-    st = prog.stats()
-    stats: dict[str, Any] = {"variables": st["milp_variables"], "binaries": st["binaries"]}
-    if choose_backend(config.backend, prog, milp_only=True) != "gurobi":
-        return PairMilp("fallback", None, time.perf_counter() - t0, message="not a Gurobi model", stats=stats)
-    params = {"params": {**dict(gurobi_params or {}), "BestBdStop": tol, "BestObjStop": -tol}}
-    bound: float | None = None
-    msg = ""
-    for round_no in range(config.max_refinements + 1):
-        left = timeout - (time.perf_counter() - t0)
+    run = _PairMilpRun(prop, net, j, timeout, config, tol, gurobi_params)
+    while (limit := run.next_limit()) is not None:
+        run.feed(
+            solve("gurobi", run.prog, limit, config.threads, params=run.params, in_process=config.in_process)
+        )
+    assert run.result is not None
+    return run.result
+
+
+class _PairMilpRun:
+    r"""One pair MILP of :func:`_pair_milp` as a sequence of solver rounds driven by the caller.
+
+    Formulation, closing rule, refutation and their soundness are those of :func:`_pair_milp`, whose
+    whole logic lives here: the program is built (and the backend chosen) at construction —
+    ``result`` is ``fallback`` at once when it is not a Gurobi model — then each round is
+
+    * :meth:`next_limit` — the time limit of the next solver round, or ``None`` when the run is over
+      (``result`` set: the time is spent, or ``config.max_refinements`` rounds of cuts were made);
+    * :meth:`feed` — one round's :class:`~verifier.results.Outcome`: a licence refusal → ``fallback``;
+      infeasible → ``closed``; proven bound ``≥ tol`` → ``closed``; an incumbent ``< 0`` that replays on
+      onnxruntime (after :func:`~verifier.replay.polish`) → ``falsified`` with the pair; one that does
+      not → the tangent cuts of :meth:`GlobalRobustness.refine` are added and another round is due
+      (none → ``open``); no incumbent below 0 → ``open``.
+
+    :meth:`start` / :meth:`collect` are the same two steps through a
+    :class:`~verifier.backends.solve.SolveGroup`: ``start`` forks the round's solver child (tagged
+    ``tag``) and returns its job; ``collect`` feeds a finished job's outcome and starts the next round
+    when one is due (returning ``None``), else returns ``result``.  The program is copied into each
+    child at its fork, so cuts added later never reach a running round.
+
+    ``rerun_above`` (set when the run ends ``open``): a new run of the *same* program can only end
+    differently with a budget above this — Gurobi is deterministic, so a rerun retraces the same
+    search: ``timeout`` when the time ran out, ``inf`` when the run ended for any reason more time
+    cannot change (optimal with a bound below ``tol``; a candidate without cuts; the round limit), and
+    0 after a solver error.  ``bounds`` is the :class:`~encoders.bounds.pair_lp.PairBounds` of
+    ``prop`` (``prop.pair_bounds``), the identity of the program for that rule.
+    """
+
+    def __init__(
+        self,
+        prop: GlobalRobustness,
+        net: Network,
+        j: int,
+        timeout: float,
+        config: DispatchConfig,
+        tol: float = PAIR_TOL,
+        gurobi_params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.prop, self.net, self.j, self.timeout, self.config, self.tol = prop, net, j, timeout, config, tol
+        self.bounds = prop.pair_bounds
+        self.prog = pair_program(prop, net, j, config.bounds)
+        st = self.prog.stats()
+        self.stats: dict[str, Any] = {"variables": st["milp_variables"], "binaries": st["binaries"]}
+        self.params = {"params": {**dict(gurobi_params or {}), "BestBdStop": tol, "BestObjStop": -tol}}
+        self.bound: float | None = None  # the best proven lower bound of the objective so far
+        self.rounds = 0
+        self.rerun_above = 0.0
+        self.result: PairMilp | None = None
+        self.job: SolveJob | None = None
+        if choose_backend(config.backend, self.prog, milp_only=True) != "gurobi":
+            self._end("fallback", None, "not a Gurobi model")
+
+    def _end(self, how: str, bound: float | None, message: str, cex: Counterexample | None = None) -> None:
+        self.result = PairMilp(how, bound, time.perf_counter() - self.t0, cex, message, self.stats)
+
+    def _open(self, message: str, rerun_above: float) -> None:
+        self.rerun_above = rerun_above
+        self._end("open", self.bound, message)
+
+    def next_limit(self) -> float | None:
+        """The time limit of the next round; ``None`` (and ``result`` set) when the run is over."""
+        if self.result is not None:
+            return None
+        if self.rounds > self.config.max_refinements:
+            self._open("", math.inf)
+            return None
+        left = self.timeout - (time.perf_counter() - self.t0)
         if left <= 0.05:
-            break
-        out = solve("gurobi", prog, left, config.threads, params=params, in_process=config.in_process)
-        stats.update(rounds=round_no + 1, nodes=out.stats.get("nodes"), status=out.status.value)
+            self._open("", self.timeout)
+            return None
+        return left
+
+    def feed(self, out: Outcome) -> bool:
+        """Apply one round's outcome (class docstring); True when the run is over (``result`` set)."""
+        self.rounds += 1
+        self.stats.update(rounds=self.rounds, nodes=out.stats.get("nodes"), status=out.status.value)
         if out.stats.get("licence_limit"):
-            return PairMilp("fallback", None, time.perf_counter() - t0, message=out.message, stats=stats)
+            self._end("fallback", None, out.message)
+            return True
         if out.status is SolveStatus.UNSAT:
-            return PairMilp("closed", math.inf, time.perf_counter() - t0, message="infeasible", stats=stats)
+            self._end("closed", math.inf, "infeasible")
+            return True
         if out.bound is not None:
-            bound = out.bound if bound is None else max(bound, out.bound)
-            if out.bound >= tol:
-                return PairMilp("closed", out.bound, time.perf_counter() - t0, message="bound", stats=stats)
+            self.bound = out.bound if self.bound is None else max(self.bound, out.bound)
+            if out.bound >= self.tol:
+                self._end("closed", out.bound, "bound")
+                return True
         if out.assignment is None or out.objective is None or out.objective >= 0.0:
-            msg = out.message or out.status.value
-            break
+            more = {SolveStatus.TIMEOUT: self.timeout, SolveStatus.OPTIMAL: math.inf}.get(out.status, 0.0)
+            self._open(out.message or out.status.value, more)
+            return True
+        prop, prog = self.prop, self.prog
+        nets = {"a": self.net, "b": self.net}
         xs = {ns: np.asarray(out.assignment)[prog.blocks[ns]["input"]] for ns in ("a", "b")}
         rep = replay(prop, nets, xs)
         if not rep.ok:
             pol = polish(prop, nets, xs)
             rep = pol if pol.ok else rep
         if rep.ok:
-            dt = time.perf_counter() - t0
-            return PairMilp("falsified", bound, dt, rep.counterexample, rep.reason, stats)
+            self._end("falsified", self.bound, rep.reason, rep.counterexample)
+            return True
         cuts = prop.refine(prog, out.assignment)
         if not cuts:
-            msg = f"candidate rejected: {rep.reason}"
-            break
+            self._open(f"candidate rejected: {rep.reason}", math.inf)
+            return True
         prog.rows.extend(cuts)
-    return PairMilp("open", bound, time.perf_counter() - t0, message=msg, stats=stats)
+        return False
+
+    def start(self, group: SolveGroup, tag: Any = None) -> SolveJob | None:
+        """Fork the next round's solver child in ``group``; ``None`` (and ``result`` set) when the run
+        is over."""
+        limit = self.next_limit()
+        if limit is None:
+            return None
+        self.job = group.start("gurobi", self.prog, limit, self.config.threads, params=self.params, tag=tag)
+        return self.job
+
+    def collect(self, group: SolveGroup, job: SolveJob) -> PairMilp | None:
+        """Feed the finished ``job``; start the next round (``None``) or return ``result``."""
+        assert job.outcome is not None
+        self.job = None
+        if not self.feed(job.outcome) and self.start(group, job.tag) is not None:
+            return None
+        return self.result
 
 
 def _local_pair_milp(
@@ -318,6 +444,263 @@ def _local_pair_milp(
     return replace(pm, how="open" if pm.how != "fallback" else "fallback", cex=None)
 
 
+Pair = tuple[int, int]
+
+
+class _PairMilps:
+    r"""The pair MILPs of stages 3–4 of :func:`decide_global`, in solver children of one
+    :class:`~verifier.backends.solve.SolveGroup` beside the LP tightening in this process.
+
+    Stage 3 (:meth:`submit`, :meth:`poll`)
+        After an LP step the pair's MILP is *submitted* with that step's bounds: they go into
+        ``queue`` — one entry per pair, newer bounds replacing older ones and keeping the entry's
+        place — and :meth:`poll` starts the entries while fewer than ``split.milp_jobs`` children
+        run, the pair that has waited longest first (usually one whose LP is over: its bounds are
+        final).  Each gets ``split.milp_background`` seconds (capped by the deadline).  Newer bounds
+        of a pair whose own MILP is running wait too, and *replace* that MILP (cancel, restart in the
+        slot it holds) once it has run ``split.milp_probe`` seconds — the time the sequential schedule
+        gave each step's MILP — or start as soon as it ends open: a MILP is not killed just before it
+        would answer (on small networks a MILP takes about as long as an LP step), and one that does
+        not answer quickly is moved to the tighter model (a later step's bounds are never looser,
+        :func:`tighten_pair` intersects).  :meth:`poll` (non-blocking; the caller calls it between
+        steps, between pairs and from the ``goal`` of :func:`tighten_pair`) applies the finished jobs
+        — closed → ``close(c, j, "milp")``; falsified → ``falsified`` is set (the caller returns
+        FALSIFIED); fallback → no more stage-3 MILPs for the pair, the dispatcher's path in stage 4;
+        open → noted for stage 4 — then does the due replacements and fills the free slots.
+        ``split.milp_jobs = 0``: the MILP blocks for ``split.milp_probe`` seconds instead (the
+        sequential schedule).
+    Stage 4 (:meth:`second_pass`)
+        The pairs still open after every LP step, ``milp_jobs + 1`` MILPs at a time (this process only
+        waits now), each started with ``min(left, left · slots / n)`` seconds (``n``: pairs waiting or
+        running): the time left shared among them.  A stage-3 MILP still running counts as its pair's
+        (if its bounds are not the final ones it is replaced by a second-pass MILP on them once
+        ``milp_probe`` seconds old, as in stage 3); if it ends open the pair waits for a second-pass
+        MILP like the others.  A second-pass MILP is skipped when the pair's last MILP on the same
+        (final) bounds ended open with at least that budget (:attr:`_PairMilpRun.rerun_above`: a
+        deterministic rerun with no more time retraces the same search).  Fallback pairs are decided
+        by the dispatcher's feasibility path (:func:`verifier.dispatch.verify`) in this process, with
+        ``left / n`` seconds.
+
+    Soundness is that of :func:`_pair_milp`: every MILP is built with bounds that hold on every
+    violating pair through ``j`` (any step's bounds do, older or newer), so whichever run closes a
+    pair proves it; FALSIFIED only with a replayed pair.  ``close`` is the caller's (it records the
+    pair's end in ``ended``, which is shared): a pair is closed exactly once, and its job and queue
+    entry are dropped when something else closed it (:meth:`cancel`).
+    """
+
+    def __init__(
+        self,
+        group: SolveGroup,
+        net: Network,
+        props: Mapping[int, GlobalRobustness],
+        config: DispatchConfig,
+        split: GlobalSplitConfig,
+        deadline: float,
+        close: Callable[[int, int, str], None],
+        ended: set[Pair],
+        tightened: Mapping[Pair, Any],
+    ) -> None:
+        self.group, self.net, self.props, self.config, self.split = group, net, props, config, split
+        self.deadline, self.close, self.ended, self.tightened = deadline, close, ended, tightened
+        self.runs: dict[Pair, _PairMilpRun] = {}  # a child running (one per pair)
+        self.second_runs: set[Pair] = set()  # … of them, those started by the second pass
+        self.queue: dict[Pair, Any] = {}  # pair → its newest bounds without a MILP yet
+        self.fallback: set[Pair] = set()  # not a Gurobi model: the dispatcher's path in stage 4
+        self.last_open: dict[Pair, tuple[Any, float]] = {}  # (bounds, rerun_above) of its last open run
+        self.falsified: tuple[Pair, PairMilp] | None = None
+        self.waiting: list[Pair] | None = None  # stage 4: pairs waiting for their second-pass MILP
+        self.counts = {"background": 0, "replaced": 0, "second": 0, "reruns_skipped": 0}
+
+    # ---- runs ----------------------------------------------------------------------------------
+    def _begin(self, pair: Pair, bounds: Any, budget: float, second: bool = False) -> bool:
+        """Start ``pair``'s MILP with ``bounds`` (``None``: the prop's own); False when none started
+        (fallback, or no time: the run's end is applied at once)."""
+        c, j = pair
+        prop = self.props[c] if bounds is None else replace(self.props[c], pair_bounds=bounds)
+        run = _PairMilpRun(
+            prop, self.net, j, budget, self.config, self.split.tol, dict(self.split.gurobi_params)
+        )
+        if run.result is None and run.start(self.group, tag=pair) is not None:
+            self.runs[pair] = run
+            if second:
+                self.second_runs.add(pair)
+            self.counts["second" if second else "background"] += 1
+            return True
+        self._ended(pair, run, second)
+        return False
+
+    def _stop(self, pair: Pair) -> None:
+        run = self.runs.pop(pair, None)
+        self.second_runs.discard(pair)
+        if run is not None and run.job is not None:
+            self.group.cancel(run.job)
+
+    def cancel(self, pair: Pair) -> None:
+        """Drop ``pair``'s running MILP and queue entry (it was closed otherwise)."""
+        self.queue.pop(pair, None)
+        self._stop(pair)
+
+    def _answer(self, job: SolveJob) -> None:
+        pair = job.tag
+        run = self.runs.get(pair)
+        if run is None or run.job is not job:  # a cancelled run's (cannot happen: cancel forgets it)
+            return
+        if run.collect(self.group, job) is None:
+            return  # cuts added: the next round runs
+        del self.runs[pair]
+        second = pair in self.second_runs
+        self.second_runs.discard(pair)
+        self._ended(pair, run, second)
+
+    def _ended(self, pair: Pair, run: _PairMilpRun, second: bool) -> None:
+        """Apply the end of ``pair``'s run (``second``: a second-pass run; class docstring)."""
+        pm = run.result
+        assert pm is not None
+        if pair in self.ended:
+            return
+        if pm.how == "closed":
+            self.queue.pop(pair, None)
+            self.close(*pair, "milp")
+        elif pm.how == "falsified":
+            if self.falsified is None:
+                self.falsified = (pair, pm)
+        elif pm.how == "fallback":
+            self.queue.pop(pair, None)
+            self.fallback.add(pair)
+            if self.waiting is not None and pair not in self.waiting:
+                self.waiting.insert(0, pair)  # the dispatcher's path, next
+        else:
+            self.last_open[pair] = (run.bounds, run.rerun_above)
+            if self.waiting is not None:
+                self.queue.pop(pair, None)
+                if second:
+                    self.close(*pair, "open")
+                elif pair not in self.waiting:
+                    self.waiting.append(pair)  # a stage-3 MILP ended open: its second-pass MILP
+
+    def _replace_due(self) -> list[Pair]:
+        """The pairs whose running MILP newer bounds may replace now (it has run ``milp_probe`` s)."""
+        now = time.perf_counter()
+        return [p for p in self.queue if p in self.runs and now - self.runs[p].t0 >= self.split.milp_probe]
+
+    def _next_due(self) -> float:
+        """When the next replacement falls due (``inf``: none pending)."""
+        t0s = [self.runs[p].t0 for p in self.queue if p in self.runs]
+        return min(t0s) + self.split.milp_probe if t0s else math.inf
+
+    # ---- stage 3 -------------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Apply the finished jobs (non-blocking), replace the MILPs that are due, fill free slots."""
+        for job in self.group.wait(until=time.perf_counter()):
+            self._answer(job)
+        if self.falsified is not None or not self.queue:
+            return
+        left = self.deadline - time.perf_counter()
+        if left <= 0.5:
+            self.queue.clear()
+            return
+        budget = min(self.split.milp_background, left)
+        for pair in self._replace_due():
+            self._stop(pair)
+            self.counts["replaced"] += 1
+            self._begin(pair, self.queue.pop(pair), budget)
+        while len(self.runs) < self.split.milp_jobs:
+            pair = next((p for p in self.queue if p not in self.runs), None)
+            if pair is None:
+                break
+            self._begin(pair, self.queue.pop(pair), budget)
+
+    def submit(self, pair: Pair, bounds: Any) -> None:
+        """``pair``'s LP step produced ``bounds``: run its MILP with them (class docstring)."""
+        self.poll()  # a running MILP of this pair may have just answered
+        if pair in self.fallback or pair in self.ended or self.falsified is not None:
+            return
+        left = self.deadline - time.perf_counter()
+        if left <= 0.5:
+            return
+        if self.split.milp_jobs <= 0:  # blocking: the sequential schedule
+            if self._begin(pair, bounds, min(self.split.milp_probe, left)):
+                while pair in self.runs:
+                    for job in self.group.wait():
+                        self._answer(job)
+            return
+        self.queue[pair] = bounds
+        self.poll()
+
+    # ---- stage 4 -------------------------------------------------------------------------------
+    def _verify(self, pair: Pair, budget: float) -> None:
+        """The dispatcher's feasibility path for a pair that is not a Gurobi model, in this process."""
+        c, j = pair
+        prop = self.props[c]
+        if pair in self.tightened:
+            prop = replace(prop, pair_bounds=self.tightened[pair])
+        t = time.perf_counter()
+        r = verify(
+            prop,
+            {"a": self.net, "b": self.net},
+            replace(self.config, timeout=budget, quick_check=False, samples=0),
+            EncodeOptions(self.config.bounds, target=j),
+        )
+        how = {Verdict.VERIFIED: "closed", Verdict.FALSIFIED: "falsified"}.get(r.verdict, "open")
+        if how == "closed":
+            self.close(c, j, "milp")
+        elif how == "falsified":
+            pm = PairMilp(how, None, time.perf_counter() - t, r.counterexample, r.message)
+            self.falsified = self.falsified or (pair, pm)
+        else:
+            self.close(c, j, "open")
+
+    def _share(self) -> tuple[float, int]:
+        """The time left and the number of pairs it is shared among: those waiting or running, and the
+        one about to start."""
+        assert self.waiting is not None
+        return self.deadline - time.perf_counter(), len(self.waiting) + len(self.runs) + 1
+
+    def second_pass(self, pairs: Sequence[Pair]) -> tuple[Pair, PairMilp] | None:
+        """Stage 4 (class docstring); every pair of ``pairs`` is closed (or left open) on return,
+        unless a pair was falsified: then that ``(pair, PairMilp)`` is returned."""
+        slots = max(self.split.milp_jobs, 0) + 1
+        # what is still queued is final bounds: pairs without a MILP wait below; a pair whose stage-3
+        # MILP runs on older bounds keeps its entry (replaced when due)
+        self.queue = {p: b for p, b in self.queue.items() if p in self.runs}
+        self.waiting = waiting = [p for p in pairs if p not in self.ended and p not in self.runs]
+        while self.falsified is None:
+            for pair in self._replace_due():
+                del self.queue[pair]
+                self._stop(pair)
+                self.counts["replaced"] += 1
+                left, n = self._share()
+                self._begin(pair, self.tightened.get(pair), min(left, max(left * slots / n, 0.5)), True)
+            while waiting and len(self.runs) < slots and self.falsified is None:
+                pair = waiting.pop(0)
+                left, n = self._share()
+                if not self.split.milp or left <= 0.5:
+                    self.close(*pair, "open")
+                    continue
+                if pair in self.fallback:
+                    self._verify(pair, max(left / n, 0.5))
+                    continue
+                share = min(left, max(left * slots / n, 0.5))
+                bounds = self.tightened.get(pair)
+                last = self.last_open.get(pair)
+                if last is not None and last[0] is bounds and share <= last[1]:
+                    self.counts["reruns_skipped"] += 1
+                    self.close(*pair, "open")
+                    continue
+                self._begin(pair, bounds, share, second=True)
+            if not self.runs or time.perf_counter() >= self.deadline:
+                break
+            for job in self.group.wait(until=min(self.deadline, self._next_due())):
+                self._answer(job)
+        if self.falsified is not None:
+            return self.falsified
+        for pair in pairs:
+            if pair not in self.ended:
+                self.cancel(pair)
+                self.close(*pair, "open")
+        return None
+
+
 def decide_global(
     net: Network,
     delta: float,
@@ -348,6 +731,8 @@ def decide_global(
     todo = list(classes) if classes is not None else list(range(net.n_outputs))
     props = {c: GlobalRobustness(delta, kappa, lo, hi, norm, c) for c in todo}
     statuses: list[PairStatus] = []
+    ended: set[tuple[int, int]] = set()  # the pairs in statuses
+    milp_runs: dict[str, int] = {}  # how many pair MILPs stages 3–4 started (_PairMilps.counts)
 
     def elapsed() -> float:
         return time.perf_counter() - t0
@@ -362,6 +747,8 @@ def decide_global(
             "open": [(s.c, s.j) for s in statuses if s.how == "open"],
             "closed": [[s.c, s.j] for s in statuses if s.how in ("bounds", "lp", "milp", "cache")],
         }
+        if milp_runs:
+            stats["milp_runs"] = dict(milp_runs)
         return Result(verdict, backend, elapsed(), message=msg, counterexample=cex, stats=stats)
 
     # 1. bounds: one set of twin bounds over D for every class
@@ -372,6 +759,7 @@ def decide_global(
     def close(c: int, j: int, how: str) -> None:
         """Record how pair ``(c, j)`` ended (closed by ``how``, falsified, or left open)."""
         statuses.append(PairStatus(c, j, how, excess[(c, j)], elapsed()))
+        ended.add((c, j))
 
     for c in todo:
         p = props[c]
@@ -451,37 +839,21 @@ def decide_global(
             if pm.how == "fallback":
                 break
     # 3–4. pair by pair (easiest first when proving, likeliest violation first when only refuting):
-    #      LP tightening step by step, a short MILP after each step from split.milp_after on, then the
-    #      LP-seeded search; pairs still open get a second pass with the time left shared among them
+    #      LP tightening step by step with the pair MILPs in solver children beside it (from step
+    #      split.milp_after on), then the LP-seeded search; pairs still open get a second pass with the
+    #      time left shared among them (_PairMilps)
     open_pairs.sort(key=lambda cj: excess[cj] if split.obbt_plan else -excess[cj])
     tightened: dict[tuple[int, int], Any] = {}
     L = len(net.affines) - 1
-    pair_how: dict[tuple[int, int], str] = {}
+    with SolveGroup() as group:
+        milps = _PairMilps(group, net, props, config, split, deadline, close, ended, tightened)
+        milp_runs = milps.counts
 
-    def run_milp(c: int, j: int, budget: float) -> Result | None:
-        """The pair's MILP (:func:`_pair_milp`, or the dispatcher's feasibility path when the program is
-        not a Gurobi model); returns a FALSIFIED result, and records ``how`` in ``pair_how``."""
-        prop = props[c]
-        if (c, j) in tightened:
-            prop = replace(prop, pair_bounds=tightened[(c, j)])
-        t = time.perf_counter()
-        pm = _pair_milp(prop, net, j, budget, config, split.tol, dict(split.gurobi_params))
-        if pm.how == "fallback":
-            r = verify(
-                prop,
-                nets,
-                replace(config, timeout=max(budget - pm.time_s, 0.5), quick_check=False, samples=0),
-                EncodeOptions(config.bounds, target=j),
-            )
-            pm = PairMilp(
-                {Verdict.VERIFIED: "closed", Verdict.FALSIFIED: "falsified"}.get(r.verdict, "open"),
-                None,
-                time.perf_counter() - t,
-                r.counterexample,
-                r.message,
-            )
-        pair_how[(c, j)] = pm.how
-        if pm.how == "falsified":
+        def refuted() -> Result | None:
+            """FALSIFIED when a pair MILP replayed a pair (the group's block kills the other children)."""
+            if milps.falsified is None:
+                return None
+            (c, j), pm = milps.falsified
             close(c, j, "falsified")
             return finish(
                 Verdict.FALSIFIED,
@@ -489,80 +861,78 @@ def decide_global(
                 f"class {c}, competitor {j}: MILP pair replayed on onnxruntime ({pm.message})",
                 pm.cex,
             )
-        return None
 
-    second: list[tuple[int, int]] = []
-    for c, j in open_pairs:
-        if norm != "inf" or time.perf_counter() > deadline:
-            second.append((c, j))
-            continue
-        m_c = props[c].margin
-        pb = _initial(net, lo, hi, delta)
-        closed = False
-        for step_no, (plan, per_copy) in enumerate(split.obbt_plan if split.lp else ()):
-            if time.perf_counter() > deadline:
-                break
-            layers = [k % L for k in plan] if plan else None
-            pb = tighten_pair(
-                net,
-                pb,
-                lo,
-                hi,
-                delta,
-                c,
-                kappa,
-                j,
-                deadline,
-                layers=layers,
-                per_copy=per_copy,
-                goal=lambda b, c=c, j=j, m_c=m_c: bool(pair_margin_upper(net, b.twin, c)[j] < m_c),
-            )
-            tightened[(c, j)] = pb
-            excess[(c, j)] = float(pair_margin_upper(net, pb.twin, c)[j] - m_c)
-            if excess[(c, j)] < 0.0:
-                close(c, j, "lp")
-                closed = True
-                break
-            left = deadline - time.perf_counter()
-            if split.milp and step_no >= split.milp_after and left > 0.5:
-                res = run_milp(c, j, min(split.milp_probe, left))
-                if res is not None:
-                    return res
-                if pair_how[(c, j)] == "closed":
-                    close(c, j, "milp")
-                    closed = True
+        second: list[tuple[int, int]] = []
+        for c, j in open_pairs:
+            milps.poll()
+            if (res := refuted()) is not None:
+                return res
+            if norm != "inf" or time.perf_counter() > deadline:
+                second.append((c, j))
+                continue
+            m_c = props[c].margin
+            pb = _initial(net, lo, hi, delta)
+
+            def goal(b: Any, c: int = c, j: int = j, m_c: float = m_c) -> bool:
+                """Stop the LP step: the twin bound proves the pair, or a MILP closed it (or refuted)."""
+                if pair_margin_upper(net, b.twin, c)[j] < m_c:
+                    return True
+                milps.poll()
+                return (c, j) in ended or milps.falsified is not None
+
+            for step_no, (plan, per_copy) in enumerate(split.obbt_plan if split.lp else ()):
+                if time.perf_counter() > deadline or (c, j) in ended:
                     break
-        if closed:
-            continue
-        if split.lp and split.lp_search and config.samples > 0 and time.perf_counter() < deadline:
-            start = _lp_start(net, tightened.get((c, j), pb), lo, hi, delta, c, j, kappa)
-            if start is not None:
-                rep, _ = search_pairs(
-                    props[c], nets, "no pair", batch=32, steps=150, step=0.005, seed=config.seed, start=start
+                layers = [k % L for k in plan] if plan else None
+                pb = tighten_pair(
+                    net, pb, lo, hi, delta, c, kappa, j, deadline, layers=layers, per_copy=per_copy, goal=goal
                 )
-                if rep.ok:
-                    close(c, j, "falsified")
-                    return finish(
-                        Verdict.FALSIFIED,
-                        "attack",
-                        f"class {c}, competitor {j}: violating pair found from the LP relaxation's "
-                        "optimum; replayed",
-                        rep.counterexample,
+                if (res := refuted()) is not None:
+                    return res
+                if (c, j) in ended:  # closed by its MILP meanwhile
+                    break
+                tightened[(c, j)] = pb
+                excess[(c, j)] = float(pair_margin_upper(net, pb.twin, c)[j] - m_c)
+                if excess[(c, j)] < 0.0:
+                    milps.cancel((c, j))
+                    close(c, j, "lp")
+                    break
+                if split.milp and step_no >= split.milp_after:
+                    milps.submit((c, j), pb)
+                    if (res := refuted()) is not None:
+                        return res
+            if (c, j) in ended:
+                continue
+            if split.lp and split.lp_search and config.samples > 0 and time.perf_counter() < deadline:
+                start = _lp_start(net, tightened.get((c, j), pb), lo, hi, delta, c, j, kappa)
+                if start is not None:
+                    rep, _ = search_pairs(
+                        props[c],
+                        nets,
+                        "no pair",
+                        batch=32,
+                        steps=150,
+                        step=0.005,
+                        seed=config.seed,
+                        start=start,
                     )
-        second.append((c, j))
-    # second pass: the MILP of every pair still open, the time left shared among them
-    for n_left, (c, j) in zip(range(len(second), 0, -1), second):
-        left = deadline - time.perf_counter()
-        if not split.milp or left <= 0.5:
-            close(c, j, "open")
-            continue
-        res = run_milp(c, j, max(left / n_left, 0.5))
-        if res is not None:
+                    if rep.ok:
+                        close(c, j, "falsified")
+                        return finish(
+                            Verdict.FALSIFIED,
+                            "attack",
+                            f"class {c}, competitor {j}: violating pair found from the LP relaxation's "
+                            "optimum; replayed",
+                            rep.counterexample,
+                        )
+            second.append((c, j))
+        # second pass: the MILP of every pair still open, the time left shared among them
+        milps.poll()
+        if (res := refuted()) is not None:
             return res
-        if pair_how[(c, j)] == "closed":
-            close(c, j, "milp")
-        else:
-            close(c, j, "open")
+        milps.second_pass(second)
+        if (res := refuted()) is not None:
+            return res
     n_open = sum(s.how == "open" for s in statuses)
     if n_open == 0:
         return finish(
