@@ -899,9 +899,9 @@ def solve_output_property(
                 return falsified(rep, "PGD from α-CROWN corners")
         st["attack2_s"] = time.perf_counter() - t
     # 5–6. β-CROWN branch and bound in this process, margin MILPs in solver children beside it
-    race = _Race(prop, net, (lo, hi), bounds, alts, slopes, config, cfg, run, deadline)
     with SolveGroup() as group:
-        return race.decide(possible, group)
+        race = _Race(prop, net, (lo, hi), bounds, alts, slopes, config, cfg, run, deadline, group)
+        return race.decide(possible)
 
 
 class _Race:
@@ -940,8 +940,10 @@ class _Race:
         cfg: MarginConfig,
         run: _Run,
         deadline: float,
+        group: SolveGroup,
     ) -> None:
         self.prop, self.net, self.bounds, self.alts, self.slopes = prop, net, bounds, alts, slopes
+        self.group = group  # the solver children (the caller's ``with`` block kills them)
         self.lo, self.hi = box
         self.config, self.cfg, self.run, self.deadline = config, cfg, run, deadline
         self.per_alt: dict[int, dict[str, Any]] = {}
@@ -954,7 +956,6 @@ class _Race:
         self.open: set[int] = set()
         self.closed_by: dict[int, str] = {}
         self._fits: dict[int, tuple[bool, int]] = {}
-        self.group: SolveGroup | None = None
         self.handed: set[int] = set()  # alternatives given to the MILP (queued, running or answered)
 
     # ---- the MILPs -----------------------------------------------------------------------------
@@ -978,7 +979,7 @@ class _Race:
             self.handed.add(k)
             self.queue.append(k)
 
-    def _start(self, group: SolveGroup, k: int, maximise: bool = False, backend: str | None = None) -> bool:
+    def _start(self, k: int, maximise: bool = False, backend: str | None = None) -> bool:
         """Start alternative ``k``'s MILP (``maximise``: keep the margin objective); False when no
         MILP backend takes it (the caller's general path then decides the whole query)."""
         prog, info = self._encode(k, self.cfg.objective or maximise)
@@ -994,7 +995,8 @@ class _Race:
         elif not maximise:
             prog = _without_objective(prog)
         left = max(0.0, self.deadline - time.perf_counter())
-        job = group.start(backend, prog, left, self.config.threads, params=params, tag=(k, prog, maximise))
+        tag = (k, prog, maximise)
+        job = self.group.start(backend, prog, left, self.config.threads, params=params, tag=tag)
         self.jobs[k] = job
         rec = self.per_alt.setdefault(k, {"alt": k})
         rec.update(binaries=info.binaries_hidden + info.exact_last, relaxed_last=info.relaxed_last)
@@ -1009,15 +1011,15 @@ class _Race:
         """MILP children allowed now: ``milp_jobs``, one more when no alternative is fresh."""
         return self.cfg.milp_jobs + (0 if self._fresh() else 1)
 
-    def _fill(self, group: SolveGroup) -> bool:
+    def _fill(self) -> bool:
         """Start queued MILPs while slots are free; False if some alternative has no MILP backend."""
         while self.queue and len(self.jobs) < self._slots():
             k = self.queue.pop(0)
-            if k in self.open and not self._start(group, k):
+            if k in self.open and not self._start(k):
                 return False
         return True
 
-    def _milp_answer(self, group: SolveGroup, job: SolveJob) -> Result | None:
+    def _milp_answer(self, job: SolveJob) -> Result | None:
         """Read a finished MILP: close its alternative, return FALSIFIED, or record it as undecided."""
         k, prog, maximise = job.tag
         self.jobs.pop(k, None)
@@ -1036,7 +1038,7 @@ class _Race:
             constraints=out.stats.get("constraints"),
         )
         if out.stats.get("licence_limit") and job.backend == "gurobi":  # the open fallback
-            self._start(group, k, maximise, backend="highs")
+            self._start(k, maximise, backend="highs")
             return None
         if out.status is SolveStatus.UNSAT:
             self._close(k, job.backend)
@@ -1054,7 +1056,7 @@ class _Race:
             if not maximise and prog.objective is None and time.perf_counter() < self.deadline:
                 # a feasibility search stops at the first point, typically on the margin's boundary,
                 # where float32 replay can land a hair on the safe side: look for the largest margin
-                self._start(group, k, maximise=True, backend=job.backend)
+                self._start(k, maximise=True, backend=job.backend)
                 return None
             why = f"solver candidate rejected: {rep.reason}"
             self.undecided[k] = self.run.result(Verdict.UNKNOWN, job.backend, f"alternative {k}: {why}")
@@ -1069,7 +1071,7 @@ class _Race:
     def _close(self, k: int, how: str) -> None:
         """Alternative ``k`` is ruled out (by ``how``): stop whatever else still works on it."""
         self.open.discard(k)
-        if k in self.jobs and self.group is not None:
+        if k in self.jobs:
             self.group.cancel(self.jobs.pop(k))
         self.closed_by[k] = how
         self.used.add(how)
@@ -1113,9 +1115,9 @@ class _Race:
         return None
 
     # ---- the whole race ------------------------------------------------------------------------
-    def decide(self, possible: Sequence[int], group: SolveGroup) -> Result | None:
+    def decide(self, possible: Sequence[int]) -> Result | None:
         cfg, alts = self.cfg, self.alts
-        self.group = group
+        group = self.group
         self.open = set(possible)
         bab = [k for k in possible if cfg.use_bab and alts[k][0].shape[0] == 1]
         self.queue = [k for k in possible if k not in bab]
@@ -1138,10 +1140,10 @@ class _Race:
                     "+".join(sorted(self.used)) or "bab",
                     f"time limit reached in {where} with {len(self.open)} alternatives open",
                 )
-            if not self._fill(group):
+            if not self._fill():
                 return None
             for job in group.wait(until=time.perf_counter()):
-                if (res := self._milp_answer(group, job)) is not None:
+                if (res := self._milp_answer(job)) is not None:
                     return res
             # this process's core: branch and bound on the fresh alternatives (until their budget),
             # else racing the MILPs when no queued MILP is waiting for a free slot
@@ -1156,16 +1158,16 @@ class _Race:
                     if (res := self._slice(k, time.perf_counter() + span)) is not None:
                         return res
                     for job in group.wait(until=time.perf_counter()):
-                        if (res := self._milp_answer(group, job)) is not None:
+                        if (res := self._milp_answer(job)) is not None:
                             return res
                     if not self.open or time.perf_counter() > self.deadline:
                         break
-                    if not self._fill(group):
+                    if not self._fill():
                         return None
                 slice_s *= 2.0
             elif self.jobs:
                 for job in group.wait(until=self.deadline):
-                    if (res := self._milp_answer(group, job)) is not None:
+                    if (res := self._milp_answer(job)) is not None:
                         return res
             elif not self.queue:
                 break  # nothing left that could decide the open alternatives
