@@ -453,7 +453,7 @@ class SplitContext:
             nl = self.live[j].size
             lo_j = [np.full((nl, lv.size), np.nan) for lv in self.live[:j]]
             up_j = [np.full((nl, lv.size), np.nan) for lv in self.live[:j]]
-            if slopes is not None and j in slopes:
+            if slopes is not None and j in slopes and nl > 0:  # no live neuron: no row to warm-start
                 idx, al, au = slopes[j]
                 pos = np.searchsorted(self.live[j], idx)
                 ok = (pos < nl) & (self.live[j][np.minimum(pos, nl - 1)] == idx)

@@ -387,3 +387,27 @@ def test_refine_makes_a_neuron_stable_by_hand() -> None:
     assert lw2[1][0, 0] == pytest.approx(-0.5, abs=1e-9) and uw2[1][0, 0] == pytest.approx(-0.5, abs=1e-9)
     assert lw2[1][0, 0] <= -0.5 <= uw2[1][0, 0]  # the widening keeps the exact value inside
     assert lw2[1][1, 0] == pytest.approx(-0.5, abs=1e-9) and uw2[1][1, 0] == pytest.approx(0.5, abs=1e-9)
+
+
+def test_split_context_with_slopes_and_a_layer_without_live_neurons() -> None:
+    """Regression (found by hypothesis): slopes known for a layer whose neurons are all stable."""
+    net = network_from_layers(
+        [
+            (np.array([[1.0], [2.0], [-2.0], [1.0]]), np.array([-1.0, 1.0, 0.0, -1.0])),
+            (np.array([[0.0, -1.0, -2.0, -2.0]]), np.array([0.0])),
+            (np.array([[2.0]]), np.array([-1.0])),
+            (np.array([[-2.0], [1.0]]), np.array([-1.0, -1.0])),
+            (np.array([[1.0, 2.0], [-1.0, 1.0]]), np.array([0.0, 0.0])),
+        ]
+    )
+    lo, hi = np.array([-1.71244652]), np.array([1.07624271])
+    base = crown_bounds(net, lo, hi)
+    slopes: dict = {}
+    bounds = tighten_bounds(net, lo, hi, base, slopes=slopes)
+    L = len(net.affines) - 1
+    ctx = SplitContext(net, lo, hi, bounds.lower, bounds.upper, L, np.array([1.0, -1.0]), slopes)
+    S, al, be = ctx.initial(1)
+    lw, uw = ctx.root_bounds(1)
+    res = ctx.run(S, al, be, grad=False, bounds=(lw, uw))[0]
+    xs = np.linspace(lo, hi, 201)
+    assert np.all(res[0] <= (net.evaluate(xs) @ np.array([1.0, -1.0])).min() + 1e-9)
