@@ -11,7 +11,10 @@ the solver in a forked *child process*:
   (SIGKILL) and the outcome is TIMEOUT.  A solver that ignores its own time limit, hangs in native
   code or crashes therefore costs at most ``timeout + grace`` seconds and never the run;
 * a portfolio starts one child per backend; the first SAT/UNSAT/OPTIMAL answer wins and the other
-  children are killed.
+  children are killed;
+* :class:`SolveGroup` is the asynchronous form (children started in the background, polled or waited
+  for, each with the same hard limit, all killed when the group's ``with`` block ends); the blocking
+  :func:`solve_isolated` and the portfolio are built on it.
 
 The child's stdout is redirected to its stderr (file descriptor 1 → 2) before the backend is built,
 so that no solver banner or log line (HiGHS prints one when it is first used) can reach the
