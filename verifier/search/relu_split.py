@@ -197,8 +197,8 @@ class MarginConfig:
         Extra Gurobi parameters for the MILPs as ``(name, value)`` pairs, e.g. ``(("MIPFocus", 1),)``.
     milp_jobs
         Margin MILPs solved at once, each in its own solver child, beside branch and bound in this
-        process (one more once branch and bound has nothing left to search).  1 suits 2 cores: branch
-        and bound on one, the MILP on the other.
+        process (one more once every alternative has been handed to the MILP, :class:`_Race`).  1 suits
+        2 cores: branch and bound on one, the MILP on the other.
     """
 
     tighten: bool = True
