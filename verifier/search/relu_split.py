@@ -948,13 +948,12 @@ class _Race:
         self.config, self.cfg, self.run, self.deadline = config, cfg, run, deadline
         self.per_alt: dict[int, dict[str, Any]] = {}
         run.stats["per_alt"] = self.per_alt
-        self.used: set[str] = set()  # how alternatives were closed
         self.searches: dict[int, BabSearch] = {}  # branch and bound still searching
         self.queue: list[int] = []  # waiting for a MILP child
         self.jobs: dict[int, SolveJob] = {}
         self.undecided: dict[int, Result] = {}  # MILP answered without deciding, search over
         self.open: set[int] = set()
-        self.closed_by: dict[int, str] = {}
+        self.closed_by: dict[int, str] = {}  # alternative → what closed it ("bab" or the MILP backend)
         self._fits: dict[int, tuple[bool, int]] = {}
         self.handed: set[int] = set()  # alternatives given to the MILP (queued, running or answered)
 
@@ -1074,7 +1073,6 @@ class _Race:
         if k in self.jobs:
             self.group.cancel(self.jobs.pop(k))
         self.closed_by[k] = how
-        self.used.add(how)
         if k in self.searches:
             self.searches.pop(k).release()  # free its sub-domains (memory)
         if k in self.queue:
@@ -1137,7 +1135,7 @@ class _Race:
                 where = "branch and bound" if self.searches else "the MILPs"
                 return self.run.result(
                     Verdict.TIMEOUT,
-                    "+".join(sorted(self.used)) or "bab",
+                    "+".join(sorted(set(self.closed_by.values()))) or "bab",
                     f"time limit reached in {where} with {len(self.open)} alternatives open",
                 )
             if not self._fill():
@@ -1181,7 +1179,7 @@ class _Race:
         n_alts, n_poss = len(alts), len(possible)
         return self.run.result(
             Verdict.VERIFIED,
-            "+".join(sorted(self.used)) or "bounds",
+            "+".join(sorted(set(self.closed_by.values()))) or "bounds",
             f"all {n_alts} alternatives ruled out: {n_alts - n_poss} by bounds, "
             f"{by.count('bab')} by branch and bound, {n_poss - by.count('bab')} by MILP",
         )
