@@ -218,10 +218,6 @@ class SolveJob:
         self.outcome: Outcome | None = None
         self._proc, self._recv = proc, recv
 
-    @property
-    def done(self) -> bool:
-        return self.outcome is not None
-
     def _collect(self) -> None:
         """Record the child's answer if it has one, or kill it at the hard limit."""
         if self.outcome is not None:

@@ -310,8 +310,8 @@ class _PairMilpRun:
     differently with a budget above this — Gurobi is deterministic, so a rerun retraces the same
     search: ``timeout`` when the time ran out, ``inf`` when the run ended for any reason more time
     cannot change (optimal with a bound below ``tol``; a candidate without cuts; the round limit), and
-    0 after a solver error.  ``bounds`` is the :class:`~encoders.bounds.pair_lp.PairBounds` of
-    ``prop`` (``prop.pair_bounds``), the identity of the program for that rule.
+    0 after a solver error.  ``prop.pair_bounds`` (the :class:`~encoders.bounds.pair_lp.PairBounds` the
+    program is built from) is the identity of the program for that rule.
     """
 
     def __init__(
@@ -326,7 +326,6 @@ class _PairMilpRun:
     ) -> None:
         self.t0 = time.perf_counter()
         self.prop, self.net, self.j, self.timeout, self.config, self.tol = prop, net, j, timeout, config, tol
-        self.bounds = prop.pair_bounds
         self.prog = pair_program(prop, net, j, config.bounds)
         st = self.prog.stats()
         self.stats: dict[str, Any] = {"variables": st["milp_variables"], "binaries": st["binaries"]}
@@ -570,7 +569,7 @@ class _PairMilps:
             if self.waiting is not None and pair not in self.waiting:
                 self.waiting.insert(0, pair)  # the dispatcher's path, next
         else:
-            self.last_open[pair] = (run.bounds, run.rerun_above)
+            self.last_open[pair] = (run.prop.pair_bounds, run.rerun_above)
             if self.waiting is not None:
                 self.queue.pop(pair, None)
                 if second:

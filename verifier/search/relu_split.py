@@ -955,14 +955,20 @@ class _Race:
         self.open: set[int] = set()
         self.closed_by: dict[int, str] = {}  # alternative → what closed it ("bab" or the MILP backend)
         self._fits: dict[int, tuple[bool, int]] = {}
+        self._programs: dict[tuple[int, bool], tuple[Program, EncodingInfo]] = {}
         self.handed: set[int] = set()  # alternatives given to the MILP (queued, running or answered)
 
     # ---- the MILPs -----------------------------------------------------------------------------
     def _encode(self, k: int, objective: bool) -> tuple[Program, EncodingInfo]:
-        lw, uw = self.bounds.lower, self.bounds.upper
-        return encode_alternative(
-            self.net, self.lo, self.hi, lw, uw, self.alts[k], self.cfg.monotone, objective, "net"
-        )
+        """Alternative ``k``'s margin MILP, built once (the size check and the solve share it; nothing
+        mutates it: a child gets a copy at its fork)."""
+        key = (k, objective)
+        if key not in self._programs:
+            lw, uw = self.bounds.lower, self.bounds.upper
+            self._programs[key] = encode_alternative(
+                self.net, self.lo, self.hi, lw, uw, self.alts[k], self.cfg.monotone, objective, "net"
+            )
+        return self._programs[key]
 
     def milp_size(self, k: int) -> tuple[bool, int]:
         """Would alternative ``k``'s MILP go to Gurobi (fits its licence, the backend allows it), and
