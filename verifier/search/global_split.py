@@ -798,8 +798,16 @@ def decide_global(
                 if not first and time.perf_counter() > search_deadline:
                     break
                 found: list[tuple[float, int, np.ndarray, np.ndarray]] = []
+                targets = [j for cc, j in open_pairs if cc == c]  # rows only for the open pairs
                 rep, best = search_pairs(
-                    props[c], nets, "no pair", batch=batch, steps=steps, seed=config.seed, near=found
+                    props[c],
+                    nets,
+                    "no pair",
+                    batch=batch,
+                    steps=steps,
+                    seed=config.seed,
+                    near=found,
+                    targets=targets,
                 )
                 near.extend((sc, c, j, xa_, xb_) for sc, j, xa_, xb_ in found if (c, j) in open_set)
                 closeness[c] = max(best, closeness.get(c, -np.inf))
@@ -914,6 +922,7 @@ def decide_global(
                         step=0.005,
                         seed=config.seed,
                         start=start,
+                        targets=[j],
                     )
                     if rep.ok:
                         close(c, j, "falsified")
