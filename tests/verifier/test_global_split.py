@@ -28,6 +28,7 @@ from encoders.bounds.pair_lp import (
     cross_copy_box,
     initial_pair_bounds,
     sound_lp_lower,
+    swap_copies,
     tighten_pair,
 )
 from encoders.bounds.twin import pair_margin_upper
@@ -122,20 +123,41 @@ def _rand_net(seed: int) -> Network:
     )
 
 
+@pytest.mark.parametrize("couple", [False, True])
 @pytest.mark.parametrize("seed", [1, 3, 8, 9, 10])
-def test_tightened_bounds_hold_on_real_violating_pairs(seed: int) -> None:
+def test_tightened_bounds_hold_on_real_violating_pairs(seed: int, couple: bool) -> None:
     """Sample pairs; keep those that violate through (c, j); all of them satisfy the tightened bounds.
+
+    ``couple``: the bounds of ``(c, j)`` come from the couple LP of ``(min(c, j), max(c, j))`` (rows
+    (R)), read with the copies exchanged (:func:`swap_copies`) when ``c > j``.
 
     (The seeds are ones whose networks have violating pairs at these settings; that the samples are
     not empty is asserted by ``test_the_soundness_samples_are_not_empty``.)"""
-    _check_tightened(seed)
+    _check_tightened(seed, couple)
 
 
 def test_the_soundness_samples_are_not_empty() -> None:
     assert sum(_check_tightened(s) for s in (1, 3, 8, 9, 10)) >= 10
 
 
-def _check_tightened(seed: int) -> int:
+def test_swap_copies_twice_gives_the_same_bounds() -> None:
+    net = _rand_net(3)
+    lo, hi = np.zeros(3), np.ones(3)
+    pb0 = initial_pair_bounds(net, lo, hi, 0.3)
+    pb = tighten_pair(net, pb0, lo, hi, 0.3, 0, 0.5, 1, math.inf, couple=True)
+    sw = swap_copies(net, pb, lo, hi, 0.3)
+    back = swap_copies(net, sw, lo, hi, 0.3)
+    for k in range(len(pb.lower_a)):
+        assert np.array_equal(sw.lower_a[k], pb.lower_b[k]) and np.array_equal(sw.upper_b[k], pb.upper_a[k])
+        assert np.all(sw.twin.dlower[k] >= -pb.twin.dupper[k])
+        assert np.all(sw.twin.dupper[k] <= -pb.twin.dlower[k])
+        assert np.array_equal(back.lower_a[k], pb.lower_a[k])
+        assert np.array_equal(back.upper_b[k], pb.upper_b[k])
+        assert np.all(back.twin.dlower[k] >= pb.twin.dlower[k])
+        assert np.all(back.twin.dupper[k] <= pb.twin.dupper[k])
+
+
+def _check_tightened(seed: int, couple: bool = False) -> int:
     net = _rand_net(seed)
     rng = np.random.default_rng(100 + seed)
     lo, hi = np.zeros(3), np.ones(3)
@@ -156,7 +178,13 @@ def _check_tightened(seed: int) -> int:
             viol = conf & (yb[:, j] >= yb[:, c])
             if viol.sum() == 0:
                 continue
-            pb = tighten_pair(net, pb0, lo, hi, delta, c, kappa, j, math.inf, per_copy=True)
+            if not couple:
+                pb = tighten_pair(net, pb0, lo, hi, delta, c, kappa, j, math.inf, per_copy=True)
+            else:  # the couple LP of (min, max), copies exchanged for (max, min)
+                a, b = min(c, j), max(c, j)
+                pb = tighten_pair(net, pb0, lo, hi, delta, a, kappa, b, math.inf, per_copy=True, couple=True)
+                if c > j:
+                    pb = swap_copies(net, pb, lo, hi, delta)
             for k in range(len(za)):
                 a, b = za[k][viol], zb[k][viol]
                 assert np.all(a >= pb.lower_a[k] - 1e-9) and np.all(a <= pb.upper_a[k] + 1e-9)

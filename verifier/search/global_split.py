@@ -21,7 +21,9 @@ such pair, and one replayed pair refutes it.  :func:`decide_global` works on the
       violating pairs *through j* (:func:`encoders.bounds.pair_lp.tighten_pair`: copy a confident,
       copy b's ``z_j ≥ z_c``, twin rows; every bound certified by weak duality), step by step
       (``obbt_plan``) in this process; the twin bound ``max Δ_j`` recomputed from the tightened bounds
-      proves the pair when it drops below ``m``;
+      proves the pair when it drops below ``m``.  When ``(j, c)`` is open too, one *couple* LP serves
+      both (``couples``; rows (R) of :mod:`encoders.bounds.pair_lp`, valid on the violating pairs of
+      both, those of ``(j, c)`` with the copies exchanged), and each step's bounds go to both pairs;
    b. after each step (from ``milp_after`` on), the *pair MILP* (:func:`_pair_milp`: ``min z_c(x') −
       z_j(x')`` over the two-copy encoding with that step's bounds, on Gurobi through the one solve
       path; closed when the proven bound is ≥ 1e-3 or the model is infeasible) is started in the
@@ -84,7 +86,7 @@ from typing import Any
 
 import numpy as np
 
-from encoders.bounds.pair_lp import PairLP, initial_pair_bounds, tighten_pair
+from encoders.bounds.pair_lp import PairLP, initial_pair_bounds, swap_copies, tighten_pair
 from encoders.bounds.twin import pair_margin_upper
 from encoders.network import Network
 from encoders.program import Program
@@ -138,6 +140,11 @@ class GlobalSplitConfig:
         background MILPs: after each step from ``milp_after`` on the pair's MILP *blocks* for
         ``milp_probe`` seconds, and the second pass runs one MILP at a time (the sequential schedule,
         kept for comparisons).
+    couples
+        When both ``(c, j)`` and ``(j, c)`` are open, one LP tightening serves the two (the couple LP of
+        :mod:`encoders.bounds.pair_lp`, rows (R), which holds on the violating pairs of both, those
+        of ``(j, c)`` with the copies exchanged): each step's bounds go to both pairs' twin bounds and
+        MILPs (:func:`~encoders.bounds.pair_lp.swap_copies` for ``(j, c)``).
     tol
         The proven minimum of ``z_c(x') − z_j(x')`` that closes a pair (:func:`_pair_milp`).
     gurobi_params
@@ -158,6 +165,7 @@ class GlobalSplitConfig:
     milp_background: float = 20.0
     milp_jobs: int = 1
     milp_probe: float = 2.0
+    couples: bool = True
     tol: float = 1e-3
     gurobi_params: tuple[tuple[str, Any], ...] = ()
     local_milp: int = 3
@@ -732,6 +740,7 @@ def decide_global(
     statuses: list[PairStatus] = []
     ended: set[tuple[int, int]] = set()  # the pairs in statuses
     milp_runs: dict[str, int] = {}  # how many pair MILPs stages 3–4 started (_PairMilps.counts)
+    couples = [0]  # LP runs that served a couple (c, j) / (j, c)
 
     def elapsed() -> float:
         return time.perf_counter() - t0
@@ -748,6 +757,8 @@ def decide_global(
         }
         if milp_runs:
             stats["milp_runs"] = dict(milp_runs)
+        if couples[0]:
+            stats["lp_couples"] = couples[0]
         return Result(verdict, backend, elapsed(), message=msg, counterexample=cex, stats=stats)
 
     # 1. bounds: one set of twin bounds over D for every class
@@ -869,49 +880,87 @@ def decide_global(
                 pm.cex,
             )
 
+        def lp_steps(c: int, j: int) -> Result | None:
+            """The LP tightening steps of pair ``(c, j)`` — and of ``(j, c)`` with it when that pair is
+            open too (the couple LP, rows (R) of :mod:`encoders.bounds.pair_lp`; ``(j, c)`` reads the
+            bounds with the copies exchanged) — each step's bounds closing a pair by its twin bound or
+            going to its MILP.  FALSIFIED when a MILP replayed a pair."""
+            members = [(c, j)]
+            if split.couples and (j, c) in open_set and (j, c) not in ended and (j, c) not in lp_done:
+                members.append((j, c))
+                couples[0] += 1
+            lp_done.update(members)
+            m = props[c].margin  # ln(κ/(1−κ)), the same for every class
+
+            def view(b: Any, pair: tuple[int, int]) -> Any:
+                return b if pair == (c, j) else swap_copies(net, b, lo, hi, delta)
+
+            def proved(b: Any, pair: tuple[int, int]) -> bool:
+                return bool(pair_margin_upper(net, view(b, pair).twin, pair[0])[pair[1]] < m)
+
+            def goal(b: Any) -> bool:
+                """Stop the LP step: every member is proved by its twin bound or closed by its MILP
+                (or a MILP refuted a pair)."""
+                if all(pair in ended or proved(b, pair) for pair in members):
+                    return True
+                milps.poll()
+                return all(pair in ended for pair in members) or milps.falsified is not None
+
+            pb = _initial(net, lo, hi, delta)
+            for step_no, (plan, per_copy) in enumerate(split.obbt_plan if split.lp else ()):
+                if time.perf_counter() > deadline or all(pair in ended for pair in members):
+                    break
+                layers = [k % L for k in plan] if plan else None
+                pb = tighten_pair(
+                    net,
+                    pb,
+                    lo,
+                    hi,
+                    delta,
+                    c,
+                    kappa,
+                    j,
+                    deadline,
+                    layers=layers,
+                    per_copy=per_copy,
+                    goal=goal,
+                    couple=len(members) == 2,
+                )
+                if (res := refuted()) is not None:
+                    return res
+                for pair in members:
+                    if pair in ended:  # closed by its MILP meanwhile
+                        continue
+                    b = view(pb, pair)
+                    tightened[pair] = b
+                    excess[pair] = float(pair_margin_upper(net, b.twin, pair[0])[pair[1]] - m)
+                    if excess[pair] < 0.0:
+                        milps.cancel(pair)
+                        close(*pair, "lp")
+                    elif split.milp and step_no >= split.milp_after:
+                        milps.submit(pair, b)
+                        if (res := refuted()) is not None:
+                            return res
+            return None
+
         second: list[tuple[int, int]] = []
+        lp_done: set[tuple[int, int]] = set()  # pairs whose LP steps have run (alone or as a couple)
         for c, j in open_pairs:
             milps.poll()
             if (res := refuted()) is not None:
                 return res
+            if (c, j) in ended:
+                continue
             if norm != "inf" or time.perf_counter() > deadline:
                 second.append((c, j))
                 continue
-            m_c = props[c].margin
-            pb = _initial(net, lo, hi, delta)
-
-            def goal(b: Any, c: int = c, j: int = j, m_c: float = m_c) -> bool:
-                """Stop the LP step: the twin bound proves the pair, or a MILP closed it (or refuted)."""
-                if pair_margin_upper(net, b.twin, c)[j] < m_c:
-                    return True
-                milps.poll()
-                return (c, j) in ended or milps.falsified is not None
-
-            for step_no, (plan, per_copy) in enumerate(split.obbt_plan if split.lp else ()):
-                if time.perf_counter() > deadline or (c, j) in ended:
-                    break
-                layers = [k % L for k in plan] if plan else None
-                pb = tighten_pair(
-                    net, pb, lo, hi, delta, c, kappa, j, deadline, layers=layers, per_copy=per_copy, goal=goal
-                )
-                if (res := refuted()) is not None:
-                    return res
-                if (c, j) in ended:  # closed by its MILP meanwhile
-                    break
-                tightened[(c, j)] = pb
-                excess[(c, j)] = float(pair_margin_upper(net, pb.twin, c)[j] - m_c)
-                if excess[(c, j)] < 0.0:
-                    milps.cancel((c, j))
-                    close(c, j, "lp")
-                    break
-                if split.milp and step_no >= split.milp_after:
-                    milps.submit((c, j), pb)
-                    if (res := refuted()) is not None:
-                        return res
+            if (c, j) not in lp_done and (res := lp_steps(c, j)) is not None:
+                return res
             if (c, j) in ended:
                 continue
             if split.lp and split.lp_search and config.samples > 0 and time.perf_counter() < deadline:
-                start = _lp_start(net, tightened.get((c, j), pb), lo, hi, delta, c, j, kappa)
+                pb = tightened.get((c, j)) or _initial(net, lo, hi, delta)
+                start = _lp_start(net, pb, lo, hi, delta, c, j, kappa)
                 if start is not None:
                     rep, _ = search_pairs(
                         props[c],
