@@ -462,20 +462,22 @@ def test_pair_milp_run_in_a_group_matches_the_synchronous_form(tmp_path: Path) -
 @pytest.mark.skipif(not _gurobi(), reason="gurobipy not installed")
 def test_background_milps_agree_with_sampling_and_monotonicity(tmp_path: Path) -> None:
     """Random networks on which LP tightening closes no pair (every proof needs the pair MILPs): with
-    one and with two MILP children beside the LP — and with the sequential schedule (``milp_jobs=0``) —
-    the verdicts are the same, decided, monotone in δ; a VERIFIED has no sampled violating pair and a
-    FALSIFIED's pair is a real violation within δ."""
+    one and with two MILP children beside the LP — and with the sequential schedule (``milp_jobs=0``),
+    and with one LP per pair instead of one per mirror couple (``couples=False``) — the verdicts are
+    the same, decided, monotone in δ; a VERIFIED has no sampled violating pair and a FALSIFIED's pair
+    is a real violation within δ."""
     lo, hi = np.zeros(3), np.ones(3)
     kappa, grid = 0.5, (0.05, 0.1, 0.2)
-    by_milp = 0
+    by_milp = n_couples = 0
     for seed in (1, 10):
         net = _onnx_rand_net(seed, tmp_path)
         verdicts: dict[tuple[int, float], Verdict] = {}
-        for jobs in (1, 2, 0):
-            split = GlobalSplitConfig(milp_jobs=jobs)
+        for jobs, couples in ((1, True), (2, True), (0, True), (1, False)):
+            split = GlobalSplitConfig(milp_jobs=jobs, couples=couples)
             for d in grid:
                 r = decide_global(net, d, kappa, (lo, hi), DispatchConfig(timeout=30), split=split)
-                verdicts[(jobs, d)] = r.verdict
+                verdicts[(jobs if couples else -1, d)] = r.verdict
+                n_couples += r.stats.get("lp_couples", 0)
                 assert r.verdict.decided, (seed, jobs, d, r.message)
                 if r.verdict is Verdict.VERIFIED:
                     assert "lp" not in r.stats["closed_by"]
@@ -491,11 +493,12 @@ def test_background_milps_agree_with_sampling_and_monotonicity(tmp_path: Path) -
                     assert rx.confidence_gap(ya[None], np.array([c]), kappa)[0] >= -1e-6
                     assert max(yb[k] for k in range(3) if k != c) >= yb[c] - 1e-6
         for d in grid:
-            assert verdicts[(0, d)] == verdicts[(1, d)] == verdicts[(2, d)], (seed, d, verdicts)
+            assert verdicts[(0, d)] == verdicts[(1, d)] == verdicts[(2, d)] == verdicts[(-1, d)], (seed, d)
         proved = [d for d in grid if verdicts[(1, d)] is Verdict.VERIFIED]
         refuted = [d for d in grid if verdicts[(1, d)] is Verdict.FALSIFIED]
         assert proved and refuted and max(proved) < min(refuted), (seed, verdicts)
     assert by_milp >= 6
+    assert n_couples >= 1  # the couple LP was used
 
 
 @pytest.mark.skipif(not _gurobi(), reason="gurobipy not installed")

@@ -740,7 +740,7 @@ def decide_global(
     statuses: list[PairStatus] = []
     ended: set[tuple[int, int]] = set()  # the pairs in statuses
     milp_runs: dict[str, int] = {}  # how many pair MILPs stages 3–4 started (_PairMilps.counts)
-    couples = [0]  # LP runs that served a couple (c, j) / (j, c)
+    n_couples = 0  # LP runs that served a couple (c, j) / (j, c)
 
     def elapsed() -> float:
         return time.perf_counter() - t0
@@ -757,8 +757,8 @@ def decide_global(
         }
         if milp_runs:
             stats["milp_runs"] = dict(milp_runs)
-        if couples[0]:
-            stats["lp_couples"] = couples[0]
+        if n_couples:
+            stats["lp_couples"] = n_couples
         return Result(verdict, backend, elapsed(), message=msg, counterexample=cex, stats=stats)
 
     # 1. bounds: one set of twin bounds over D for every class
@@ -885,10 +885,11 @@ def decide_global(
             open too (the couple LP, rows (R) of :mod:`encoders.bounds.pair_lp`; ``(j, c)`` reads the
             bounds with the copies exchanged) — each step's bounds closing a pair by its twin bound or
             going to its MILP.  FALSIFIED when a MILP replayed a pair."""
+            nonlocal n_couples
             members = [(c, j)]
             if split.couples and (j, c) in open_set and (j, c) not in ended and (j, c) not in lp_done:
                 members.append((j, c))
-                couples[0] += 1
+                n_couples += 1
             lp_done.update(members)
             m = props[c].margin  # ln(κ/(1−κ)), the same for every class
 
