@@ -375,22 +375,22 @@ class PairLP:
         n = W.shape[0]
         others = [k for k in range(n) if k != c]
         m = rx.confidence_margin(kappa)
-        if couple:  # (R): u(x) ≥ 0, u(x') ≤ 0, u(x) − u(x') ≥ m with u = z_c − z_j
-            j = int(target)  # type: ignore[arg-type]
+        if couple and target is not None:  # (R): u(x) ≥ 0, u(x') ≤ 0, u(x) − u(x') ≥ m, u = z_c − z_j
+            j = target
             row([ya[c], ya[j]], [1.0, -1.0], 0.0, inf)
             row([yb[c], yb[j]], [1.0, -1.0], -inf, 0.0)
             row([ya[c], ya[j], yb[c], yb[j]], [1.0, -1.0, -1.0, 1.0], m, inf)
-            confidence, target = False, None
-        for k in others if confidence else ():
-            row([ya[c], ya[k]], [1.0, -1.0], m, inf)
-        if n > 2 and confidence:
-            pts = list(rx.initial_tangent_points(n - 1, kappa)) + [np.asarray(p) for p in extra_tangents]
-            for dhat in pts:
-                coef_d, rhs = rx.tangent_cut(np.asarray(dhat), kappa)
-                coef = list(coef_d) + [-float(np.sum(coef_d))]
-                row([ya[k] for k in others] + [ya[c]], coef, -inf, rhs)
-        if target is not None:
-            row([yb[target], yb[c]], [1.0, -1.0], 0.0, inf)
+        else:
+            for k in others if confidence else ():
+                row([ya[c], ya[k]], [1.0, -1.0], m, inf)
+            if n > 2 and confidence:
+                pts = list(rx.initial_tangent_points(n - 1, kappa)) + [np.asarray(p) for p in extra_tangents]
+                for dhat in pts:
+                    coef_d, rhs = rx.tangent_cut(np.asarray(dhat), kappa)
+                    coef = list(coef_d) + [-float(np.sum(coef_d))]
+                    row([ya[k] for k in others] + [ya[c]], coef, -inf, rhs)
+            if target is not None:
+                row([yb[target], yb[c]], [1.0, -1.0], 0.0, inf)
         self.n_cols = ncol
         self.rows = rows
         self.A = _csr(rows, ncol)

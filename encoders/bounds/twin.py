@@ -452,9 +452,10 @@ def pair_attack(
     satisfied (a small push that enlarges the margin).  ``x`` follows the gradient of *both* terms
     (``x'`` moves with ``x``) and ``η`` the gradient of the flip term; the step (a fraction of the box
     width for ``x``, four times that fraction of δ for ``η``) decays linearly from ``step`` to
-    ``step/25``.  On the 64-32-32-10 digits student at δ = 0.02, κ = 0.9 this finds a violating pair
-    that the earlier scheme (both copies stepped independently, ``x'`` projected back after each step,
-    a constant step) missed with ten times the rows.
+    ``step/25``.  On the 64-32-32-10 digits student at δ = 0.02, κ = 0.9, 256 rows and 400 steps per
+    class find violating pairs for classes 4 and 5 in 0.3 s each; the earlier scheme (both copies
+    stepped independently, ``x'`` projected back after each step, a constant step) found none for any
+    class, nor for classes 0 and 2 with 2,048 rows per competitor.
 
     Rows where both ``g ≥ 0`` and ``v ≥ 0`` (checked in float64, on ``x'`` moved exactly into
     ``{‖x − x'‖ ≤ δ} ∩ D``) are returned, best ``min(g, v)`` first, after a few extra steps that enlarge
