@@ -893,16 +893,23 @@ def decide_global(
             lp_done.update(members)
             m = props[c].margin  # ln(κ/(1−κ)), the same for every class
 
-            def view(b: Any, pair: tuple[int, int]) -> Any:
-                return b if pair == (c, j) else swap_copies(net, b, lo, hi, delta)
+            seen: list[Any] = [None, {}]  # the bounds last measured, and their measures per pair
 
-            def proved(b: Any, pair: tuple[int, int]) -> bool:
-                return bool(pair_margin_upper(net, view(b, pair).twin, pair[0])[pair[1]] < m)
+            def measure(b: Any, pair: tuple[int, int]) -> tuple[Any, float]:
+                """``pair``'s bounds from the run's bounds ``b`` (``(j, c)``: copies exchanged) and its
+                twin-bound excess ``max Δ − m`` (< 0 proves it), each computed once per ``b`` (the
+                step's last trial is both the goal's and the step's result)."""
+                if seen[0] is not b:
+                    seen[:] = [b, {}]
+                if pair not in seen[1]:
+                    v = b if pair == (c, j) else swap_copies(net, b, lo, hi, delta)
+                    seen[1][pair] = (v, float(pair_margin_upper(net, v.twin, pair[0])[pair[1]] - m))
+                return seen[1][pair]
 
             def goal(b: Any) -> bool:
                 """Stop the LP step: every member is proved by its twin bound or closed by its MILP
                 (or a MILP refuted a pair)."""
-                if all(pair in ended or proved(b, pair) for pair in members):
+                if all(pair in ended or measure(b, pair)[1] < 0.0 for pair in members):
                     return True
                 milps.poll()
                 return all(pair in ended for pair in members) or milps.falsified is not None
@@ -932,10 +939,10 @@ def decide_global(
                 for pair in members:
                     if pair in ended:  # closed by its MILP meanwhile
                         continue
-                    b = view(pb, pair)
+                    b, ex = measure(pb, pair)
                     tightened[pair] = b
-                    excess[pair] = float(pair_margin_upper(net, b.twin, pair[0])[pair[1]] - m)
-                    if excess[pair] < 0.0:
+                    excess[pair] = ex
+                    if ex < 0.0:
                         milps.cancel(pair)
                         close(*pair, "lp")
                     elif split.milp and step_no >= split.milp_after:

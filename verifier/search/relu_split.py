@@ -1073,6 +1073,10 @@ class _Race:
             self.undecided[k] = self.run.result(verdict, job.backend, msg)
         return None
 
+    def _deciders(self) -> str:
+        """What closed alternatives so far, e.g. ``"bab+gurobi"`` (empty when nothing did)."""
+        return "+".join(sorted(set(self.closed_by.values())))
+
     def _close(self, k: int, how: str) -> None:
         """Alternative ``k`` is ruled out (by ``how``): stop whatever else still works on it."""
         self.open.discard(k)
@@ -1141,7 +1145,7 @@ class _Race:
                 where = "branch and bound" if self.searches else "the MILPs"
                 return self.run.result(
                     Verdict.TIMEOUT,
-                    "+".join(sorted(set(self.closed_by.values()))) or "bab",
+                    self._deciders() or "bab",
                     f"time limit reached in {where} with {len(self.open)} alternatives open",
                 )
             if not self._fill():
@@ -1185,7 +1189,7 @@ class _Race:
         n_alts, n_poss = len(alts), len(possible)
         return self.run.result(
             Verdict.VERIFIED,
-            "+".join(sorted(set(self.closed_by.values()))) or "bounds",
+            self._deciders() or "bounds",
             f"all {n_alts} alternatives ruled out: {n_alts - n_poss} by bounds, "
             f"{by.count('bab')} by branch and bound, {n_poss - by.count('bab')} by MILP",
         )
