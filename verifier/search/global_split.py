@@ -149,13 +149,10 @@ class GlobalSplitConfig:
         The proven minimum of ``z_c(x') − z_j(x')`` that closes a pair (:func:`_pair_milp`).
     gurobi_params
         Extra Gurobi parameters of the stage 3–4 pair MILPs, as ``(name, value)`` pairs (the local
-        refutation MILPs keep Gurobi's defaults). Default ``Presolve = 2`` (aggressive presolve). Measured
-        on the digits student (2 cores, final LP bounds of the hard couples, Gurobi alone, 60 s each): 6
-        pair MILPs at (δ, κ) = (0.02, 0.99) all closed in 72.8 s against 108.9 s with the default presolve,
-        6 at (0.01, 0.9) in 174.6 against 229.4 s; whole :func:`decide_global` runs at 300 s: (0.02, 0.99)
-        verified in 128.8 s against 145.3 s, and (0.01, 0.9) verified in 210.6 s where the default presolve
-        ends UNKNOWN (5 pairs open) at 262.8 s. ``MIPFocus``, ``Cuts``, ``VarBranch``, ``Symmetry``,
-        ``Heuristics`` and ``OBBT`` were no better (docs/benchmarks-global.md).
+        refutation MILPs keep Gurobi's defaults).  Default ``Presolve = 2`` (aggressive presolve): on the
+        digits student's hard pairs it closed the MILPs 25–35 % sooner, and with a 300 s limit it
+        verifies (δ, κ) = (0.01, 0.9), which ends UNKNOWN with the default presolve; the measurements,
+        and the parameters that were no better, are in docs/benchmarks-global.md.
     local_milp, local_radii, local_time, local_fraction
         Refutation: the ``local_milp`` open pairs whose search came closest get an exact MILP on the
         box of half-width ``r`` around the search's best pair (:func:`_local_pair_milp`), for each
