@@ -72,7 +72,9 @@ def encode_network(
         Pre-activation bounds of every affine layer of ``net`` (last = outputs), valid over every
         input the program admits (e.g. ``LayerBounds.lower``/``.upper`` for one box).
     ns
-        Name space for the variables (``"{ns}.z1[3]"`` …); ``prog.blocks[ns]`` records inputs/outputs.
+        Name space for the variables (``"{ns}.z1[3]"`` …); ``prog.blocks[ns]`` records the inputs
+        (``"input"``), the outputs (``"output"``) and, per hidden layer ``k`` (1-based), the output
+        variables of its unstable ReLUs (``"h{k}"``).
     """
     affines = net.affines
     if len(lower) != len(affines) or len(upper) != len(affines):
@@ -82,6 +84,7 @@ def encode_network(
     E = np.eye(inputs.size)  # neuron values = E @ x[basis] + e0
     e0 = np.zeros(inputs.size)
     counts_u, counts_a, counts_i = [], [], []
+    hidden: dict[str, np.ndarray] = {}  # "h{k}": the outputs of layer k's unstable ReLUs
     layer_no = 0
     for lay in net.layers:
         if isinstance(lay, Affine):
@@ -111,6 +114,7 @@ def encode_network(
                 f"{ns}.def_z{layer_no}[{i}]",
             )
             prog.add_relu(h[k], z[k], Tag.NETWORK)
+        hidden[f"h{layer_no}"] = h
         # new basis: old basis (for substituted active neurons) + new h vars
         keep = np.flatnonzero(np.any(P[active] != 0.0, axis=0)) if active.any() else np.array([], int)
         new_basis = np.concatenate([basis[keep], h])
@@ -135,5 +139,5 @@ def encode_network(
             Tag.NETWORK,
             f"{ns}.def_y[{i}]",
         )
-    prog.blocks[ns] = {"input": inputs, "output": y}
+    prog.blocks[ns] = {"input": inputs, "output": y, **hidden}
     return NetworkEncoding(ns, inputs, y, tuple(counts_u), tuple(counts_a), tuple(counts_i))

@@ -336,6 +336,41 @@ class Program:
             if r.idx.size and (r.idx.min() < 0 or r.idx.max() >= n):
                 raise ValueError(f"row {r.name!r} refers to a missing variable")
 
+    def relaxed(self, exact: Iterable[int]) -> Program:
+        r"""A copy in which every ReLU whose output variable is not in ``exact`` is replaced by its
+        triangle relaxation on its input's bounds (no binary).
+
+        Formulation.  For ``h = max(0, z)`` with ``z ∈ [l, u]`` (the variable bounds of ``z``; ``h ≥ 0``
+        is already the bound of ``h``): ``l ≥ 0`` gives ``h = z``; ``u ≤ 0`` gives ``h = 0`` (``h ≤ 0``);
+        otherwise ``h ≥ z`` and ``h ≤ s (z − l)`` with ``s = u / (u − l)``, the chord of the convex ReLU
+        over ``[l, u]``, which lies above its graph there.  The chord's constant is raised by
+        ``1e-9·(1 + |s·l|)``, far above the few ulps the float ``s`` and ``s·l`` can be off by, so the
+        row holds for every point of the graph.
+
+        Every assignment of this program's variables that satisfies ``x[out] = max(0, x[inp])`` for
+        all its ReLUs satisfies the relaxed program, so the relaxed program's feasible set contains
+        this one's: its minimum is a lower bound of this program's minimum (sound for proofs); its
+        points need not satisfy the relaxed ReLUs (never a counterexample by themselves).
+        """
+        keep = {int(i) for i in exact}
+        out = self.copy()
+        out.relus = [r for r in self.relus if r.out in keep]
+        for r in self.relus:
+            if r.out in keep:
+                continue
+            lo, hi = self.lb[r.inp], self.ub[r.inp]
+            name = self.names[r.out]
+            if lo >= 0.0:
+                out.add_row([r.out, r.inp], [1.0, -1.0], Sense.EQ, 0.0, r.tag, f"{name}=z")
+            elif hi <= 0.0:
+                out.add_row([r.out], [1.0], Sense.LE, 0.0, r.tag, f"{name}=0")
+            else:
+                s = hi / (hi - lo)
+                out.add_row([r.out, r.inp], [1.0, -1.0], Sense.GE, 0.0, r.tag, f"{name}>=z")
+                rhs = -s * lo + 1e-9 * (1.0 + abs(s * lo))
+                out.add_row([r.out, r.inp], [1.0, -s], Sense.LE, rhs, r.tag, f"{name}<=chord")
+        return out
+
     def copy(self) -> Program:
         """A copy whose lists can be extended without touching this one (rows are immutable)."""
         return Program(

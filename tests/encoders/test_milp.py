@@ -331,3 +331,65 @@ def test_compiled_model_contains_the_network_graph(seed):
     bins = np.array([1.0 if full[r.inp] > 0 else 0.0 for r in p.relus if p.lb[r.inp] < 0 < p.ub[r.inp]])
     res = m.residual(np.concatenate([full, bins]))
     assert res["rows"] <= 1e-7 and res["bounds"] <= 1e-9
+
+
+# --------------------------------------------------------------------------------------------------
+# Program.relaxed: the triangle relaxation of chosen ReLUs
+# --------------------------------------------------------------------------------------------------
+def test_relaxed_relu_rows_by_hand():
+    """z ∈ [−1, 3]: the chord is h ≤ 0.75 (z + 1) (through (−1, 0) and (3, 3)), and h ≥ z; a kept ReLU
+    stays a ReLU; stable ReLUs become h = z and h ≤ 0."""
+    p = Program()
+    z = p.add_vars("z", np.array([-1.0, -2.0, 0.5, -4.0]), np.array([3.0, 2.0, 2.0, -1.0]))
+    h = p.add_vars("h", np.zeros(4), np.array([3.0, 2.0, 2.0, 0.0]))
+    for k in range(4):
+        p.add_relu(int(h[k]), int(z[k]))
+    r = p.relaxed([int(h[1])])
+    assert [x.out for x in r.relus] == [int(h[1])] and len(p.relus) == 4  # the original is untouched
+    rows = {x.name: x for x in r.rows}
+    up = rows["h[0]<=chord"]
+    assert up.sense is Sense.LE and np.allclose(up.coef, [1.0, -0.75]) and 0.75 <= up.rhs <= 0.75 + 1e-8
+    assert rows["h[0]>=z"].sense is Sense.GE and rows["h[0]>=z"].rhs == 0.0
+    assert rows["h[2]=z"].sense is Sense.EQ and rows["h[3]=0"].sense is Sense.LE
+    # the ReLU's graph satisfies every relaxed row; a point above the chord does not
+    for zz in np.linspace(-1.0, 3.0, 41):
+        x = np.zeros(p.n_vars)
+        x[z[0]], x[h[0]] = zz, max(zz, 0.0)
+        assert up.violation(x) == 0.0 and rows["h[0]>=z"].violation(x) == 0.0
+    x = np.zeros(p.n_vars)
+    x[z[0]], x[h[0]] = 1.0, 1.6  # chord at z = 1 is 1.5
+    assert up.violation(x) > 0.09
+
+
+@given(st.integers(0, 10_000))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_relaxed_network_program_bounds_the_exact_one_from_below(seed):
+    """Minimising a random output over a random network's box: the program with every ReLU relaxed
+    (an LP) ≤ the program with the last hidden layer exact ≤ the exact MILP; and the exact optimum is
+    attained by a real input (checked by evaluating the network)."""
+    import highspy
+
+    net = random_net(seed, [3, 6, 5, 2])
+    lo, hi = -np.ones(3), np.ones(3)
+    lows, ups = ibp(net, lo, hi)
+    p = Program()
+    x = p.add_vars("x", lo, hi)
+    enc = encode_network(p, net, x, lows, ups, "n")
+    c = np.random.default_rng(seed).normal(size=2)
+    p.set_objective([int(i) for i in enc.outputs], list(c))
+    last = p.blocks["n"].get("h2", np.zeros(0, dtype=np.int64))
+
+    def opt(prog):
+        hs = highs_from_milp(compile_milp(prog))
+        hs.setOptionValue("output_flag", False)
+        hs.setOptionValue("mip_rel_gap", 0.0)
+        hs.run()
+        assert hs.getModelStatus() == highspy.HighsModelStatus.kOptimal
+        return hs.getInfo().objective_function_value, np.asarray(hs.getSolution().col_value)
+
+    v_lp, _ = opt(p.relaxed([]))
+    v_part, _ = opt(p.relaxed(last))
+    v_exact, sol = opt(p)
+    assert v_lp <= v_part + 1e-7 and v_part <= v_exact + 1e-7
+    y = net.evaluate(sol[x][None, :])[0]
+    assert abs(float(c @ y) - v_exact) <= 1e-5

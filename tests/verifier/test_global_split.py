@@ -438,6 +438,53 @@ def _sampled_violations(net: Network, delta: float, kappa: float, seed: int = 0)
 
 
 @pytest.mark.skipif(not _gurobi(), reason="gurobipy not installed")
+def test_partial_pair_milp_is_a_relaxation_and_hands_over_to_the_exact_one(tmp_path: Path) -> None:
+    """The partial round (binaries on the last hidden layer only) solves a relaxation of the pair
+    MILP: on small random networks its optimum is never above the exact one (and is below it for some
+    pair, so the relaxation is real); a pair it closes has no sampled violating pair; and the pair
+    MILP with the partial round first ends as the exact one alone (closed, falsified or open)."""
+    from verifier.backends.solve import solve
+
+    lo, hi = np.zeros(3), np.ones(3)
+    delta, kappa = 0.3, 0.5
+    cfg = DispatchConfig(timeout=20)
+    with_partial, exact_only = GlobalSplitConfig(), GlobalSplitConfig(partial_layers=())
+    n_below = n_partial_closed = 0
+    for seed in (1, 3, 8):
+        rnd = _rand_net(seed)
+        net = load_onnx(save_onnx([(a.W, a.b) for a in rnd.affines], tmp_path / f"p{seed}.onnx"))
+        rng = np.random.default_rng(200 + seed)
+        x = rng.uniform(lo, hi, size=(100_000, 3))
+        xp = np.clip(x + delta * rng.choice([-1.0, 1.0, 0.5, -0.5], size=x.shape), lo, hi)
+        ya, yb = _layers(net, x)[-1], _layers(net, xp)[-1]
+        pb0 = initial_pair_bounds(net, lo, hi, delta)
+        for c in range(3):
+            conf = rx.confidence_gap(ya, np.full(len(x), c), kappa) >= 0
+            for j in range(3):
+                if j == c:
+                    continue
+                pb = tighten_pair(net, pb0, lo, hi, delta, c, kappa, j, math.inf, per_copy=True)
+                prop = GlobalRobustness(delta, kappa, lo, hi, "inf", c, pair_bounds=pb)
+                prog = pair_program(prop, net, j)
+                part = prog.relaxed([int(i) for ns in ("a", "b") for i in prog.blocks[ns].get("h2", ())])
+                assert len(part.relus) < len(prog.relus) or not prog.relus
+                v = [solve("gurobi", p, 20.0, 1, in_process=True) for p in (part, prog)]
+                if all(o.objective is not None for o in v):
+                    assert v[0].objective <= v[1].objective + 1e-6, (seed, c, j)
+                    n_below += v[0].objective < v[1].objective - 1e-3
+                run = _PairMilpRun(prop, net, j, 20.0, cfg, with_partial)
+                while (limit := run.next_limit()) is not None:
+                    run.feed(solve("gurobi", run.program, limit, 1, params=run.params, in_process=True))
+                assert run.result is not None
+                if run.result.message.endswith("(partial)"):
+                    n_partial_closed += 1
+                    assert run.result.how == "closed"
+                    assert not np.any(conf & (yb[:, j] >= yb[:, c])), (seed, c, j)
+                assert run.result.how == _pair_milp(prop, net, j, 20.0, cfg, exact_only).how, (seed, c, j)
+    assert n_below >= 1 and n_partial_closed >= 1
+
+
+@pytest.mark.skipif(not _gurobi(), reason="gurobipy not installed")
 def test_pair_milp_run_in_a_group_matches_the_synchronous_form(tmp_path: Path) -> None:
     """The asynchronous pair MILP (start / collect in a SolveGroup) ends as :func:`_pair_milp` does:
     closed at δ = 0.08 and a replayed pair at δ = 0.2 on the step network."""
