@@ -28,8 +28,8 @@ such pair, and one replayed pair refutes it.  :func:`decide_global` works on the
       z_j(x')`` over the two-copy encoding with that step's bounds, on Gurobi through the one solve
       path; closed when the proven bound is ≥ 1e-3 or the model is infeasible; first a *partial round*
       with binaries on the last hidden layer only, a relaxation that often closes the pair 3–6×
-      sooner) is started in the *background* (a :class:`~verifier.backends.solve.SolveGroup` child, at most ``milp_background``
-      seconds) and the next LP step goes on at once — a MILP with good bounds often closes in a second
+      sooner) is started in the *background* (a :class:`~verifier.backends.solve.SolveGroup` child,
+      at most ``milp_background`` seconds) and the next LP step goes on at once — a MILP with good bounds often closes in a second
       what further LP steps would take tens of seconds for, and while Gurobi works on one core the LP
       works on the other.  ``milp_jobs`` children at a time: a pair whose MILP cannot start yet waits
       in a queue with its newest bounds; newer bounds replace the pair's own running MILP once it has
