@@ -29,9 +29,9 @@ such pair, and one replayed pair refutes it.  :func:`decide_global` works on the
       path; closed when the proven bound is ≥ 1e-3 or the model is infeasible; first a *partial round*
       with binaries on the last hidden layer only, a relaxation that often closes the pair 3–6×
       sooner) is started in the *background* (a :class:`~verifier.backends.solve.SolveGroup` child,
-      at most ``milp_background`` seconds) and the next LP step goes on at once — a MILP with good bounds often closes in a second
-      what further LP steps would take tens of seconds for, and while Gurobi works on one core the LP
-      works on the other.  ``milp_jobs`` children at a time: a pair whose MILP cannot start yet waits
+      at most ``milp_background`` seconds) and the next LP step goes on at once — a MILP with good
+      bounds often closes in a second what further LP steps would take tens of seconds for, and while
+      Gurobi works on one core the LP works on the other.  ``milp_jobs`` children at a time: a pair whose MILP cannot start yet waits
       in a queue with its newest bounds; newer bounds replace the pair's own running MILP once it has
       had ``milp_probe`` seconds (or ended open).  Finished
       MILPs are read between steps, between pairs and every few neurons inside a step (the ``goal`` of
