@@ -27,16 +27,16 @@ such pair, and one replayed pair refutes it.  :func:`decide_global` works on the
    b. after each step (from ``milp_after`` on), the *pair MILP* (:func:`_pair_milp`: ``min z_c(x') −
       z_j(x')`` over the two-copy encoding with that step's bounds, on Gurobi through the one solve
       path; closed when the proven bound is ≥ 1e-3 or the model is infeasible; first a *partial round*
-      with binaries on the last hidden layer only, a relaxation that often closes the pair 3–6×
-      sooner) is started in the *background* (a :class:`~verifier.backends.solve.SolveGroup` child,
-      at most ``milp_background`` seconds) and the next LP step goes on at once — a MILP with good
-      bounds often closes in a second what further LP steps would take tens of seconds for, and while
-      Gurobi works on one core the LP works on the other.  ``milp_jobs`` children at a time: a pair whose MILP cannot start yet waits
-      in a queue with its newest bounds; newer bounds replace the pair's own running MILP once it has
-      had ``milp_probe`` seconds (or ended open).  Finished
-      MILPs are read between steps, between pairs and every few neurons inside a step (the ``goal`` of
-      :func:`tighten_pair`): a pair its MILP closed stops its LP work at once, a replayed pair ends
-      the query (FALSIFIED), a pair whose model is not a Gurobi model goes to stage 4's fallback;
+      with binaries on the last hidden layer only, a relaxation that often closes the pair 3–6× sooner)
+      is started in the *background* (a :class:`~verifier.backends.solve.SolveGroup` child, at most
+      ``milp_background`` seconds) and the next LP step goes on at once — a MILP with good bounds often
+      closes in a second what further LP steps would take tens of seconds for, and while Gurobi works on
+      one core the LP works on the other. ``milp_jobs`` children at a time: a pair whose MILP cannot
+      start yet waits in a queue with its newest bounds; newer bounds replace the pair's own running
+      MILP once it has had ``milp_probe`` seconds (or ended open). Finished MILPs are read between
+      steps, between pairs and every few neurons inside a step (the ``goal`` of :func:`tighten_pair`): a
+      pair its MILP closed stops its LP work at once, a replayed pair ends the query (FALSIFIED), a pair
+      whose model is not a Gurobi model goes to stage 4's fallback;
    c. the LP optimum of ``max z_j(x') − z_c(x')`` seeds a local pair search;
 4. **second pass** — the pair MILP of every pair still open (its stage-3 MILP, if still running,
    counts as one), ``milp_jobs + 1`` at a time (this process only waits now), the time left shared
