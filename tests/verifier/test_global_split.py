@@ -351,17 +351,15 @@ def test_pair_milp_closes_and_refutes_the_step_network(tmp_path: Path) -> None:
     assert prog.objective is not None and not any(r.name == "b.y1>=y0" for r in prog.rows)
 
 
-@pytest.mark.skipif(not _gurobi(), reason="gurobipy not installed")
-def test_pair_milp_with_tightened_bounds_agrees_with_sampling(tmp_path: Path) -> None:
-    """On small random networks: a pair the MILP closes (with LP-tightened bounds) has no sampled
-    violating pair; a pair it refutes has a replayed one."""
+def _tightened_pairs(tmp_path: Path, prefix: str, rng_base: int, delta: float, kappa: float):
+    """For random networks (seeds 1, 3, 8) on [0, 1]³ and every pair ``(c, j)``: ``(seed, net, c, j,
+    prop, sampled)`` with ``prop`` carrying the LP-tightened pair bounds and ``sampled`` whether 100,000
+    sampled coupled pairs hold a violating one through ``j``."""
     lo, hi = np.zeros(3), np.ones(3)
-    delta, kappa = 0.3, 0.5
-    n_closed = n_refuted = 0
     for seed in (1, 3, 8):
         rnd = _rand_net(seed)
-        net = load_onnx(save_onnx([(a.W, a.b) for a in rnd.affines], tmp_path / f"r{seed}.onnx"))
-        rng = np.random.default_rng(100 + seed)
+        net = load_onnx(save_onnx([(a.W, a.b) for a in rnd.affines], tmp_path / f"{prefix}{seed}.onnx"))
+        rng = np.random.default_rng(rng_base + seed)
         x = rng.uniform(lo, hi, size=(100_000, 3))
         xp = np.clip(x + delta * rng.choice([-1.0, 1.0, 0.5, -0.5], size=x.shape), lo, hi)
         ya, yb = _layers(net, x)[-1], _layers(net, xp)[-1]
@@ -373,14 +371,23 @@ def test_pair_milp_with_tightened_bounds_agrees_with_sampling(tmp_path: Path) ->
                     continue
                 pb = tighten_pair(net, pb0, lo, hi, delta, c, kappa, j, math.inf, per_copy=True)
                 prop = GlobalRobustness(delta, kappa, lo, hi, "inf", c, pair_bounds=pb)
-                pm = _pair_milp(prop, net, j, 20.0, DispatchConfig(timeout=20))
-                sampled = bool(np.any(conf & (yb[:, j] >= yb[:, c])))
-                if pm.how == "closed":
-                    assert not sampled, (seed, c, j)
-                    n_closed += 1
-                elif pm.how == "falsified":
-                    assert pm.cex is not None
-                    n_refuted += 1
+                yield seed, net, c, j, prop, bool(np.any(conf & (yb[:, j] >= yb[:, c])))
+
+
+@pytest.mark.skipif(not _gurobi(), reason="gurobipy not installed")
+def test_pair_milp_with_tightened_bounds_agrees_with_sampling(tmp_path: Path) -> None:
+    """On small random networks: a pair the MILP closes (with LP-tightened bounds) has no sampled
+    violating pair; a pair it refutes has a replayed one."""
+    delta, kappa = 0.3, 0.5
+    n_closed = n_refuted = 0
+    for seed, net, c, j, prop, sampled in _tightened_pairs(tmp_path, "r", 100, delta, kappa):
+        pm = _pair_milp(prop, net, j, 20.0, DispatchConfig(timeout=20))
+        if pm.how == "closed":
+            assert not sampled, (seed, c, j)
+            n_closed += 1
+        elif pm.how == "falsified":
+            assert pm.cex is not None
+            n_refuted += 1
     assert n_closed >= 1 and n_refuted >= 1
 
 
@@ -445,42 +452,27 @@ def test_partial_pair_milp_is_a_relaxation_and_hands_over_to_the_exact_one(tmp_p
     MILP with the partial round first ends as the exact one alone (closed, falsified or open)."""
     from verifier.backends.solve import solve
 
-    lo, hi = np.zeros(3), np.ones(3)
     delta, kappa = 0.3, 0.5
     cfg = DispatchConfig(timeout=20)
     with_partial, exact_only = GlobalSplitConfig(), GlobalSplitConfig(partial_layers=())
     n_below = n_partial_closed = 0
-    for seed in (1, 3, 8):
-        rnd = _rand_net(seed)
-        net = load_onnx(save_onnx([(a.W, a.b) for a in rnd.affines], tmp_path / f"p{seed}.onnx"))
-        rng = np.random.default_rng(200 + seed)
-        x = rng.uniform(lo, hi, size=(100_000, 3))
-        xp = np.clip(x + delta * rng.choice([-1.0, 1.0, 0.5, -0.5], size=x.shape), lo, hi)
-        ya, yb = _layers(net, x)[-1], _layers(net, xp)[-1]
-        pb0 = initial_pair_bounds(net, lo, hi, delta)
-        for c in range(3):
-            conf = rx.confidence_gap(ya, np.full(len(x), c), kappa) >= 0
-            for j in range(3):
-                if j == c:
-                    continue
-                pb = tighten_pair(net, pb0, lo, hi, delta, c, kappa, j, math.inf, per_copy=True)
-                prop = GlobalRobustness(delta, kappa, lo, hi, "inf", c, pair_bounds=pb)
-                prog = pair_program(prop, net, j)
-                part = prog.relaxed([int(i) for ns in ("a", "b") for i in prog.blocks[ns].get("h2", ())])
-                assert len(part.relus) < len(prog.relus) or not prog.relus
-                v = [solve("gurobi", p, 20.0, 1, in_process=True) for p in (part, prog)]
-                if all(o.objective is not None for o in v):
-                    assert v[0].objective <= v[1].objective + 1e-6, (seed, c, j)
-                    n_below += v[0].objective < v[1].objective - 1e-3
-                run = _PairMilpRun(prop, net, j, 20.0, cfg, with_partial)
-                while (limit := run.next_limit()) is not None:
-                    run.feed(solve("gurobi", run.program, limit, 1, params=run.params, in_process=True))
-                assert run.result is not None
-                if run.result.message.endswith("(partial)"):
-                    n_partial_closed += 1
-                    assert run.result.how == "closed"
-                    assert not np.any(conf & (yb[:, j] >= yb[:, c])), (seed, c, j)
-                assert run.result.how == _pair_milp(prop, net, j, 20.0, cfg, exact_only).how, (seed, c, j)
+    for seed, net, c, j, prop, sampled in _tightened_pairs(tmp_path, "p", 200, delta, kappa):
+        prog = pair_program(prop, net, j)
+        part = prog.relaxed([int(i) for ns in ("a", "b") for i in prog.blocks[ns].get("h2", ())])
+        assert len(part.relus) < len(prog.relus) or not prog.relus
+        v = [solve("gurobi", p, 20.0, 1, in_process=True) for p in (part, prog)]
+        if all(o.objective is not None for o in v):
+            assert v[0].objective <= v[1].objective + 1e-6, (seed, c, j)
+            n_below += v[0].objective < v[1].objective - 1e-3
+        run = _PairMilpRun(prop, net, j, 20.0, cfg, with_partial)
+        while (limit := run.next_limit()) is not None:
+            run.feed(solve("gurobi", run.program, limit, 1, params=run.params, in_process=True))
+        assert run.result is not None
+        if run.result.message.endswith("(partial)"):
+            n_partial_closed += 1
+            assert run.result.how == "closed"
+            assert not sampled, (seed, c, j)
+        assert run.result.how == _pair_milp(prop, net, j, 20.0, cfg, exact_only).how, (seed, c, j)
     assert n_below >= 1 and n_partial_closed >= 1
 
 

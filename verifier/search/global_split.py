@@ -417,17 +417,8 @@ class _PairMilpRun:
             return self._feed_partial(out)
         self.rounds += 1
         self.stats.update(rounds=self.rounds, nodes=out.stats.get("nodes"), status=out.status.value)
-        if out.stats.get("licence_limit"):
-            self._end("fallback", None, out.message)
+        if self._settle(out):
             return True
-        if out.status is SolveStatus.UNSAT:
-            self._end("closed", math.inf, "infeasible")
-            return True
-        if out.bound is not None:
-            self.bound = out.bound if self.bound is None else max(self.bound, out.bound)
-            if out.bound >= self.tol:
-                self._end("closed", out.bound, "bound")
-                return True
         if out.assignment is None or out.objective is None or out.objective >= 0.0:
             more = {SolveStatus.TIMEOUT: self.timeout, SolveStatus.OPTIMAL: math.inf}.get(out.status, 0.0)
             self._open(out.message or out.status.value, more)
@@ -457,16 +448,22 @@ class _PairMilpRun:
         self.partial = None
         self.stats.update(partial_status=out.status.value, partial_nodes=out.stats.get("nodes"),
                           partial_s=round(out.time_s, 3))
-        if out.stats.get("licence_limit"):  # the exact program is larger still
+        return self._settle(out, " (partial)")  # a licence refusal: the exact program is larger still
+
+    def _settle(self, out: Outcome, how: str = "") -> bool:
+        """The endings any round's outcome decides: a licence refusal → ``fallback``; infeasible or a
+        proven bound ``≥ tol`` → ``closed`` (``how`` tags the message).  Keeps the best proven bound;
+        True when the run is over."""
+        if out.stats.get("licence_limit"):
             self._end("fallback", None, out.message)
             return True
         if out.status is SolveStatus.UNSAT:
-            self._end("closed", math.inf, "infeasible (partial)")
+            self._end("closed", math.inf, "infeasible" + how)
             return True
         if out.bound is not None:
-            self.bound = out.bound
+            self.bound = out.bound if self.bound is None else max(self.bound, out.bound)
             if out.bound >= self.tol:
-                self._end("closed", out.bound, "bound (partial)")
+                self._end("closed", out.bound, "bound" + how)
                 return True
         return False
 
